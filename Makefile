@@ -1,0 +1,72 @@
+# The template repository's commands: the README, .ci/run and the CI workflow call these targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+UV ?= uv
+RUN := $(UV) run --frozen --no-sync
+DEMO_DIR := demo
+PYTEST_ARGS ?=
+
+#################################################################################
+# Setup                                                                         #
+#################################################################################
+
+.venv/.synced: pyproject.toml uv.lock
+	$(UV) sync --frozen
+	@touch $@
+
+.PHONY: setup
+setup: .venv/.synced ## Install the template's dev tools (cookiecutter, pytest, ruff, ...) into .venv
+
+#################################################################################
+# Demo                                                                          #
+#################################################################################
+
+.PHONY: demo
+demo: setup stop-demo ## Bake the defaults into ./demo/ and run the baked project's whole local flow
+	rm -rf $(DEMO_DIR)
+	$(RUN) cookiecutter --no-input --output-dir $(DEMO_DIR) .
+	@project="$$(ls -d $(DEMO_DIR)/*/)" && \
+		$(MAKE) -C "$$project" setup run && \
+		echo "The demo project is $${project%/}: cd there and run 'make help' for more."
+
+.PHONY: stop-demo
+stop-demo: ## Stop the local endpoint of an earlier demo, if one is running
+	@for makefile in $(DEMO_DIR)/*/Makefile; do \
+		if [ -f "$$makefile" ]; then $(MAKE) -C "$$(dirname "$$makefile")" stop || true; fi; \
+	done
+
+#################################################################################
+# Tests and lint                                                                #
+#################################################################################
+
+.PHONY: test
+test: setup ## Run every template test: bakes, hooks, repo checks, and a baked project's own tests
+	$(RUN) pytest $(PYTEST_ARGS)
+
+.PHONY: test-quick
+test-quick: setup ## Run the template tests without installing a bake (-F; a minute or two)
+	$(RUN) pytest -F $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: setup ## Check the hooks and the tests with ruff
+	$(RUN) ruff check hooks tests
+	$(RUN) ruff format --check hooks tests
+
+.PHONY: format
+format: setup ## Format the hooks and the tests with ruff
+	$(RUN) ruff check --fix hooks tests
+	$(RUN) ruff format hooks tests
+
+.PHONY: clean
+clean: stop-demo ## Stop the demo's endpoint and delete the demo and test caches
+	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache
+
+#################################################################################
+# Help                                                                          #
+#################################################################################
+
+.PHONY: help
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'

@@ -1,0 +1,74 @@
+"""Remove the parts the user did not choose, then print the next commands.
+
+Each optional part is a set of whole files with one tiny `remove_<part>()` function, reached from
+the REMOVERS table by (question, answer). To add an optional part: put its files in the template,
+write its remover, add one table entry and a bake test for the answer. cookiecutter renders this
+file with Jinja before it runs it (in the new project's folder), so the answers reach `__main__`
+as JSON; the functions are plain so the template's tests can import them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+Remover = Callable[[Path, str], None]
+
+
+def remove(project_dir: Path, *paths: str) -> None:
+    """Delete files or folders relative to the project; a path that is not there is skipped."""
+    for relative in paths:
+        path = project_dir / relative
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def remove_comet_tracking(project_dir: Path, package: str) -> None:
+    """tracking=none: the project tracks nothing, so the Comet adapter and its test go."""
+    remove(project_dir, f"src/{package}/tracking_comet.py", "tests/test_tracking_comet.py")
+
+
+REMOVERS: dict[tuple[str, str], Remover] = {
+    ("tracking", "none"): remove_comet_tracking,
+}
+
+
+def apply_removals(project_dir: Path, answers: Mapping[str, str]) -> list[Remover]:
+    """Run the remover of every (question, answer) that has one; return those that ran."""
+    ran = [
+        remover
+        for (question, answer), remover in REMOVERS.items()
+        if str(answers.get(question)) == answer
+    ]
+    for remover in ran:
+        remover(project_dir, str(answers["project"]))
+    return ran
+
+
+def next_steps(answers: Mapping[str, str]) -> str:
+    """The commands that take a user from the fresh folder to a running flow."""
+    project = answers["project"]
+    return "\n".join(
+        [
+            f"Created {answers['project_name']} in ./{project}/",
+            "",
+            "Next:",
+            f"  cd {project}",
+            "  make setup   # install the project and its tools into .venv with uv",
+            "  make run     # events > dbt > quality > train > evaluate > gate > local endpoint",
+            "  make test    # the project's tests, including an end-to-end flow run",
+            "  make help    # every other command",
+            "",
+            f"{project}/README.md explains each part and how to move it to the cloud.",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    answers = json.loads(r"""{{ cookiecutter | tojson }}""")
+    apply_removals(Path.cwd(), answers)
+    print(next_steps(answers))

@@ -1,0 +1,111 @@
+"""Checks of the template repository's own files: workflow, .ci/run, Makefile, README, prompts."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from bakery import CHOICES, COOKIECUTTER_JSON, QUESTIONS, TEMPLATE_DIR
+
+WORKFLOWS = sorted((TEMPLATE_DIR / ".github" / "workflows").glob("*.yml"))
+TOOLS = Path(sys.executable).parent
+PINNED = re.compile(r"^\s*(- )?uses: [\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+(\.\d+)*$")
+
+
+def run_tool(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(TOOLS / command[0]), *command[1:]], cwd=TEMPLATE_DIR, capture_output=True, text=True
+    )
+
+
+def test_template_has_a_workflow() -> None:
+    assert [w.name for w in WORKFLOWS] == ["template.yml"]
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)
+def test_workflow_is_valid_and_secure(workflow: Path) -> None:
+    schema = run_tool("check-jsonschema", "--builtin-schema", "vendor.github-workflows", workflow)
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    audit = run_tool("zizmor", "--offline", "--persona", "pedantic", str(workflow))
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)
+def test_actions_are_pinned_by_commit(workflow: Path) -> None:
+    uses = [line for line in workflow.read_text().splitlines() if "uses:" in line]
+    assert uses
+    unpinned = [line.strip() for line in uses if not PINNED.match(line)]
+    assert not unpinned, f"pin actions as owner/repo@<sha> # vX.Y.Z: {unpinned}"
+
+
+def test_template_workflow_runs_both_levels() -> None:
+    workflow = yaml.safe_load((TEMPLATE_DIR / ".github/workflows/template.yml").read_text())
+    triggers = workflow[True]  # YAML 1.1 reads the `on:` key as True
+    assert {"pull_request", "push", "schedule"} <= set(triggers)
+    assert triggers["push"]["branches"] == ["main"]
+    assert workflow["permissions"] == {"contents": "read"}
+    assert "concurrency" in workflow
+    commands = {}
+    for name, job in workflow["jobs"].items():
+        assert job["timeout-minutes"] <= 90
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
+        commands[name] = [step["run"] for step in job["steps"] if "run" in step]
+    assert commands == {"quick": ["make test-quick"], "full": ["make test"]}
+
+
+def test_ci_run_is_strict_and_calls_make_test() -> None:
+    script = TEMPLATE_DIR / ".ci" / "run"
+    assert os.access(script, os.X_OK), ".ci/run must be executable"
+    lines = script.read_text().splitlines()
+    assert "set -euo pipefail" in lines
+    assert lines[-1] == "make test"
+    check = run_tool("shellcheck", str(script))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def makefile_targets() -> dict[str, str]:
+    """Target name -> its `## ` description ('' when it has none), from the Makefile."""
+    targets = {}
+    for line in (TEMPLATE_DIR / "Makefile").read_text().splitlines():
+        match = re.match(r"^([a-zA-Z_-]+):(?!=)[^#]*(## (.*))?$", line)
+        if match:
+            targets[match.group(1)] = match.group(3) or ""
+    return targets
+
+
+def test_every_make_target_is_documented() -> None:
+    targets = makefile_targets()
+    assert {"demo", "test", "test-quick", "lint", "help"} <= set(targets)
+    assert all(targets.values()), [name for name, text in targets.items() if not text]
+
+
+def test_make_without_target_prints_help() -> None:
+    proc = subprocess.run(
+        ["make", "--no-print-directory"], cwd=TEMPLATE_DIR, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    listed = re.findall(r"^\s+(\S+)\s", re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout), re.MULTILINE)
+    assert listed == list(makefile_targets())
+
+
+def test_readme_documents_commands_prompts_and_levels() -> None:
+    readme = (TEMPLATE_DIR / "README.md").read_text()
+    for text in ("make demo", "make test", "make test-quick", "-F", "bake_run", "## Benchmarks"):
+        assert text in readme, text
+    for question in QUESTIONS:
+        row = re.search(rf"^\| `{question}` \|", readme, re.MULTILINE)
+        assert row, f"the prompts table has no row for {question}"
+
+
+def test_every_question_has_a_prompt() -> None:
+    prompts = COOKIECUTTER_JSON["__prompts__"]
+    assert set(prompts) == set(QUESTIONS)
+    for question, answers in CHOICES.items():
+        assert set(prompts[question]) == {"__prompt__", *answers}, question

@@ -1,0 +1,177 @@
+"""The post-modern stack, end to end, as one Metaflow flow.
+
+Steps:
+    1. start     check the configuration and that the warehouse is reachable
+    2. ingest    generate synthetic events (or keep what is loaded) and append them to the raw log
+    3. transform dbt build: staging and marts models plus their tests (card: the dbt DAG)
+    4. quality   great-expectations suite on the training sessions (card: results)
+    5. dataset   read the session table and split it by time (older train, newest test)
+    6. train     Keras LSTM on every prefix of every training session (card: curves)
+    7. evaluate  RecList suite: the LSTM and two baselines on the same test split (card)
+    8. gate      thresholds and baselines decide whether the model may be deployed (card)
+    9. deploy    start the SageMaker-contract endpoint and send it a smoke request (card)
+   10. end       summary
+
+Each step calls the module named after its part of the stack; the logic lives there.
+"""
+
+from metaflow import FlowSpec, Parameter, card, current, step
+
+from {{ cookiecutter.project }} import cards
+from {{ cookiecutter.project }}.settings import get_settings
+
+SETTINGS = get_settings()
+
+
+class RecsFlow(FlowSpec):
+    """Events > warehouse > dbt > quality > LSTM > RecList > gate > endpoint."""
+
+    source = Parameter(
+        "source",
+        help="'synthetic' generates events and loads them; 'warehouse' uses what is loaded already",
+        default="synthetic",
+    )
+    n_sessions = Parameter("n_sessions", help="Synthetic sessions", default=SETTINGS.n_sessions)
+    n_products = Parameter("n_products", help="Synthetic catalogue size", default=SETTINGS.n_products)
+    seed = Parameter("seed", help="Seed of the generator and the model", default=SETTINGS.seed)
+    start_date = Parameter(
+        "start_date", help="First day of events (YYYY-MM-DD)", default=str(SETTINGS.start_date)
+    )
+    days = Parameter("days", help="Days of events", default=SETTINGS.days)
+    test_days = Parameter("test_days", help="Newest days held out as test", default=SETTINGS.test_days)
+    epochs = Parameter("epochs", help="Training epochs (early stopping may stop sooner)", default=8)
+    batch_size = Parameter("batch_size", help="Training batch size", default=256)
+    embedding_dim = Parameter("embedding_dim", help="SKU embedding size", default=64)
+    lstm_units = Parameter("lstm_units", help="LSTM units", default=128)
+    max_length = Parameter("max_length", help="Most recent SKUs the model sees", default=20)
+    learning_rate = Parameter("learning_rate", help="Adam learning rate", default=0.003)
+    deploy = Parameter("deploy", help="Deploy the model if it passes the gate", default=True)
+
+    @card(type="blank")
+    @step
+    def start(self):
+        """Check the configuration and the warehouse connection."""
+        from {{ cookiecutter.project }} import warehouse
+
+        self.settings = SETTINGS.model_dump(mode="json", exclude={"comet_api_key"})
+        warehouse.check_connection(SETTINGS.duckdb_path)
+        current.card.extend(cards.config_card(self.settings, current))
+        self.next(self.ingest)
+
+    @card(type="blank")
+    @step
+    def ingest(self):
+        """Generate synthetic events (if asked) and append them to the raw log."""
+        from {{ cookiecutter.project }} import ingest
+
+        self.ingest_result = ingest.ingest(
+            SETTINGS,
+            source=self.source,
+            n_sessions=self.n_sessions,
+            n_products=self.n_products,
+            seed=self.seed,
+            start_date=self.start_date,
+            days=self.days,
+        )
+        current.card.extend(cards.ingest_card(self.ingest_result))
+        self.next(self.transform)
+
+    @card(type="blank")
+    @step
+    def transform(self):
+        """Build the dbt models and run their tests."""
+        from {{ cookiecutter.project }} import transform
+
+        self.dbt_result = transform.build(SETTINGS, output_dir=cards.step_dir(current))
+        current.card.extend(cards.dbt_card(self.dbt_result))
+        transform.raise_on_failure(self.dbt_result)
+        self.next(self.quality)
+
+    @card(type="blank")
+    @step
+    def quality(self):
+        """Check the training sessions against the expectation suite."""
+        from {{ cookiecutter.project }} import quality
+
+        self.quality_report = quality.check_warehouse(SETTINGS)
+        current.card.extend(cards.quality_card(self.quality_report))
+        quality.assert_quality(self.quality_report)
+        self.next(self.dataset)
+
+    @card(type="blank")
+    @step
+    def dataset(self):
+        """Read the session table and split it by time."""
+        from {{ cookiecutter.project }} import dataset
+
+        self.split = dataset.load_split(SETTINGS, test_days=self.test_days)
+        current.card.extend(cards.dataset_card(self.split))
+        self.next(self.train)
+
+    @card(type="blank")
+    @step
+    def train(self):
+        """Train the LSTM and export it for serving."""
+        from {{ cookiecutter.project }} import training
+
+        self.training = training.train_and_export(
+            SETTINGS,
+            self.split,
+            params=dict(
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                embedding_dim=self.embedding_dim,
+                lstm_units=self.lstm_units,
+                max_length=self.max_length,
+                learning_rate=self.learning_rate,
+                seed=self.seed,
+            ),
+            out_dir=cards.step_dir(current),
+            run_name=f"{current.flow_name}-{current.run_id}",
+        )
+        current.card.extend(cards.training_card(self.training))
+        self.next(self.evaluate)
+
+    @card(type="blank")
+    @step
+    def evaluate(self):
+        """Run the RecList suite on the LSTM and both baselines."""
+        from {{ cookiecutter.project }} import evaluation
+
+        self.evaluation = evaluation.evaluate_run(
+            self.split, self.training, out_dir=cards.step_dir(current)
+        )
+        current.card.extend(cards.evaluation_card(self.evaluation))
+        self.next(self.gate)
+
+    @card(type="blank")
+    @step
+    def gate(self):
+        """Decide whether the model may be deployed."""
+        from {{ cookiecutter.project }} import gate
+
+        self.gate_decision = gate.decide_from_settings(self.evaluation, SETTINGS)
+        print(gate.format_decision(self.gate_decision))
+        current.card.extend(cards.gate_card(self.gate_decision))
+        self.next(self.deploy_model)
+
+    @card(type="blank")
+    @step
+    def deploy_model(self):
+        """Start the endpoint on the model if it passed the gate, and smoke-test it."""
+        from {{ cookiecutter.project }} import deploy
+
+        self.deployment = deploy.deploy_if_passed(
+            SETTINGS, self.gate_decision, self.training, enabled=self.deploy
+        )
+        current.card.extend(cards.deploy_card(self.deployment))
+        self.next(self.end)
+
+    @step
+    def end(self):
+        """Say where the results are."""
+        print(cards.run_summary(self.gate_decision, self.deployment, current))
+
+
+if __name__ == "__main__":
+    RecsFlow()

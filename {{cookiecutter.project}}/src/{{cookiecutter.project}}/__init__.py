@@ -1,0 +1,1 @@
+"""Session-based next-item recommendations on the post-modern stack."""

@@ -1,0 +1,403 @@
+"""Data quality of the session table (dbt model `training_sessions`) with great-expectations.
+
+The expectation suite is built once (`build_suite`) and knows nothing about where the data lives:
+here it runs on a pandas DataFrame (GX's SQL engine fails on DuckDB through duckdb-engine); on
+Snowflake the same suite can run through GX's SQLAlchemy datasource. Results are turned into plain
+dataclasses (`QualityReport`) so that they pickle as a Metaflow artifact and render in a card.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+# GX must not phone home: older 1.x releases read this variable when they are imported.
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+
+import great_expectations as gx  # noqa: E402
+import great_expectations.expectations as gxe  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from great_expectations.core import ExpectationSuiteValidationResult  # noqa: E402
+from great_expectations.data_context.types.base import (  # noqa: E402
+    DataContextConfig,
+    InMemoryStoreBackendDefaults,
+    ProgressBarsConfig,
+)
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+SESSION_COLUMNS = (
+    "session_id",
+    "skus",
+    "actions",
+    "session_length",
+    "first_event_at",
+    "last_event_at",
+    "session_date",
+)
+# Derived column: the session's distinct actions, sorted and comma-joined ("add,detail").
+# On Snowflake: array_to_string(array_sort(array_distinct(actions)), ',').
+ACTION_SET = "action_set"
+# Examples of bad values shown per failed expectation.
+MAX_EXAMPLES = 3
+
+
+class QualityInputError(ValueError):
+    """The session table or the thresholds cannot be checked as given."""
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """What a healthy session table looks like; the defaults fit the synthetic data."""
+
+    min_session_length: int = 2
+    max_session_length: int = 50
+    min_mean_length: float = 3.0
+    max_mean_length: float = 8.0
+    min_median_length: float = 2.0
+    max_median_length: float = 8.0
+    min_rows: int = 100
+    max_rows: int | None = None
+    allowed_actions: tuple[str, ...] = ("detail", "add", "purchase")
+
+    def __post_init__(self) -> None:
+        ranges = {
+            "session_length": (self.min_session_length, self.max_session_length),
+            "mean length": (self.min_mean_length, self.max_mean_length),
+            "median length": (self.min_median_length, self.max_median_length),
+            "rows": (self.min_rows, self.max_rows),
+        }
+        for name, (low, high) in ranges.items():
+            if high is not None and low > high:
+                raise QualityInputError(
+                    f"Quality thresholds: {name} minimum {low} is above its maximum {high}; "
+                    "fix the values passed to QualityThresholds."
+                )
+        if not self.allowed_actions:
+            raise QualityInputError(
+                "Quality thresholds: allowed_actions is empty; list at least one."
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QualityThresholds:
+        """Thresholds matching the project settings (the longest session kept for training)."""
+        return cls(max_session_length=settings.max_session_length)
+
+
+@dataclass(frozen=True)
+class ExpectationResult:
+    """One expectation's outcome, as plain data."""
+
+    expectation: str  # GX expectation type, e.g. "expect_column_values_to_be_between"
+    column: str | None  # checked column(s); None for table-level checks
+    rule: str  # readable rule, e.g. "session_length between 2 and 50"
+    success: bool
+    observed_value: float | None = None  # aggregate checks: the measured value
+    unexpected_count: int | None = None  # row checks: rows breaking the rule
+    unexpected_percent: float | None = None
+    unexpected_examples: tuple[str, ...] = ()
+    unexpected_label: str = "failing"  # how the bad rows are described: "outside", "null", ...
+    error: str | None = None  # GX could not evaluate the expectation
+
+    def describe(self) -> str:
+        """One line: the rule, and by how much it failed (or what was observed)."""
+        if self.error is not None:
+            return f"{self.rule}: could not be checked ({self.error})"
+        if self.unexpected_count is not None:
+            if not self.unexpected_count:
+                return self.rule
+            rows = "row" if self.unexpected_count == 1 else "rows"
+            text = (
+                f"{self.rule}: {self.unexpected_count:,} {rows} "
+                f"({_percent(self.unexpected_percent or 0.0)}) {self.unexpected_label}"
+            )
+            if self.unexpected_examples:
+                text += ", e.g. " + ", ".join(self.unexpected_examples)
+            return text
+        return f"{self.rule}: observed {_number(self.observed_value)}"
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """The suite's outcome on one session table: picklable, for artifacts, cards and the CLI."""
+
+    results: tuple[ExpectationResult, ...]
+    success: bool
+    row_count: int
+    runtime_s: float
+
+    @property
+    def failures(self) -> tuple[ExpectationResult, ...]:
+        return tuple(result for result in self.results if not result.success)
+
+
+class QualityError(Exception):
+    """The session table broke one or more expectations."""
+
+    def __init__(self, report: QualityReport) -> None:
+        super().__init__(format_report(report))
+        self.report = report
+
+
+def build_suite(
+    thresholds: QualityThresholds, name: str = "training_sessions"
+) -> gx.ExpectationSuite:
+    """The expectation suite of the session table, independent of any data source.
+
+    It reads the scalar columns of the table plus the derived `action_set` column (see
+    `validation_frame`); each expectation carries its readable rule as `description` and, for row
+    checks, the word for its bad rows in `meta["unexpected"]`.
+    """
+    t = thresholds
+    # Each distinct action must be an allowed one: GX checks scalar columns only, so the list column
+    # `actions` is checked through `action_set`, one short string per session. A regex over it keeps
+    # the allowed set in the suite (not in the derivation) and runs as well in SQL as in pandas.
+    allowed = "|".join(sorted(t.allowed_actions))
+    rows = (
+        f"row count between {t.min_rows:,} and {t.max_rows:,}"
+        if t.max_rows is not None
+        else f"row count at least {t.min_rows:,}"
+    )
+    expectations = [
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=t.min_rows, max_value=t.max_rows, description=rows
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(
+            column="session_id", description="session_id not null", meta={"unexpected": "null"}
+        ),
+        gxe.ExpectColumnValuesToBeUnique(
+            column="session_id",
+            description="session_id unique",
+            meta={"unexpected": "share an id"},
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="session_length",
+            min_value=t.min_session_length,
+            max_value=t.max_session_length,
+            description=(
+                f"session_length between {t.min_session_length} and {t.max_session_length}"
+            ),
+            meta={"unexpected": "outside"},
+        ),
+        gxe.ExpectColumnMeanToBeBetween(
+            column="session_length",
+            min_value=t.min_mean_length,
+            max_value=t.max_mean_length,
+            description=(
+                f"mean session_length between {_number(t.min_mean_length)} "
+                f"and {_number(t.max_mean_length)}"
+            ),
+        ),
+        gxe.ExpectColumnMedianToBeBetween(
+            column="session_length",
+            min_value=t.min_median_length,
+            max_value=t.max_median_length,
+            description=(
+                f"median session_length between {_number(t.min_median_length)} "
+                f"and {_number(t.max_median_length)}"
+            ),
+        ),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column=ACTION_SET,
+            regex=rf"^(?:{allowed})(?:,(?:{allowed}))*$",
+            description=f"actions only {', '.join(t.allowed_actions)}",
+            meta={"unexpected": "with other actions"},
+        ),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="last_event_at",
+            column_B="first_event_at",
+            or_equal=True,
+            # Rule text in GX's column order, so that examples read (last_event_at, first_event_at).
+            description="last_event_at >= first_event_at",
+            meta={"unexpected": "inverted"},
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(
+            column="session_date", description="session_date not null", meta={"unexpected": "null"}
+        ),
+    ]
+    return gx.ExpectationSuite(name=name, expectations=expectations)
+
+
+def validation_frame(sessions: pd.DataFrame) -> pd.DataFrame:
+    """The session table as the suite reads it: scalar columns plus the derived `action_set`.
+
+    The list columns stay out of the GX batch: GX never needs them and object columns of lists
+    only slow it down.
+    """
+    missing = [column for column in SESSION_COLUMNS if column not in sessions.columns]
+    if missing:
+        raise QualityInputError(
+            f"The session table lacks the columns {', '.join(missing)}; it should be the dbt model "
+            f"training_sessions with columns {', '.join(SESSION_COLUMNS)} (run `dbt build` first)."
+        )
+    frame = sessions.drop(columns=["skus", "actions"])
+    frame[ACTION_SET] = [_action_set(actions) for actions in sessions["actions"]]
+    return frame
+
+
+def check_sessions(
+    sessions: pd.DataFrame, thresholds: QualityThresholds | None = None
+) -> QualityReport:
+    """Run the suite on a session table held in pandas and summarise the outcome."""
+    started = time.perf_counter()
+    suite = build_suite(thresholds or QualityThresholds())
+    batch = _pandas_batch(validation_frame(sessions))
+    result = batch.validate(suite, result_format="BASIC")
+    return report_from_validation(result, runtime_s=time.perf_counter() - started)
+
+
+def report_from_validation(
+    result: ExpectationSuiteValidationResult, runtime_s: float
+) -> QualityReport:
+    """Plain data from a GX validation result of `build_suite`'s suite, whatever the source."""
+    results = tuple(_expectation_result(outcome) for outcome in result.results)
+    row_counts = [
+        r.observed_value for r in results if r.expectation == "expect_table_row_count_to_be_between"
+    ]
+    return QualityReport(
+        results=results,
+        success=bool(result.success),
+        row_count=int(row_counts[0]) if row_counts and row_counts[0] is not None else 0,
+        runtime_s=round(runtime_s, 3),
+    )
+
+
+def assert_quality(report: QualityReport) -> None:
+    """Raise `QualityError` (its message lists the failures) unless every expectation passed."""
+    if not report.success:
+        raise QualityError(report)
+
+
+def format_report(report: QualityReport, *, include_passed: bool = False) -> str:
+    """A short readable report: a summary line, then one line per failed (or every) expectation."""
+    passed = len(report.results) - len(report.failures)
+    verdict = "passed" if report.success else "FAILED"
+    lines = [
+        f"Data quality {verdict}: {passed}/{len(report.results)} expectations met on "
+        f"{report.row_count:,} sessions ({report.runtime_s:.1f} s)"
+    ]
+    for result in report.results:
+        if include_passed or not result.success:
+            mark = "ok  " if result.success else "FAIL"
+            lines.append(f"  {mark} {result.describe()}")
+    return "\n".join(lines)
+
+
+def plot_session_lengths(
+    sessions: pd.DataFrame, thresholds: QualityThresholds | None = None
+) -> Figure:
+    """Histogram of session_length (log counts, so rare outliers show) with the allowed range."""
+    t = thresholds or QualityThresholds()
+    lengths = pd.to_numeric(sessions["session_length"], errors="coerce").dropna().to_numpy()
+    high = max(int(lengths.max()) if lengths.size else 0, t.max_session_length)
+    # One bar per length while that stays readable; equal-width bins past that.
+    bins: Any = np.arange(0.5, high + 1.5) if high <= 200 else 200
+    figure = Figure(figsize=(7, 3.5), layout="constrained")
+    FigureCanvasAgg(figure)  # draws off-screen, without pyplot's global state
+    ax = figure.add_subplot()
+    ax.hist(lengths, bins=bins, color="tab:blue", log=True)
+    for value, label in ((t.min_session_length, "min"), (t.max_session_length, "max")):
+        ax.axvline(value, color="tab:red", linestyle="--", linewidth=1)
+        ax.annotate(
+            label,
+            (value, 1),
+            xycoords=("data", "axes fraction"),
+            color="tab:red",
+            ha="center",
+            va="bottom",
+        )
+    ax.set_xlabel("session length (steps)")
+    ax.set_ylabel("sessions")
+    ax.set_title(f"Session lengths ({lengths.size:,} sessions)", pad=14)
+    return figure
+
+
+def _pandas_batch(frame: pd.DataFrame) -> Any:
+    """A GX batch over a DataFrame, in an in-memory context that writes no files."""
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            analytics_enabled=False,
+            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+            progress_bars=ProgressBarsConfig(globally=False),
+        ),
+    )
+    asset = context.data_sources.add_pandas("sessions").add_dataframe_asset("training_sessions")
+    batch_definition = asset.add_batch_definition_whole_dataframe("whole_table")
+    return batch_definition.get_batch(batch_parameters={"dataframe": frame})
+
+
+def _action_set(actions: Iterable[Any] | None) -> str:
+    # A missing list becomes "" so that the regex flags it (GX skips null values).
+    if not pd.api.types.is_list_like(actions):
+        return ""
+    return ",".join(sorted({str(action) for action in actions}))
+
+
+def _expectation_result(outcome: Any) -> ExpectationResult:
+    config = outcome.expectation_config
+    kwargs = config.kwargs
+    details = outcome.result or {}
+    columns = [kwargs[key] for key in ("column", "column_A", "column_B") if key in kwargs]
+    error = None
+    if outcome.exception_info and outcome.exception_info.get("raised_exception"):
+        error = str(outcome.exception_info.get("exception_message")).splitlines()[0]
+    observed = details.get("observed_value")
+    count = details.get("unexpected_count")
+    percent = details.get("unexpected_percent")
+    return ExpectationResult(
+        expectation=config.type,
+        column=", ".join(columns) or None,
+        rule=config.description or config.type,
+        success=bool(outcome.success),
+        observed_value=float(observed) if isinstance(observed, int | float | np.number) else None,
+        unexpected_count=int(count) if count is not None else None,
+        unexpected_percent=float(percent) if percent is not None else None,
+        unexpected_examples=_examples(details.get("partial_unexpected_list") or []),
+        unexpected_label=(config.meta or {}).get("unexpected", "failing"),
+        error=error,
+    )
+
+
+def _examples(values: Iterable[Any]) -> tuple[str, ...]:
+    """A few distinct bad values as text; nulls say nothing, so they are left out."""
+    texts: list[str] = []
+    for value in values:
+        text = _value_text(value)
+        if text is not None and text not in texts:
+            texts.append(text)
+        if len(texts) == MAX_EXAMPLES:
+            break
+    return tuple(texts)
+
+
+def _value_text(value: Any) -> str | None:
+    if isinstance(value, tuple):  # column pairs: (column_A, column_B)
+        parts = [_value_text(part) for part in value]
+        return "(" + ", ".join(part or "null" for part in parts) + ")"
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    if isinstance(value, np.datetime64 | pd.Timestamp):
+        return str(pd.Timestamp(value))
+    if isinstance(value, str):
+        return repr(value)
+    return _number(value) if isinstance(value, int | float | np.number) else str(value)
+
+
+def _number(value: float | None) -> str:
+    """Whole numbers without decimals, others with three significant digits."""
+    if value is None:
+        return "n/a"
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:.3g}"
+
+
+def _percent(value: float) -> str:
+    """A percentage that stays informative for a handful of rows among millions."""
+    return f"{value:.1f}%" if value >= 0.1 else f"{value:.1g}%"

@@ -1,0 +1,56 @@
+"""One typed settings object, read from the environment and `.env`.
+
+Every default makes the local run work with no cloud account. `.env.example` documents each variable.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- data -------------------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("data"), description="Folder for generated events and local outputs"
+    )
+    n_sessions: int = Field(20_000, ge=100, description="Synthetic sessions to generate")
+    n_products: int = Field(2_000, ge=50, description="Synthetic catalogue size (SKUs)")
+    seed: int = Field(42, description="Seed of the synthetic generator")
+    start_date: date = Field(date(2026, 1, 1), description="First day of synthetic events")
+    days: int = Field(28, ge=2, description="Days covered by synthetic events")
+
+    # --- warehouse --------------------------------------------------------------------------
+    warehouse: Literal["duckdb", "snowflake"] = Field("duckdb", description="Where events live")
+    duckdb_path: Path = Field(Path("data/warehouse.duckdb"), description="DuckDB file (local)")
+    tenant: str = Field("demo", description="Tenant / API key recorded with each load")
+
+    # --- transform --------------------------------------------------------------------------
+    dbt_project_dir: Path = Field(Path("dbt"), description="dbt project folder")
+    dbt_target: str = Field("local", description="dbt target in dbt/profiles.yml")
+
+    # --- dataset ----------------------------------------------------------------------------
+    test_days: int = Field(7, ge=1, description="Newest days held out as the test split")
+    max_session_length: int = Field(50, ge=2, description="Longest session kept for training")
+
+    # --- tracking ---------------------------------------------------------------------------
+    tracking: Literal["comet", "none"] = Field("none", description="Experiment tracking")
+    comet_api_key: SecretStr | None = Field(None, description="Comet key; offline archive if unset")
+    comet_project: str = Field("session-recs", description="Comet project name")
+
+    # --- serving ----------------------------------------------------------------------------
+    serving_host: str = Field("127.0.0.1", description="Local endpoint host")
+    serving_port: int = Field(8080, description="Local endpoint port")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings of this process (read once)."""
+    return Settings()

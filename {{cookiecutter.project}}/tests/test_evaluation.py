@@ -1,0 +1,300 @@
+"""Next-item examples, metrics against hand-computed values, and the RecList suite on disk."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from {{ cookiecutter.project }}.evaluation import (
+    PREFIX_BUCKETS,
+    EvaluationError,
+    EvaluationReport,
+    Examples,
+    coverage_at_k,
+    evaluate,
+    hit_rate_at_k,
+    item_popularity,
+    load_report,
+    mrr_at_k,
+    next_item_examples,
+    plot_comparison,
+    popularity_bias,
+    popularity_segments,
+    prefix_length_buckets,
+    slice_metrics,
+    target_ranks,
+    target_segments,
+)
+
+
+class FixedList:
+    """A real (if simple) recommender: the same ranked list for every session."""
+
+    def __init__(self, name: str, ranking: Sequence[str]) -> None:
+        self.name = name
+        self.ranking = list(ranking)
+
+    def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        top = [(sku, 1.0 / (i + 1)) for i, sku in enumerate(self.ranking[:k])]
+        return [list(top) for _ in sessions]
+
+
+class DropsOneSession(FixedList):
+    def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        return super().recommend(sessions, k)[1:]
+
+
+# --- examples ----------------------------------------------------------------------------------
+
+
+def test_examples_are_every_prefix_with_its_next_item() -> None:
+    examples = next_item_examples([["a", "b", "c"], ["d", "e"]], max_examples=10)
+    assert examples.prefixes == [["a"], ["a", "b"], ["d"]]
+    assert examples.targets == ["b", "c", "e"]
+    assert examples.prefix_lengths.tolist() == [1, 2, 1]
+
+
+def test_examples_read_the_skus_column_of_a_split_frame() -> None:
+    frame = pd.DataFrame({"session_id": [1, 2], "skus": [["a", "b"], np.array(["c", "d", "e"])]})
+    examples = next_item_examples(frame, max_examples=10)
+    assert examples.prefixes == [["a"], ["c"], ["c", "d"]]
+    assert examples.targets == ["b", "d", "e"]
+
+
+def test_subsample_is_deterministic_and_made_of_real_examples() -> None:
+    sessions = [[f"s{i}-{j}" for j in range(2 + i % 7)] for i in range(300)]
+    first = next_item_examples(sessions, max_examples=100, seed=3)
+    again = next_item_examples(sessions, max_examples=100, seed=3)
+    other = next_item_examples(sessions, max_examples=100, seed=4)
+    assert len(first) == 100
+    assert first == again
+    assert first != other
+    by_first_sku = {session[0]: session for session in sessions}
+    for prefix, target in zip(first.prefixes, first.targets, strict=True):
+        session = by_first_sku[prefix[0]]
+        assert session[: len(prefix)] == prefix
+        assert session[len(prefix)] == target
+    assert len({(tuple(p), t) for p, t in zip(first.prefixes, first.targets, strict=True)}) == 100
+
+
+def test_examples_errors_say_what_to_do() -> None:
+    with pytest.raises(EvaluationError, match="no next-item examples"):
+        next_item_examples([["a"], []], max_examples=10)
+    with pytest.raises(EvaluationError, match="'skus' column"):
+        next_item_examples(pd.DataFrame({"items": [["a", "b"]]}), max_examples=10)
+    with pytest.raises(EvaluationError, match="JSON"):
+        next_item_examples(pd.DataFrame({"skus": ['["a", "b"]']}), max_examples=10)
+    with pytest.raises(EvaluationError, match="max_examples"):
+        next_item_examples([["a", "b"]], max_examples=0)
+    with pytest.raises(EvaluationError, match="pair up"):
+        Examples(prefixes=[["a"]], targets=[])
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+RECOMMENDED = [["a", "b", "c"], ["x", "y", "z"], ["c", "a", "b"]]
+TARGETS = ["b", "q", "b"]
+
+
+def test_ranks_hit_rate_and_mrr_by_hand() -> None:
+    assert target_ranks(RECOMMENDED, TARGETS, k=3).tolist() == [2, 0, 3]
+    assert hit_rate_at_k(RECOMMENDED, TARGETS, k=3) == pytest.approx(2 / 3)
+    assert mrr_at_k(RECOMMENDED, TARGETS, k=3) == pytest.approx((1 / 2 + 0 + 1 / 3) / 3)
+
+
+def test_k_cuts_the_lists() -> None:
+    assert target_ranks(RECOMMENDED, TARGETS, k=2).tolist() == [2, 0, 0]
+    assert hit_rate_at_k(RECOMMENDED, TARGETS, k=2) == pytest.approx(1 / 3)
+    assert mrr_at_k(RECOMMENDED, TARGETS, k=2) == pytest.approx(1 / 6)
+    assert hit_rate_at_k(RECOMMENDED, TARGETS, k=1) == 0.0
+    assert mrr_at_k([["b"]], ["b"], k=1) == 1.0
+
+
+def test_metric_input_errors() -> None:
+    with pytest.raises(EvaluationError, match="no examples"):
+        mrr_at_k([], [], k=20)
+    with pytest.raises(EvaluationError, match="pair up"):
+        hit_rate_at_k([["a"]], ["a", "b"], k=20)
+    with pytest.raises(EvaluationError, match="k must be at least 1"):
+        mrr_at_k([["a"]], ["a"], k=0)
+    with pytest.raises(EvaluationError, match="coverage"):
+        coverage_at_k([], catalogue_size=5, k=20)
+    with pytest.raises(EvaluationError, match="catalogue_size"):
+        coverage_at_k([["a"]], catalogue_size=0, k=20)
+    with pytest.raises(EvaluationError, match="popularity bias"):
+        popularity_bias([], pd.Series({"a": 1}), k=20)
+
+
+def test_coverage_counts_distinct_items_in_the_top_k() -> None:
+    recommended = [["a", "b"], ["b", "c"]]
+    assert coverage_at_k(recommended, catalogue_size=8, k=2) == pytest.approx(3 / 8)
+    assert coverage_at_k(recommended, catalogue_size=8, k=1) == pytest.approx(2 / 8)
+
+
+def test_item_popularity_orders_by_count_then_sku() -> None:
+    popularity = item_popularity([["c", "a"], ["a", "b", "a"], ["d", "a"]])
+    assert popularity.to_dict() == {"a": 4, "b": 1, "c": 1, "d": 1}
+    assert list(popularity.index) == ["a", "b", "c", "d"]
+    with pytest.raises(EvaluationError, match="no SKUs"):
+        item_popularity([[]])
+
+
+def test_popularity_bias_is_the_mean_percentile_of_recommended_items() -> None:
+    # Percentile = share of the catalogue at or below the item's count: a 1, b 3/4, c and d 1/2.
+    popularity = pd.Series({"a": 4, "b": 2, "c": 1, "d": 1})
+    assert popularity_bias([["a", "b"], ["c", "unseen"]], popularity, k=2) == pytest.approx(
+        (1 + 0.75 + 0.5 + 0) / 4
+    )
+    assert popularity_bias([["a", "b"], ["c", "unseen"]], popularity, k=1) == pytest.approx(
+        (1 + 0.5) / 2
+    )
+    assert math.isnan(popularity_bias([[], []], popularity, k=5))
+
+
+def test_prefix_length_buckets() -> None:
+    labels = prefix_length_buckets(np.array([1, 2, 3, 4, 7, 8, 50]))
+    assert labels.tolist() == ["1", "2-3", "2-3", "4-7", "4-7", "8+", "8+"]
+    with pytest.raises(EvaluationError, match="start at 1"):
+        prefix_length_buckets(np.array([0, 1]))
+
+
+def test_popularity_segments_split_the_interactions() -> None:
+    # 10 interactions: a covers the first half (head), b the next 3/10 (torso), c and d the rest.
+    segments = popularity_segments(pd.Series({"a": 5, "b": 3, "c": 1, "d": 1}))
+    assert segments.to_dict() == {"a": "head", "b": "torso", "c": "tail", "d": "tail"}
+    assert target_segments(["b", "a", "new"], segments).tolist() == ["torso", "head", "tail"]
+    with pytest.raises(EvaluationError, match="head_share"):
+        popularity_segments(pd.Series({"a": 1}), head_share=0.9, torso_share=0.5)
+
+
+def test_slice_metrics_by_hand() -> None:
+    ranks = np.array([1, 0, 2, 4])
+    groups = np.array(["1", "1", "2-3", "8+"], dtype=object)
+    assert slice_metrics(ranks, groups, PREFIX_BUCKETS) == {
+        "1": {"examples": 2, "hit_rate": 0.5, "mrr": 0.5},
+        "2-3": {"examples": 1, "hit_rate": 1.0, "mrr": 0.5},
+        "4-7": {"examples": 0, "hit_rate": None, "mrr": None},
+        "8+": {"examples": 1, "hit_rate": 1.0, "mrr": 0.25},
+    }
+
+
+# --- RecList suite and report ------------------------------------------------------------------
+
+TRAIN = [["a", "b", "c"], ["a", "b"], ["a", "d"], ["b", "c"]]
+TEST = [["a", "b", "c"], ["d", "a"]]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[EvaluationReport, Path]:
+    """One evaluation shared by the report tests (PNG rendering dominates its second)."""
+    root = tmp_path_factory.mktemp("evaluate")
+    workdir = root / "cwd"
+    workdir.mkdir()
+    examples = next_item_examples(TEST, max_examples=10)  # a->b, ab->c, d->a
+    models = [FixedList("good", ["b", "c", "a"]), FixedList("poor", ["d", "x"])]
+    # Run from an empty folder: nothing may land in the working directory.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        report = evaluate(models, examples, TRAIN, k=2, out_dir=root / "evaluation")
+    return report, root
+
+
+@pytest.fixture
+def report(evaluated: tuple[EvaluationReport, Path]) -> EvaluationReport:
+    return evaluated[0]
+
+
+def test_evaluate_scores_every_model_on_the_same_examples(report: EvaluationReport) -> None:
+    good, poor = report.models["good"], report.models["poor"]
+    # good's top 2 is [b, c]: hits b at 1 and c at 2, misses a.
+    assert good.metrics == {
+        "hit_rate@2": pytest.approx(2 / 3),
+        "mrr@2": pytest.approx((1 + 1 / 2) / 3),
+        "coverage@2": pytest.approx(2 / 4),
+        # train counts a 3, b 3, c 2, d 1: percentiles b 1.0, c 0.5
+        "popularity_bias@2": pytest.approx(0.75),
+    }
+    assert poor.metrics["mrr@2"] == 0.0
+    assert poor.metrics["popularity_bias@2"] == pytest.approx((0.25 + 0) / 2)
+    assert good.slices["prefix_length"]["1"] == {"examples": 2, "hit_rate": 0.5, "mrr": 0.5}
+    assert good.slices["prefix_length"]["2-3"] == {"examples": 1, "hit_rate": 1.0, "mrr": 0.5}
+    assert set(good.slices["target_popularity"]) == {"head", "torso", "tail"}
+    assert sum(row["examples"] for row in good.slices["target_popularity"].values()) == 3
+    assert (report.k, report.n_examples, report.catalogue_size) == (2, 3, 4)
+
+
+def test_reclist_writes_its_reports_and_charts_under_out_dir(
+    evaluated: tuple[EvaluationReport, Path],
+) -> None:
+    report, root = evaluated
+    out_dir = root / "evaluation"
+    for name, result in report.models.items():
+        path = result.reclist_report
+        assert path.is_file()
+        assert path.parent.parent.parent == out_dir / "SessionRecList" / name
+        written = json.loads(path.read_text())
+        assert written["metadata"]["model_name"] == name
+        by_test = {row["name"]: row["result"] for row in written["data"]}
+        assert by_test["mrr"] == pytest.approx(result.metrics["mrr@2"])
+        assert set(by_test) == {
+            "hit_rate",
+            "mrr",
+            "coverage",
+            "popularity_bias",
+            "sliced_by_prefix_length",
+            "sliced_by_target_popularity",
+        }
+        plots = path.parent.parent / "plots"
+        assert {p.name for p in plots.iterdir()} == {
+            "sliced_by_prefix_length.png",
+            "sliced_by_target_popularity.png",
+        }
+    assert list((root / "cwd").iterdir()) == []
+
+
+def test_combined_report_round_trips(report: EvaluationReport, tmp_path: Path) -> None:
+    assert report.path.name == "report.json"
+    combined = json.loads(report.path.read_text())
+    assert set(combined["models"]) == {"good", "poor"}
+    assert combined["models"]["good"]["metrics"]["mrr@2"] == pytest.approx(0.5)
+    assert load_report(report.path) == report
+    assert pickle.loads(pickle.dumps(report)) == report
+    with pytest.raises(EvaluationError, match="not an evaluation report"):
+        EvaluationReport.from_dict({"k": 20}, tmp_path / "broken.json")
+
+
+def test_plot_comparison_draws_metrics_and_slices(report: EvaluationReport, tmp_path: Path) -> None:
+    for source in (report, report.to_dict()):
+        figure = plot_comparison(source)
+        assert isinstance(figure, Figure)
+        overall, by_length = figure.axes
+        assert len(overall.patches) == 2 * 3  # two models x HR, MRR, coverage
+        assert len(by_length.patches) == 2 * len(PREFIX_BUCKETS)
+        figure.savefig(tmp_path / "comparison.png")
+        assert (tmp_path / "comparison.png").stat().st_size > 0
+
+
+def test_evaluate_rejects_bad_models(tmp_path: Path) -> None:
+    examples = next_item_examples(TEST, max_examples=10)
+
+    def run(*models: FixedList) -> None:
+        evaluate(models, examples, TRAIN, k=2, out_dir=tmp_path)
+
+    with pytest.raises(EvaluationError, match="no models"):
+        run()
+    with pytest.raises(EvaluationError, match="unique"):
+        run(FixedList("same", ["a"]), FixedList("same", ["b"]))
+    with pytest.raises(EvaluationError, match="folder name"):
+        run(FixedList("../escape", ["a"]))
+    with pytest.raises(EvaluationError, match="returned 2 lists for 3 sessions"):
+        run(DropsOneSession("short", ["a"]))
+    with pytest.raises(EvaluationError, match="no examples"):
+        evaluate([FixedList("x", ["a"])], Examples([], []), TRAIN, out_dir=tmp_path)

@@ -1,0 +1,595 @@
+"""Inference server: the pure parse → predict → format core, and real HTTP against a real model."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from http import HTTPStatus
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from {{ cookiecutter.project }}.serving import (
+    InferenceServer,
+    Limits,
+    Request,
+    RequestError,
+    ServingError,
+    create_server,
+    format_response,
+    invoke,
+    main,
+    parse_args,
+    parse_request,
+)
+
+LIMITS = Limits(max_body_bytes=2_000, max_sessions=3, max_session_length=4, max_k=10, default_k=5)
+JSON = "application/json"
+N_SKUS = 30
+
+
+# --- helpers and fixtures --------------------------------------------------------------------
+
+
+def build_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Train, export and package a tiny real model once per test session: (export dir, tar)."""
+    from {{ cookiecutter.project }}.model import TrainParams, export_model, package_model, train
+
+    root = tmp_path_factory.getbasetemp() / "tiny_model"
+    export_dir, tar_path = root / "export", root / "model.tar.gz"
+    if not tar_path.is_file():
+        # SKU i is mostly followed by SKU i + 1: enough structure for one epoch to learn from.
+        sessions = [[f"sku-{(s + j) % N_SKUS}" for j in range(2 + s % 4)] for s in range(300)]
+        train_df = pd.DataFrame(
+            {
+                "skus": sessions,
+                "first_event_at": pd.date_range("2026-01-01", periods=300, freq="min"),
+            }
+        )
+        params = TrainParams(embedding_dim=8, lstm_units=8, epochs=1, batch_size=64)
+        trained = train(train_df, params, progress=lambda epoch, logs: None)
+        export_model(trained, export_dir)
+        package_model(export_dir, tar_path)
+    return export_dir, tar_path
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class EchoRecommender:
+    """Stand-in model for core tests: recommends the session's own SKUs, newest first."""
+
+    def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        return [[(sku, 1.0 / (i + 1)) for i, sku in enumerate(reversed(s))][:k] for s in sessions]
+
+
+@contextmanager
+def running(server: InferenceServer) -> Iterator[InferenceServer]:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop(grace_s=5)
+        thread.join(5)
+
+
+def wait_ping(host: str, port: int, timeout_s: float = 120) -> tuple[int, dict]:
+    """Poll /ping until it is 200 or reports a failure; return its status and JSON body."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            status, body = request(host, port, "GET", "/ping")
+            if status == 200 or json.loads(body).get("state") == "failed":
+                return status, json.loads(body or b"{}")
+        except ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "the server did not become ready"
+        time.sleep(0.1)
+
+
+def request(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict | None = None,
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def post(server: InferenceServer, payload: object, headers: dict | None = None) -> tuple[int, dict]:
+    host, port = server.server_address[:2]
+    status, body = request(
+        host,
+        port,
+        "POST",
+        "/invocations",
+        json.dumps(payload).encode(),
+        {"Content-Type": JSON, **(headers or {})},
+    )
+    return status, json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def live(model_dir: Path) -> Iterator[InferenceServer]:
+    """The real exported model behind a real socket."""
+    with running(create_server(model_dir, "127.0.0.1", 0, LIMITS)) as server:
+        assert wait_ping(*server.server_address[:2])[0] == 200
+        yield server
+
+
+# --- pure core: parse ------------------------------------------------------------------------
+
+GOOD = [
+    (JSON, {"sessions": [["a", "b"], ["c"]], "k": 3}, Request("sessions", [["a", "b"], ["c"]], 3)),
+    ("application/json; charset=UTF-8", {"sessions": [["a"]]}, Request("sessions", [["a"]], 5)),
+    ("Application/JSON", {"sessions": [["a"]], "k": None}, Request("sessions", [["a"]], 5)),
+    (JSON, {"instances": [["a"], ["b", "c"]]}, Request("instances", [["a"], ["b", "c"]], 5)),
+    (
+        JSON,
+        {"instances": [{"skus": ["a"]}, ["b"]], "k": 10},
+        Request("instances", [["a"], ["b"]], 10),
+    ),
+    (
+        JSON,
+        {"sessions": [["never-seen", ""]], "k": 1},
+        Request("sessions", [["never-seen", ""]], 1),
+    ),
+]
+
+
+@pytest.mark.parametrize(("content_type", "payload", "expected"), GOOD)
+def test_parse_accepts(content_type: str, payload: dict, expected: Request) -> None:
+    assert parse_request(json.dumps(payload).encode(), content_type, LIMITS) == expected
+
+
+BAD = [
+    ("text/plain", b'{"sessions": [["a"]]}', 415, "application/json"),
+    ("", b'{"sessions": [["a"]]}', 415, "(none)"),
+    ("application/json; charset=latin-1", b'{"sessions": [["a"]]}', 415, "UTF-8"),
+    (JSON, b"", 400, "empty"),
+    (JSON, b"  \n", 400, "empty"),
+    (JSON, b'{"sessions": [["a"]]', 400, "not valid"),
+    (JSON, b"\xff\xfe", 400, "not valid"),
+    (JSON, b"x" * 2_001, 413, "max_body_bytes=2000"),
+    (JSON, b'[["a"]]', 422, "JSON object"),
+    (JSON, b"{}", 422, "exactly one"),
+    (JSON, b'{"sessions": [["a"]], "instances": [["a"]]}', 422, "exactly one"),
+    (JSON, b'{"sessions": [["a"]], "K": 3}', 422, "unknown field"),
+    (JSON, b'{"sessions": "a"}', 422, "list of sessions"),
+    (JSON, b'{"sessions": []}', 422, "at least one session"),
+    (JSON, b'{"sessions": [["a"], ["b"], ["c"], ["d"]]}', 422, "max_sessions=3"),
+    (JSON, b'{"sessions": [["a", "b", "c", "d", "e"]]}', 422, "max_session_length=4"),
+    (JSON, b'{"sessions": [[]]}', 422, "at least one SKU"),
+    (JSON, b'{"sessions": ["abc"]}', 422, "sessions[0] must be a list"),
+    (JSON, b'{"sessions": [["a", 7]]}', 422, "sessions[0][1] is a number"),
+    (JSON, b'{"sessions": [{"skus": ["a"]}]}', 422, "sessions[0] must be a list"),
+    (JSON, b'{"instances": [{"items": ["a"]}]}', 422, 'without "skus"'),
+    (JSON, b'{"instances": [{"skus": "a"}]}', 422, "instances[0].skus must be a list"),
+    (JSON, b'{"sessions": [["a"]], "k": 0}', 422, "max_k=10"),
+    (JSON, b'{"sessions": [["a"]], "k": 11}', 422, "max_k=10"),
+    (JSON, b'{"sessions": [["a"]], "k": "5"}', 422, "max_k=10"),
+    (JSON, b'{"sessions": [["a"]], "k": 2.0}', 422, "max_k=10"),
+    (JSON, b'{"sessions": [["a"]], "k": true}', 422, "max_k=10"),
+]
+
+
+@pytest.mark.parametrize(("content_type", "body", "status", "says"), BAD)
+def test_parse_rejects_with_a_reason(
+    content_type: str, body: bytes, status: int, says: str
+) -> None:
+    with pytest.raises(RequestError) as caught:
+        parse_request(body, content_type, LIMITS)
+    assert caught.value.status == status
+    assert says in str(caught.value)
+
+
+# --- pure core: format and invoke ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("style", "key"), [("sessions", "recommendations"), ("instances", "predictions")]
+)
+def test_format_answers_in_the_request_style(style: str, key: str) -> None:
+    request = Request(style, [["a"], ["b"]], 2)  # type: ignore[arg-type]
+    body = format_response(request, [[("x", 0.5), ("y", 0.25)], []])
+    assert json.loads(body) == {
+        key: [[{"sku": "x", "score": 0.5}, {"sku": "y", "score": 0.25}], []]
+    }
+
+
+def test_format_refuses_an_answer_of_the_wrong_length() -> None:
+    with pytest.raises(ValueError, match="1 lists for 2 sessions"):
+        format_response(Request("sessions", [["a"], ["b"]], 2), [[("x", 1.0)]])
+
+
+def test_invoke_predicts() -> None:
+    response = invoke(b'{"sessions": [["a", "b"]], "k": 1}', JSON, EchoRecommender(), LIMITS)
+    assert response.status == HTTPStatus.OK
+    assert json.loads(response.body) == {"recommendations": [[{"sku": "b", "score": 1.0}]]}
+
+
+def test_invoke_without_a_model_is_503_with_the_reason() -> None:
+    response = invoke(b'{"sessions": [["a"]]}', JSON, None, LIMITS, "model is loading from /m")
+    assert response.status == HTTPStatus.SERVICE_UNAVAILABLE
+    assert json.loads(response.body) == {"error": "model is loading from /m"}
+
+
+def test_invoke_reports_bad_input_before_model_state() -> None:
+    assert invoke(b"{", JSON, None, LIMITS).status == HTTPStatus.BAD_REQUEST
+
+
+class Broken:
+    def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        raise RuntimeError("secret internal detail")
+
+
+def test_invoke_hides_predictor_errors_from_the_client(caplog: pytest.LogCaptureFixture) -> None:
+    response = invoke(b'{"sessions": [["a"]]}', JSON, Broken(), LIMITS)
+    assert response.status == HTTPStatus.INTERNAL_SERVER_ERROR
+    assert "secret" not in response.body.decode()
+    assert "see its log" in json.loads(response.body)["error"]
+    assert "secret internal detail" in caplog.text  # the server log has the trace
+
+
+# --- real HTTP, real model -------------------------------------------------------------------
+
+
+def test_ping_is_200_with_an_empty_body(live: InferenceServer) -> None:
+    assert request(*live.server_address[:2], "GET", "/ping") == (200, b"")
+
+
+def test_sessions_style(live: InferenceServer) -> None:
+    status, answer = post(live, {"sessions": [["sku-1", "sku-2"], ["sku-7"]], "k": 4})
+    assert status == 200
+    assert [len(recs) for recs in answer["recommendations"]] == [4, 4]
+    for recs in answer["recommendations"]:
+        scores = [rec["score"] for rec in recs]
+        assert scores == sorted(scores, reverse=True)
+        assert all(rec["sku"].startswith("sku-") for rec in recs)
+
+
+def test_instances_style_lists_and_objects(live: InferenceServer) -> None:
+    status, answer = post(live, {"instances": [["sku-1"], {"skus": ["sku-3", "sku-4"]}], "k": 2})
+    assert status == 200
+    assert [len(recs) for recs in answer["predictions"]] == [2, 2]
+
+
+def test_unknown_skus_are_tolerated(live: InferenceServer) -> None:
+    status, answer = post(live, {"sessions": [["not-a-sku", "nor-this"]]})
+    assert status == 200
+    assert len(answer["recommendations"][0]) == LIMITS.default_k
+
+
+def test_extra_headers_are_ignored(live: InferenceServer) -> None:
+    headers = {
+        "X-Amzn-SageMaker-Custom-Attributes": "anything",
+        "X-Amzn-Trace-Id": "Root=1-2-3",
+        "Accept": "*/*",
+        "X-Whatever": "1",
+    }
+    assert post(live, {"sessions": [["sku-1"]], "k": 1}, headers)[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "says"),
+    [
+        (
+            "POST",
+            "/invocations",
+            b'{"sessions": [["a"]]}',
+            {"Content-Type": "text/csv"},
+            415,
+            "application/json",
+        ),
+        ("POST", "/invocations", b"{oops", {"Content-Type": JSON}, 400, "not valid"),
+        ("POST", "/invocations", b"", {"Content-Type": JSON}, 400, "empty"),
+        (
+            "POST",
+            "/invocations",
+            b'{"sessions": [[1]]}',
+            {"Content-Type": JSON},
+            422,
+            "SKUs must be strings",
+        ),
+        (
+            "POST",
+            "/invocations",
+            b'{"sessions": [["a"]], "k": 99}',
+            {"Content-Type": JSON},
+            422,
+            "max_k=10",
+        ),
+        (
+            "POST",
+            "/invocations",
+            json.dumps({"sessions": [["a"]] * 4}).encode(),
+            {"Content-Type": JSON},
+            422,
+            "max_sessions=3",
+        ),
+        (
+            "POST",
+            "/invocations",
+            json.dumps({"sessions": [["a"] * 5]}).encode(),
+            {"Content-Type": JSON},
+            422,
+            "max_session_length=4",
+        ),
+        ("GET", "/invocations", None, {}, 405, "POST only"),
+        ("POST", "/ping", b"{}", {"Content-Type": JSON}, 405, "GET only"),
+        ("GET", "/predict", None, {}, 404, "/invocations"),
+    ],
+)
+def test_http_errors_are_json_and_keep_the_connection(
+    live: InferenceServer,
+    method: str,
+    path: str,
+    body: bytes | None,
+    headers: dict,
+    status: int,
+    says: str,
+) -> None:
+    conn = http.client.HTTPConnection(*live.server_address[:2], timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        assert response.status == status
+        assert response.getheader("Content-Type") == JSON
+        assert says in json.loads(response.read())["error"]
+        conn.request("GET", "/ping")  # same connection: the error left it in a clean state
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def raw_exchange(server: InferenceServer, head: bytes) -> tuple[int, dict, bytes]:
+    """Send raw bytes, read until the server closes: (status, headers, body)."""
+    with socket.create_connection(server.server_address[:2], timeout=30) as sock:
+        sock.sendall(head)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head_part, _, body = data.partition(b"\r\n\r\n")
+    lines = head_part.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_oversized_body_is_refused_from_content_length(live: InferenceServer) -> None:
+    # The body is never sent: the server must answer from the header alone and close.
+    head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    status, headers, body = raw_exchange(live, head + b"Content-Length: 1000000000\r\n\r\n")
+    assert status == 413
+    assert headers["Connection"] == "close"
+    assert "max_body_bytes=2000" in json.loads(body)["error"]
+
+
+def test_chunked_body_is_refused(live: InferenceServer) -> None:
+    head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    status, _, body = raw_exchange(live, head)
+    assert status == 411
+    assert "Content-Length" in json.loads(body)["error"]
+
+
+def test_other_methods_are_405(live: InferenceServer) -> None:
+    status, headers, body = raw_exchange(live, b"DELETE /invocations HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (status, headers["Allow"]) == (405, "POST")
+    assert "DELETE is not supported" in json.loads(body)["error"]
+
+
+def test_malformed_http_gets_a_json_error(live: InferenceServer) -> None:
+    status, headers, body = raw_exchange(live, b"GET /ping HTTP/1.1\r\n" + b"X: y\r\n" * 101)
+    assert status == 431  # too many header lines
+    assert headers["Content-Type"] == JSON
+    assert json.loads(body)["error"]
+
+
+def test_requests_are_quiet_unless_asked(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    for log_requests, lines in [(False, 0), (True, 1)]:
+        caplog.clear()
+        server = create_server(
+            Path("/nonexistent"), "127.0.0.1", 0, LIMITS, log_requests=log_requests
+        )
+        with running(server):
+            wait_ping(*server.server_address[:2])
+            caplog.clear()
+            request(*server.server_address[:2], "GET", "/nope")
+        assert len([r for r in caplog.records if "GET /nope 404" in r.getMessage()]) == lines
+
+
+# --- model loading states --------------------------------------------------------------------
+
+
+def corrupt_model_dir(tmp: Path) -> Path:
+    (tmp / "saved_model.pb").write_bytes(b"not a SavedModel")
+    return tmp
+
+
+@pytest.mark.parametrize(
+    ("make_dir", "says"),
+    [
+        (lambda tmp: tmp / "absent", "does not exist"),
+        (lambda tmp: tmp, "is empty"),
+        (corrupt_model_dir, "could not load"),
+    ],
+    ids=["missing", "empty", "corrupt"],
+)
+def test_ping_is_503_with_the_reason_when_the_model_cannot_load(
+    tmp_path: Path, make_dir, says: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = make_dir(tmp_path)
+    with running(create_server(directory, "127.0.0.1", 0, LIMITS)) as server:
+        status, body = wait_ping(*server.server_address[:2])
+        assert status == 503
+        assert body["state"] == "failed"
+        assert says in body["error"] and str(directory) in body["error"]
+        assert post(server, {"sessions": [["a"]]})[0] == 503
+        wait_ping(*server.server_address[:2])  # asking again does not log again
+    assert len([r for r in caplog.records if says in r.getMessage()]) == 1
+
+
+def test_port_opens_while_the_model_loads() -> None:
+    release = threading.Event()
+
+    def slow_loader(model_dir: Path) -> EchoRecommender:
+        release.wait(10)
+        return EchoRecommender()
+
+    server = create_server(Path("."), "127.0.0.1", 0, LIMITS, loader=slow_loader)
+    with running(server):
+        host, port = server.server_address[:2]
+        status, body = request(host, port, "GET", "/ping")
+        assert (status, json.loads(body)["state"]) == (503, "loading")
+        release.set()
+        assert wait_ping(host, port, 10)[0] == 200
+
+
+# --- stopping ----------------------------------------------------------------------------------
+
+
+def test_stop_lets_an_in_flight_request_finish() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(EchoRecommender):
+        def recommend(self, sessions, k):  # type: ignore[no-untyped-def]
+            if sessions != [[""]]:  # not the warm-up call
+                entered.set()
+                release.wait(10)
+            return super().recommend(sessions, k)
+
+    server = create_server(Path("."), "127.0.0.1", 0, LIMITS, loader=lambda d: Slow())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    wait_ping(host, port, 10)
+    idle = http.client.HTTPConnection(host, port, timeout=30)  # an idle keep-alive connection
+    idle.request("GET", "/ping")
+    idle.getresponse().read()
+    answers: list[http.client.HTTPResponse] = []
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.request("POST", "/invocations", b'{"sessions": [["a"]]}', {"Content-Type": JSON})
+    client = threading.Thread(target=lambda: answers.append(conn.getresponse()))
+    client.start()
+    assert entered.wait(10)
+    stopper = threading.Thread(target=server.stop, kwargs={"grace_s": 10})
+    stopper.start()
+    time.sleep(0.7)  # serve_forever has stopped accepting; the request is still in the model
+    assert stopper.is_alive()
+    with pytest.raises(ConnectionError):
+        socket.create_connection((host, port), timeout=2).close()
+    release.set()
+    stopper.join(10)
+    client.join(10)
+    assert not stopper.is_alive()
+    assert answers[0].status == 200
+    assert answers[0].getheader("Connection") == "close"
+    thread.join(5)
+    idle.close()
+    conn.close()
+
+
+def test_sigterm_during_requests_exits_cleanly(model_dir: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "{{ cookiecutter.project }}.serving", "--model-dir", str(model_dir)]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        assert wait_ping("127.0.0.1", port)[0] == 200
+        idle = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        idle.request("GET", "/ping")
+        idle.getresponse().read()  # stays open and idle: must not hold up the exit
+        statuses: list[int] = []
+
+        def client() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            body = json.dumps({"sessions": [["sku-1", "sku-2"]], "k": 5})
+            try:
+                while True:
+                    conn.request("POST", "/invocations", body, {"Content-Type": JSON})
+                    response = conn.getresponse()
+                    response.read()
+                    statuses.append(response.status)
+                    if response.getheader("Connection") == "close":
+                        return
+            except (ConnectionError, http.client.HTTPException):
+                return  # the server is gone: new requests are refused, as they should be
+
+        clients = [threading.Thread(target=client) for _ in range(3)]
+        for thread in clients:
+            thread.start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        returncode = server.wait(30)
+        elapsed = time.monotonic() - started
+        for thread in clients:
+            thread.join(10)
+        idle.close()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    log = server.stdout.read().decode() if server.stdout else ""
+    assert returncode == 0, log
+    assert elapsed < 10, log
+    assert statuses and set(statuses) == {200}
+    assert "drained" in log
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def test_port_and_model_dir_come_from_the_container_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", "9123")
+    monkeypatch.setenv("MODEL_DIR", "/somewhere/model")
+    args = parse_args(["serve"])  # SageMaker runs the image as `serve`
+    assert (args.port, args.model_dir, args.host) == (9123, Path("/somewhere/model"), "0.0.0.0")
+    args = parse_args(["--port", "7000", "--model-dir", "m", "--host", "127.0.0.1"])
+    assert (args.port, args.model_dir, args.host) == (7000, Path("m"), "127.0.0.1")
+    monkeypatch.delenv("SAGEMAKER_BIND_TO_PORT")
+    monkeypatch.delenv("MODEL_DIR")
+    assert (parse_args([]).port, parse_args([]).model_dir) == (8080, Path("/opt/ml/model"))
+
+
+def test_a_taken_port_is_a_clear_error(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServingError, match=f"127.0.0.1:{port}.*SAGEMAKER_BIND_TO_PORT"):
+            create_server(Path("."), "127.0.0.1", port, LIMITS)
+        assert main(["--host", "127.0.0.1", "--port", str(port), "--model-dir", "."]) == 2
+    assert "--port" in caplog.text
