@@ -8,7 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from bakery import CHOICES, TEMPLATE_DIR, files_under, load_hook, template_files
+from bakery import CHOICES, TEMPLATE_DIR, expected_files, files_under, load_hook
 from cookiecutter.environment import StrictEnvironment
 
 DEFAULT_ANSWERS = {
@@ -140,18 +140,14 @@ def test_removers_answer_real_questions(post_gen: ModuleType) -> None:
         assert answer != CHOICES[question][0], f"{question}={answer} would strip the defaults"
 
 
-@pytest.mark.parametrize("key", list(load_hook("post_gen_project").REMOVERS), ids=str)
-def test_each_remover_deletes_template_files(
-    post_gen: ModuleType, tmp_path: Path, key: tuple[str, str]
-) -> None:
-    # A remover whose files left the template is stale: it must remove something real.
-    for relative in template_files(DEFAULT_ANSWERS):
-        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / relative).touch()
-    before = files_under(tmp_path)
-    post_gen.REMOVERS[key](tmp_path, DEFAULT_ANSWERS["project"])
-    removed = before - files_under(tmp_path)
-    assert removed, f"remover for {key} finds none of its files in the template"
+@pytest.mark.parametrize(
+    "question,answer",
+    [pytest.param(*key, id=":".join(key)) for key in load_hook("post_gen_project").REMOVERS],
+)
+def test_each_remover_deletes_template_files(tmp_path: Path, question: str, answer: str) -> None:
+    # A remover whose files have left the template is stale: it must remove something real.
+    _, removed = expected_files(DEFAULT_ANSWERS | {question: answer}, tmp_path)
+    assert removed, f"the remover for {question}={answer} finds none of its files in the template"
 
 
 def test_apply_removals_runs_only_the_chosen_removers(

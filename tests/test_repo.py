@@ -23,8 +23,8 @@ def run_tool(*command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_template_has_a_workflow() -> None:
-    assert [w.name for w in WORKFLOWS] == ["template.yml"]
+def test_template_has_its_ci_workflow() -> None:
+    assert "template.yml" in [w.name for w in WORKFLOWS]
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)

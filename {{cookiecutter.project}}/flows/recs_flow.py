@@ -32,20 +32,26 @@ class RecsFlow(FlowSpec):
         default="synthetic",
     )
     n_sessions = Parameter("n_sessions", help="Synthetic sessions", default=SETTINGS.n_sessions)
-    n_products = Parameter("n_products", help="Synthetic catalogue size", default=SETTINGS.n_products)
+    n_products = Parameter(
+        "n_products", help="Synthetic catalogue size", default=SETTINGS.n_products
+    )
     seed = Parameter("seed", help="Seed of the generator and the model", default=SETTINGS.seed)
     start_date = Parameter(
         "start_date", help="First day of events (YYYY-MM-DD)", default=str(SETTINGS.start_date)
     )
     days = Parameter("days", help="Days of events", default=SETTINGS.days)
-    test_days = Parameter("test_days", help="Newest days held out as test", default=SETTINGS.test_days)
+    test_days = Parameter(
+        "test_days", help="Newest days held out as test", default=SETTINGS.test_days
+    )
     epochs = Parameter("epochs", help="Training epochs (early stopping may stop sooner)", default=8)
     batch_size = Parameter("batch_size", help="Training batch size", default=256)
     embedding_dim = Parameter("embedding_dim", help="SKU embedding size", default=64)
     lstm_units = Parameter("lstm_units", help="LSTM units", default=128)
     max_length = Parameter("max_length", help="Most recent SKUs the model sees", default=20)
     learning_rate = Parameter("learning_rate", help="Adam learning rate", default=0.003)
-    deploy = Parameter("deploy", help="Deploy the model if it passes the gate", default=True)
+    deploy_enabled = Parameter(
+        "deploy_enabled", help="Deploy the model if it passes the gate", default=True
+    )
 
     @card(type="blank")
     @step
@@ -91,10 +97,13 @@ class RecsFlow(FlowSpec):
     @step
     def quality(self):
         """Check the training sessions against the expectation suite."""
-        from {{ cookiecutter.project }} import quality
+        from {{ cookiecutter.project }} import quality, warehouse
 
-        self.quality_report = quality.check_warehouse(SETTINGS)
-        current.card.extend(cards.quality_card(self.quality_report))
+        sessions = warehouse.read_training_sessions(SETTINGS.duckdb_path)
+        thresholds = quality.QualityThresholds.from_settings(SETTINGS)
+        self.quality_report = quality.check_sessions(sessions, thresholds)
+        print(quality.format_report(self.quality_report))
+        current.card.extend(cards.quality_card(self.quality_report, sessions, thresholds))
         quality.assert_quality(self.quality_report)
         self.next(self.dataset)
 
@@ -150,19 +159,19 @@ class RecsFlow(FlowSpec):
         """Decide whether the model may be deployed."""
         from {{ cookiecutter.project }} import gate
 
-        self.gate_decision = gate.decide_from_settings(self.evaluation, SETTINGS)
+        self.gate_decision = gate.decide(self.evaluation, gate.thresholds_from_settings(SETTINGS))
         print(gate.format_decision(self.gate_decision))
         current.card.extend(cards.gate_card(self.gate_decision))
-        self.next(self.deploy_model)
+        self.next(self.deploy)
 
     @card(type="blank")
     @step
-    def deploy_model(self):
+    def deploy(self):
         """Start the endpoint on the model if it passed the gate, and smoke-test it."""
         from {{ cookiecutter.project }} import deploy
 
         self.deployment = deploy.deploy_if_passed(
-            SETTINGS, self.gate_decision, self.training, enabled=self.deploy
+            SETTINGS, self.gate_decision, self.training, enabled=self.deploy_enabled
         )
         current.card.extend(cards.deploy_card(self.deployment))
         self.next(self.end)

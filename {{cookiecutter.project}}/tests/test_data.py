@@ -25,6 +25,7 @@ from {{ cookiecutter.project }}.data import (
     sample_sessions,
     write_events,
 )
+from {{ cookiecutter.project }}.settings import Settings
 
 CONFIG = GeneratorConfig(
     n_sessions=3_000, n_products=300, n_intents=10, batch_sessions=1_000, days=5, n_pages=200
@@ -52,6 +53,14 @@ def test_config_rejects_impossible_values() -> None:
         GeneratorConfig(n_products=10, n_intents=20)
     with pytest.raises(GeneratorError, match="w_jump"):
         GeneratorConfig(w_jump=0)
+
+
+def test_config_from_settings_takes_the_data_settings() -> None:
+    settings = Settings(_env_file=None, n_sessions=500, n_products=80, seed=3, days=9)
+    config = GeneratorConfig.from_settings(settings, batch_sessions=100)
+    assert (config.n_sessions, config.n_products, config.seed, config.days) == (500, 80, 3, 9)
+    assert config.start_date == settings.start_date
+    assert config.batch_sessions == 100
 
 
 def test_same_config_gives_identical_files_and_another_seed_does_not(tmp_path) -> None:

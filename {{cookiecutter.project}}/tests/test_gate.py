@@ -55,17 +55,21 @@ def test_healthy_candidate_passes() -> None:
     assert format_decision(decision).startswith("Deployment gate PASSED for 'lstm'")
 
 
-def test_a_candidate_that_barely_beats_the_best_baseline_fails() -> None:
-    decision = decide(report(lstm=(0.205, 0.55), markov=(0.20, 0.50)))
+def test_a_candidate_below_the_best_baseline_fails() -> None:
+    decision = decide(report(lstm=(0.19, 0.55), markov=(0.20, 0.50), most_popular=(0.02, 0.05)))
     assert not decision.passed
     assert set(failed(decision)) == {"lift_over_best_baseline"}
     assert gate_exit_code(decision) == 1
     assert "[FAIL] lift_over_best_baseline" in format_decision(decision)
-    lenient = decide(
-        report(lstm=(0.205, 0.55), markov=(0.20, 0.50)),
-        GateThresholds(min_lift_over_best_baseline=0.0),
-    )
-    assert lenient.passed
+    assert format_decision(decision).startswith("Deployment gate FAILED for 'lstm'")
+
+
+def test_a_required_lift_must_be_reached() -> None:
+    slim_win = report(lstm=(0.205, 0.55), markov=(0.20, 0.50))
+    assert decide(slim_win).passed
+    strict = decide(slim_win, GateThresholds(min_lift_over_best_baseline=0.05))
+    assert set(failed(strict)) == {"lift_over_best_baseline"}
+    assert "lift +2.5% < required +5.0%" in failed(strict)["lift_over_best_baseline"]
 
 
 def test_an_untrained_candidate_fails_the_default_floors() -> None:

@@ -18,6 +18,7 @@ from {{ cookiecutter.project }}.quality import (
     assert_quality,
     build_suite,
     check_sessions,
+    check_warehouse,
     format_report,
     plot_session_lengths,
 )
@@ -31,6 +32,8 @@ def good_sessions(n: int = 300, seed: int = 7) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     lengths = np.minimum(rng.geometric(0.25, n) + 1, 30)
     first = pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 28 * 86_400, n), "s")
+    durations = lengths * 40
+    durations[0] = 0  # all events within one second: first_event_at == last_event_at is fine
     return pd.DataFrame(
         {
             "session_id": [f"s{i:05d}" for i in range(n)],
@@ -38,7 +41,7 @@ def good_sessions(n: int = 300, seed: int = 7) -> pd.DataFrame:
             "actions": [list(rng.choice(ACTIONS, k, p=[0.8, 0.15, 0.05])) for k in lengths],
             "session_length": lengths.astype("int64"),
             "first_event_at": first,
-            "last_event_at": first + pd.to_timedelta(lengths * 40, "s"),
+            "last_event_at": first + pd.to_timedelta(durations, "s"),
             "session_date": first.date,
         }
     )
@@ -153,6 +156,24 @@ def test_bad_data_fails_exactly_its_expectation(
     assert raised.value.report is report
 
 
+def test_uncheckable_column_is_reported_without_traceback() -> None:
+    sessions = good_sessions()
+    sessions["session_length"] = sessions["session_length"].astype(str)
+
+    report = check_sessions(sessions, QualityThresholds())
+
+    assert sorted(r.rule for r in report.failures) == [
+        "mean session_length between 3 and 8",
+        "median session_length between 2 and 8",
+        "session_length between 2 and 50",
+    ]
+    for result in report.failures:
+        assert result.error
+        assert "could not be checked" in result.describe()
+        assert "\n" not in result.error and len(result.error) <= 123
+        assert "Traceback" not in result.error
+
+
 def test_failed_report_pickles() -> None:
     report = check_sessions(unknown_action(too_long(good_sessions())), QualityThresholds())
     restored = pickle.loads(pickle.dumps(report))
@@ -170,6 +191,20 @@ def test_table_read_from_duckdb_passes() -> None:
     report = check_sessions(sessions, QualityThresholds())
 
     assert report.success, format_report(report)
+
+
+def test_warehouse_table_is_checked_with_the_settings_thresholds(tmp_path) -> None:
+    db_path = tmp_path / "warehouse.duckdb"
+    sessions = too_long(good_sessions())
+    with duckdb.connect(str(db_path)) as con:
+        con.register("sessions", sessions)
+        con.execute("create table training_sessions as select * from sessions")
+
+    report = check_warehouse(Settings(duckdb_path=db_path, max_session_length=61))
+
+    assert report.success, format_report(report)
+    assert report.row_count == len(sessions)
+    assert "session_length between 2 and 61" in [r.rule for r in report.results]
 
 
 def test_missing_actions_count_as_bad_actions() -> None:

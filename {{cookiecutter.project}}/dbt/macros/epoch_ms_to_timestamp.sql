@@ -1,6 +1,6 @@
 {#- Milliseconds since 1970-01-01 UTC as a timestamp without time zone (in UTC). -#}
 {% macro epoch_ms_to_timestamp(column) -%}
-    {{ return(adapter.dispatch('epoch_ms_to_timestamp', 'sessions')(column)) }}
+    {{ return(adapter.dispatch('epoch_ms_to_timestamp', 'clickstream')(column)) }}
 {%- endmacro %}
 
 {% macro default__epoch_ms_to_timestamp(column) -%}

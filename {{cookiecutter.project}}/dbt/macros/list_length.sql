@@ -1,6 +1,6 @@
 {#- Number of elements of an array column. -#}
 {% macro list_length(column) -%}
-    {{ return(adapter.dispatch('list_length', 'sessions')(column)) }}
+    {{ return(adapter.dispatch('list_length', 'clickstream')(column)) }}
 {%- endmacro %}
 
 {% macro default__list_length(column) -%}

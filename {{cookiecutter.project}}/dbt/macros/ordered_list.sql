@@ -1,6 +1,6 @@
 {#- Aggregate `column` into an array ordered by `order_by` (one list per group). -#}
 {% macro ordered_list(column, order_by) -%}
-    {{ return(adapter.dispatch('ordered_list', 'sessions')(column, order_by)) }}
+    {{ return(adapter.dispatch('ordered_list', 'clickstream')(column, order_by)) }}
 {%- endmacro %}
 
 {% macro default__ordered_list(column, order_by) -%}

@@ -77,9 +77,9 @@ class GeneratorConfig:
     zipf_exponent: float = 1.0  # popularity of the k-th most popular SKU ∝ k^-zipf_exponent
     n_successors: int = 5
     second_intent_share: float = 0.3  # SKUs that also belong to a second intent
-    w_successor: float = 0.5
-    w_intent: float = 0.35
-    w_jump: float = 0.15
+    w_successor: float = 0.2  # low enough that the intent (the whole session) matters
+    w_intent: float = 0.7
+    w_jump: float = 0.1
     # rendering noise
     add_rate: float = 0.3
     remove_rate: float = 0.2  # share of adds removed again
@@ -192,6 +192,8 @@ class LatentSessions:
 
 @dataclass(frozen=True)
 class WriteResult:
+    """What write_events wrote: event files in order, their total rows, and the model file."""
+
     paths: list[Path]
     rows: int
     sessions: int
@@ -375,7 +377,8 @@ def render_events(
     timestamps = session_start[row_session] + elapsed
 
     product = sessions.items[row_step]
-    page_ids = _RowSampler(_zipf(config.n_pages, 1.0)[None, :]).repeat(int(page.sum()), rng)
+    n_pages = len(model.url_hashes) - model.n_products  # the model's, should config differ
+    page_ids = _RowSampler(_zipf(n_pages, 1.0)[None, :]).repeat(int(page.sum()), rng)
     url = product.astype(np.int32)
     url[page] = model.n_products + page_ids
 
@@ -383,7 +386,9 @@ def render_events(
     kind, page = kind[order], page[order]
     is_pageview = page | (kind == _TWIN)
 
-    def dictionary(indices: np.ndarray, values: pa.Array, mask: np.ndarray | None = None):
+    def dictionary(
+        indices: np.ndarray, values: pa.Array, mask: np.ndarray | None = None
+    ) -> pa.DictionaryArray:
         return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32(), mask=mask), values)
 
     return pa.table(

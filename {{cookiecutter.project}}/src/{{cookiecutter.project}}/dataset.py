@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .settings import Settings
+from .warehouse import read_training_sessions
+
 
 class DatasetError(ValueError):
     """The sessions cannot be split as asked; the message says what to change."""
@@ -46,3 +49,8 @@ def split_by_time(sessions: pd.DataFrame, test_days: int) -> Split:
         cutoff=cutoff,
         dropped=int((~in_train & ~in_test).sum()),
     )
+
+
+def load_split(settings: Settings, test_days: int) -> Split:
+    """Read the training sessions from the warehouse and split them by time."""
+    return split_by_time(read_training_sessions(settings.duckdb_path), test_days)

@@ -84,9 +84,8 @@ def deploy_local(
     k: int = 10,
 ) -> LocalDeployment:
     """Serve `model_tar` from `deploy_dir` on host:port (default: settings) until `stop_local`."""
-    settings = get_settings()
-    host = host or settings.serving_host
-    port = settings.serving_port if port is None else port
+    host = host or get_settings().serving_host
+    port = get_settings().serving_port if port is None else port
     deploy_dir = Path(deploy_dir)
     deploy_dir.mkdir(parents=True, exist_ok=True)
     if not Path(model_tar).is_file():

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .evaluation import EvaluationReport
+from .settings import Settings
 
 MRR = "mrr@20"
 HIT_RATE = "hit_rate@20"
@@ -27,8 +28,12 @@ class GateThresholds:
 
     min_mrr_at_20: float = 0.05
     min_hit_rate_at_20: float = 0.10
-    min_lift_over_best_baseline: float = 0.05
-    """Relative MRR@20 gain over the best baseline: 0.05 = at least 5% better."""
+    min_lift_over_best_baseline: float = 0.0
+    """Relative MRR@20 gain over the best baseline (0.05 = 5% better); 0 = at least match it.
+
+    On the default synthetic data a Markov chain already reaches ~90% of the Bayes-optimal MRR@20
+    (0.41 of 0.45), so a 5% lift would leave almost no room; raise it on richer data.
+    """
 
     def __post_init__(self) -> None:
         for name in ("min_mrr_at_20", "min_hit_rate_at_20"):
@@ -199,3 +204,12 @@ def decision_from_dict(data: Mapping[str, Any]) -> GateDecision:
 def gate_exit_code(decision: GateDecision) -> int:
     """Process exit status for a CLI: 0 when the gate passed, 1 when it failed."""
     return 0 if decision.passed else 1
+
+
+def thresholds_from_settings(settings: Settings) -> GateThresholds:
+    """The gate's thresholds as configured (GATE_* variables)."""
+    return GateThresholds(
+        min_mrr_at_20=settings.gate_min_mrr_at_20,
+        min_hit_rate_at_20=settings.gate_min_hit_rate_at_20,
+        min_lift_over_best_baseline=settings.gate_min_lift_over_best_baseline,
+    )

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 # GX must not phone home: older 1.x releases read this variable when they are imported.
@@ -21,7 +22,10 @@ import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from great_expectations.core import ExpectationSuiteValidationResult  # noqa: E402
+from great_expectations.core import (  # noqa: E402
+    ExpectationSuiteValidationResult,
+    ExpectationValidationResult,
+)
 from great_expectations.data_context.types.base import (  # noqa: E402
     DataContextConfig,
     InMemoryStoreBackendDefaults,
@@ -30,7 +34,12 @@ from great_expectations.data_context.types.base import (  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .warehouse import read_training_sessions  # noqa: E402
+
 if TYPE_CHECKING:
+    from great_expectations.core.batch_definition import BatchDefinition
+    from great_expectations.data_context import AbstractDataContext
+
     from .settings import Settings
 
 SESSION_COLUMNS = (
@@ -42,11 +51,13 @@ SESSION_COLUMNS = (
     "last_event_at",
     "session_date",
 )
+LIST_COLUMNS = ("skus", "actions")
 # Derived column: the session's distinct actions, sorted and comma-joined ("add,detail").
 # On Snowflake: array_to_string(array_sort(array_distinct(actions)), ',').
 ACTION_SET = "action_set"
-# Examples of bad values shown per failed expectation.
+# Examples of bad values shown per failed expectation, and the longest GX error message kept.
 MAX_EXAMPLES = 3
+MAX_ERROR_CHARS = 120
 
 
 class QualityInputError(ValueError):
@@ -88,7 +99,12 @@ class QualityThresholds:
     @classmethod
     def from_settings(cls, settings: Settings) -> QualityThresholds:
         """Thresholds matching the project settings (the longest session kept for training)."""
-        return cls(max_session_length=settings.max_session_length)
+        return cls(
+            max_session_length=settings.max_session_length,
+            min_rows=settings.quality_min_rows,
+            min_mean_length=settings.quality_min_mean_length,
+            max_mean_length=settings.quality_max_mean_length,
+        )
 
 
 @dataclass(frozen=True)
@@ -156,10 +172,16 @@ def build_suite(
     checks, the word for its bad rows in `meta["unexpected"]`.
     """
     t = thresholds
-    # Each distinct action must be an allowed one: GX checks scalar columns only, so the list column
-    # `actions` is checked through `action_set`, one short string per session. A regex over it keeps
-    # the allowed set in the suite (not in the derivation) and runs as well in SQL as in pandas.
-    allowed = "|".join(sorted(t.allowed_actions))
+    # GX checks scalar columns only, so the list column `actions` is checked through `action_set`
+    # (one short string per session, see `validation_frame`): it must be one of the combinations
+    # of allowed actions. The allowed set stays in the suite, not in the derivation, and a set
+    # lookup is a hash lookup in pandas (a regex is a Python call per row) and an IN list in SQL.
+    allowed = sorted(t.allowed_actions)
+    action_sets = [
+        ",".join(combination)
+        for size in range(1, len(allowed) + 1)
+        for combination in combinations(allowed, size)
+    ]
     rows = (
         f"row count between {t.min_rows:,} and {t.max_rows:,}"
         if t.max_rows is not None
@@ -204,9 +226,9 @@ def build_suite(
                 f"and {_number(t.max_median_length)}"
             ),
         ),
-        gxe.ExpectColumnValuesToMatchRegex(
+        gxe.ExpectColumnValuesToBeInSet(
             column=ACTION_SET,
-            regex=rf"^(?:{allowed})(?:,(?:{allowed}))*$",
+            value_set=action_sets,
             description=f"actions only {', '.join(t.allowed_actions)}",
             meta={"unexpected": "with other actions"},
         ),
@@ -237,9 +259,11 @@ def validation_frame(sessions: pd.DataFrame) -> pd.DataFrame:
             f"The session table lacks the columns {', '.join(missing)}; it should be the dbt model "
             f"training_sessions with columns {', '.join(SESSION_COLUMNS)} (run `dbt build` first)."
         )
-    frame = sessions.drop(columns=["skus", "actions"])
-    frame[ACTION_SET] = [_action_set(actions) for actions in sessions["actions"]]
-    return frame
+    # Built as one new frame: GX copies the batch per metric, and copying a frame whose blocks
+    # are not consolidated merges them again each time.
+    columns = {column: sessions[column] for column in SESSION_COLUMNS if column not in LIST_COLUMNS}
+    columns[ACTION_SET] = [_action_set(actions) for actions in sessions["actions"]]
+    return pd.DataFrame(columns, index=sessions.index)
 
 
 def check_sessions(
@@ -247,10 +271,54 @@ def check_sessions(
 ) -> QualityReport:
     """Run the suite on a session table held in pandas and summarise the outcome."""
     started = time.perf_counter()
-    suite = build_suite(thresholds or QualityThresholds())
-    batch = _pandas_batch(validation_frame(sessions))
-    result = batch.validate(suite, result_format="BASIC")
+    frame = validation_frame(sessions)
+    context = quiet_context()
+    asset = context.data_sources.add_pandas("sessions").add_dataframe_asset("training_sessions")
+    result = run_suite(
+        context,
+        asset.add_batch_definition_whole_dataframe("whole_table"),
+        build_suite(thresholds or QualityThresholds()),
+        batch_parameters={"dataframe": frame},
+    )
     return report_from_validation(result, runtime_s=time.perf_counter() - started)
+
+
+def check_warehouse(settings: Settings) -> QualityReport:
+    """Run the suite on the dbt model `training_sessions` in the configured warehouse."""
+    return check_sessions(
+        read_training_sessions(settings.duckdb_path), QualityThresholds.from_settings(settings)
+    )
+
+
+def quiet_context() -> AbstractDataContext:
+    """An in-memory GX context: no files, no analytics, no progress bars."""
+    return gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            analytics_enabled=False,
+            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+            progress_bars=ProgressBarsConfig(globally=False),
+        ),
+    )
+
+
+def run_suite(
+    context: AbstractDataContext,
+    batch_definition: BatchDefinition,
+    suite: gx.ExpectationSuite,
+    batch_parameters: dict[str, Any] | None = None,
+) -> ExpectationSuiteValidationResult:
+    """Validate one batch of any data source (pandas here, Snowflake through SQLAlchemy later).
+
+    A validation definition loads the batch once; `Batch.validate` would load (and, for pandas,
+    hash) the whole DataFrame a second time.
+    """
+    definition = gx.ValidationDefinition(
+        name=suite.name, data=batch_definition, suite=context.suites.add(suite)
+    )
+    return context.validation_definitions.add(definition).run(
+        batch_parameters=batch_parameters, result_format="BASIC"
+    )
 
 
 def report_from_validation(
@@ -258,13 +326,19 @@ def report_from_validation(
 ) -> QualityReport:
     """Plain data from a GX validation result of `build_suite`'s suite, whatever the source."""
     results = tuple(_expectation_result(outcome) for outcome in result.results)
-    row_counts = [
-        r.observed_value for r in results if r.expectation == "expect_table_row_count_to_be_between"
-    ]
+    row_count = next(
+        (
+            int(r.observed_value)
+            for r in results
+            if r.expectation == "expect_table_row_count_to_be_between"
+            and r.observed_value is not None
+        ),
+        0,
+    )
     return QualityReport(
         results=results,
         success=bool(result.success),
-        row_count=int(row_counts[0]) if row_counts and row_counts[0] is not None else 0,
+        row_count=row_count,
         runtime_s=round(runtime_s, 3),
     )
 
@@ -303,10 +377,10 @@ def plot_session_lengths(
     FigureCanvasAgg(figure)  # draws off-screen, without pyplot's global state
     ax = figure.add_subplot()
     ax.hist(lengths, bins=bins, color="tab:blue", log=True)
-    for value, label in ((t.min_session_length, "min"), (t.max_session_length, "max")):
+    for name, value in (("min", t.min_session_length), ("max", t.max_session_length)):
         ax.axvline(value, color="tab:red", linestyle="--", linewidth=1)
         ax.annotate(
-            label,
+            f"{name} {value}",
             (value, 1),
             xycoords=("data", "axes fraction"),
             color="tab:red",
@@ -319,36 +393,18 @@ def plot_session_lengths(
     return figure
 
 
-def _pandas_batch(frame: pd.DataFrame) -> Any:
-    """A GX batch over a DataFrame, in an in-memory context that writes no files."""
-    context = gx.get_context(
-        mode="ephemeral",
-        project_config=DataContextConfig(
-            analytics_enabled=False,
-            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-            progress_bars=ProgressBarsConfig(globally=False),
-        ),
-    )
-    asset = context.data_sources.add_pandas("sessions").add_dataframe_asset("training_sessions")
-    batch_definition = asset.add_batch_definition_whole_dataframe("whole_table")
-    return batch_definition.get_batch(batch_parameters={"dataframe": frame})
-
-
 def _action_set(actions: Iterable[Any] | None) -> str:
-    # A missing list becomes "" so that the regex flags it (GX skips null values).
+    # A missing list becomes "" so that the set check flags it (GX skips null values).
     if not pd.api.types.is_list_like(actions):
         return ""
-    return ",".join(sorted({str(action) for action in actions}))
+    return ",".join(sorted(map(str, set(actions))))
 
 
-def _expectation_result(outcome: Any) -> ExpectationResult:
+def _expectation_result(outcome: ExpectationValidationResult) -> ExpectationResult:
     config = outcome.expectation_config
     kwargs = config.kwargs
     details = outcome.result or {}
     columns = [kwargs[key] for key in ("column", "column_A", "column_B") if key in kwargs]
-    error = None
-    if outcome.exception_info and outcome.exception_info.get("raised_exception"):
-        error = str(outcome.exception_info.get("exception_message")).splitlines()[0]
     observed = details.get("observed_value")
     count = details.get("unexpected_count")
     percent = details.get("unexpected_percent")
@@ -362,8 +418,21 @@ def _expectation_result(outcome: Any) -> ExpectationResult:
         unexpected_percent=float(percent) if percent is not None else None,
         unexpected_examples=_examples(details.get("partial_unexpected_list") or []),
         unexpected_label=(config.meta or {}).get("unexpected", "failing"),
-        error=error,
+        error=_error_message(outcome.exception_info),
     )
+
+
+def _error_message(info: dict[str, Any] | None) -> str | None:
+    """GX's first error message, one shortened line; its tracebacks stay out of the report."""
+    if not info:
+        return None
+    # GX reports one exception flat, or several keyed by the metric that raised them.
+    entries = [info] if "raised_exception" in info else list(info.values())
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("raised_exception"):
+            message = str(entry.get("exception_message") or "unknown error").splitlines()[0]
+            return message if len(message) <= MAX_ERROR_CHARS else message[:MAX_ERROR_CHARS] + "..."
+    return None
 
 
 def _examples(values: Iterable[Any]) -> tuple[str, ...]:

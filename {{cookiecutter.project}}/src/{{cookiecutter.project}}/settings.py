@@ -1,6 +1,6 @@
 """One typed settings object, read from the environment and `.env`.
 
-Every default makes the local run work with no cloud account. `.env.example` documents each variable.
+Every default makes the local run work with no cloud account; `.env.example` documents them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Projects baked without Comet have no tracking_comet module: their default is no tracking.
+_COMET_BAKED = (Path(__file__).parent / "tracking_comet.py").exists()
 
 
 class Settings(BaseSettings):
@@ -40,10 +43,28 @@ class Settings(BaseSettings):
     test_days: int = Field(7, ge=1, description="Newest days held out as the test split")
     max_session_length: int = Field(50, ge=2, description="Longest session kept for training")
 
+    # --- data quality (great-expectations) ---------------------------------------------------
+    quality_min_rows: int = Field(100, ge=1, description="Fewest training sessions accepted")
+    quality_min_mean_length: float = Field(3.0, description="Lowest mean session length accepted")
+    quality_max_mean_length: float = Field(8.0, description="Highest mean session length accepted")
+
+    # --- evaluation and gate ----------------------------------------------------------------
+    eval_max_examples: int = Field(50_000, ge=100, description="Test prefixes scored per model")
+    gate_min_mrr_at_20: float = Field(0.05, description="Gate: lowest MRR@20 deployed")
+    gate_min_hit_rate_at_20: float = Field(0.10, description="Gate: lowest HR@20 deployed")
+    gate_min_lift_over_best_baseline: float = Field(
+        0.0, description="Gate: MRR@20 lift over the best baseline (0.05 = 5% better)"
+    )
+
     # --- tracking ---------------------------------------------------------------------------
-    tracking: Literal["comet", "none"] = Field("none", description="Experiment tracking")
+    tracking: Literal["comet", "none"] = Field(
+        default_factory=lambda: "comet" if _COMET_BAKED else "none",
+        description="Experiment tracking (comet when the project was baked with Comet)",
+    )
     comet_api_key: SecretStr | None = Field(None, description="Comet key; offline archive if unset")
-    comet_project: str = Field("session-recs", description="Comet project name")
+    comet_project: str = Field(
+        default_factory=lambda: __package__.replace("_", "-"), description="Comet project name"
+    )
 
     # --- serving ----------------------------------------------------------------------------
     serving_host: str = Field("127.0.0.1", description="Local endpoint host")

@@ -120,7 +120,8 @@ def run_dbt(
         *("--target", target),
         *("--target-path", str(output_dir / "target"), "--log-path", str(output_dir / "logs")),
         # dbt.log keeps the details; the console stays quiet and DbtError summarises failures.
-        *("--log-level", "none", "--no-use-colors", "--no-send-anonymous-usage-stats"),
+        *("--log-level", "none", "--log-level-file", "debug", "--no-use-colors"),
+        "--no-send-anonymous-usage-stats",
     ]
     if select:
         args += ["--select", *select]
@@ -137,10 +138,9 @@ def run_dbt(
             _release_duckdb()
     elapsed = time.perf_counter() - started
 
-    if outcome.exception is not None:
-        raise DbtError(
-            _exception_message(command, outcome.exception, duckdb_path, output_dir)
-        ) from outcome.exception
+    if outcome.exception is not None or outcome.result is None:
+        error = outcome.exception or RuntimeError("dbt returned no result")
+        raise DbtError(_exception_message(command, error, duckdb_path, output_dir)) from error
     manifest = json.loads((output_dir / "target" / "manifest.json").read_text())
     result = DbtRunResult(
         command=command,
@@ -151,8 +151,6 @@ def run_dbt(
         nodes=_nodes(manifest, outcome.result.results),
         edges=_edges(manifest),
     )
-    if any(_LOCK_MARKER in (node.message or "") for node in result.failed):
-        raise DbtError(_lock_message(duckdb_path), result)
     if check:
         raise_on_failure(result)
     return result
@@ -178,25 +176,33 @@ def build(settings: Settings, output_dir: Path) -> DbtRunResult:
 def raise_on_failure(result: DbtRunResult) -> None:
     """Raise DbtError, naming each failed model or test, unless the dbt command succeeded."""
     if not result.success or result.failed:
-        raise DbtError(summarize_failures(result), result)
+        output = Path(result.output_dir)
+        raise DbtError(
+            f"{describe(result)}\nFix the raw data or the model (or load events, if the raw log "
+            "is missing), then rerun. Details: "
+            f"{output / 'logs' / 'dbt.log'}; the failing SQL is under {output / 'target' / 'run'}.",
+            result,
+        )
 
 
-def summarize_failures(result: DbtRunResult) -> str:
-    """A short report of what failed: one line per failed node, then where the details are."""
-    failed = result.failed
-    skipped = sum(node.status == "skipped" for node in result.executed)
+def describe(result: DbtRunResult) -> str:
+    """A short text report: counts per status, then one line per failed model or test."""
+    outcome = "succeeded" if result.success and not result.failed else "FAILED"
     lines = [
-        f"dbt {result.command} failed on target {result.target!r}: {len(failed)} of "
-        f"{len(result.executed)} nodes failed, {skipped} skipped because of them."
+        f"dbt {result.command} on target {result.target!r} {outcome} in {result.elapsed_s:.1f} s: "
+        f"{_counts(result)}"
     ]
-    for node in failed:
-        rows = f", {node.failures} failing rows" if node.failures else ""
-        lines.append(f"  - {node.resource_type} {node.name}: {node.status}{rows}: {_short(node)}")
-    lines.append(
-        "Fix the raw data or the model, then rerun. Details: "
-        f"{Path(result.output_dir) / 'logs' / 'dbt.log'}; the failing SQL is under "
-        f"{Path(result.output_dir) / 'target' / 'run'}."
-    )
+    by_message: dict[str, list[DbtNode]] = defaultdict(list)
+    for node in result.failed:
+        by_message[_cause(node)].append(node)
+    for message, nodes in by_message.items():
+        if len(nodes) == 1:  # the usual case: name, failing rows, dbt's message
+            node = nodes[0]
+            rows = f", failing rows: {node.failures}" if node.failures else ""
+            lines.append(f"  - {node.resource_type} {node.name}: {node.status}{rows}: {message}")
+        else:  # one cause (a missing table, a lost connection) fails many nodes: say it once
+            names = ", ".join(node.name for node in nodes)
+            lines.append(f"  - {len(nodes)} nodes ({names}): {nodes[0].status}: {message}")
     return "\n".join(lines)
 
 
@@ -232,10 +238,8 @@ def plot_dbt_dag(result: DbtRunResult) -> Figure:
     for node in result.nodes:
         if node.unique_id in positions:
             _draw_box(ax, node, positions[node.unique_id])
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.status_counts().items()))
     ax.set_title(
-        f"dbt {result.command} on {result.target}: {counts or 'nothing run'} "
-        f"({result.elapsed_s:.1f} s)",
+        f"dbt {result.command} on {result.target}: {_counts(result)} ({result.elapsed_s:.1f} s)",
         fontsize=10,
     )
     handles = [
@@ -307,12 +311,13 @@ def _draw_box(ax: Axes, node: DbtNode, xy: tuple[float, float]) -> None:
             width,
             0.8,
             boxstyle="square,pad=0",
+            gid=node.unique_id,
             facecolor=_FILL[key],
             edgecolor="#555555",
             linewidth=0.6 if is_test else 1.0,
         )
     )
-    label = node.label if len(node.label) <= 44 else node.label[:43] + "…"
+    label = node.label if len(node.label) <= 40 else node.label[:39] + "…"
     ax.text(
         *xy,
         label,
@@ -433,24 +438,38 @@ def _label(entry: dict[str, Any]) -> str:
     return entry["name"]
 
 
-def _short(node: DbtNode, limit: int = 300) -> str:
-    text = " ".join((node.message or "no message").split())
+def _counts(result: DbtRunResult) -> str:
+    counts = sorted(result.status_counts().items())
+    return ", ".join(f"{n} {status}" for status, n in counts) or "nothing run"
+
+
+def _cause(node: DbtNode, limit: int = 300) -> str:
+    """dbt's message without the lines naming the node and without the SQL excerpt after it.
+
+    What remains ("Catalog Error: Table ... does not exist") is the same for every node that one
+    problem failed, so `describe` can report it once.
+    """
+    kept: list[str] = []
+    for line in (node.message or "no message").splitlines():
+        if not line.strip():
+            if kept:
+                break  # a blank line ends the cause; a SQL excerpt follows
+            continue
+        if node.name not in line:
+            kept.append(line.strip())
+    text = " ".join(kept) or " ".join((node.message or "").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _lock_message(duckdb_path: Path) -> str:
-    return (
-        f"The DuckDB file {duckdb_path} (DUCKDB_PATH) is locked by another process: DuckDB allows "
-        "one writer at a time. Close the other program that has it open (a notebook, a DuckDB "
-        "shell, another flow run) and rerun, or point DUCKDB_PATH at another file."
-    )
 
 
 def _exception_message(
     command: str, error: BaseException, duckdb_path: Path, output_dir: Path
 ) -> str:
-    if _LOCK_MARKER in str(error):
-        return _lock_message(duckdb_path)
+    if _LOCK_MARKER in str(error):  # dbt opens the database before running any node
+        return (
+            f"The DuckDB file {duckdb_path} (DUCKDB_PATH) is locked by another process: DuckDB "
+            "allows one writer at a time. Close the other program that has it open (a notebook, "
+            "a DuckDB shell, another flow run) and rerun, or point DUCKDB_PATH at another file."
+        )
     return (
         f"dbt {command} could not run: {type(error).__name__}: {error}\n"
         "Check the dbt project, profiles.yml and the variables it reads (DUCKDB_PATH, "

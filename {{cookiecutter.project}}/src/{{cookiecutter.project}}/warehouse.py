@@ -212,3 +212,18 @@ def read_training_sessions(db_path: Path, relation: str = "training_sessions") -
     for column in _LIST_COLUMNS:
         frame[column] = frame[column].map(as_list)
     return frame
+
+
+def check_connection(db_path: Path) -> None:
+    """Fail early, with the warehouse's own message, if the file cannot be opened for writing."""
+    with connect(db_path) as con:
+        ensure_schema(con)
+
+
+def raw_log_size(db_path: Path) -> tuple[int, int]:
+    """Rows in the raw log and number of loads so far."""
+    with connect(db_path) as con:
+        ensure_schema(con)
+        rows = con.execute("select count(*) from raw.events").fetchone()[0]
+        loads = con.execute("select count(*) from raw.loads").fetchone()[0]
+    return int(rows), int(loads)

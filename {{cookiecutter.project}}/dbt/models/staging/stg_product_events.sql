@@ -14,6 +14,7 @@ product_events as (
         tenant,
         session_id,
         sku,
+        url,
         event_at,
         case product_action
             when 'detail' then 1
@@ -31,14 +32,15 @@ product_events as (
 
 flagged as (
 
-    -- Events of the same millisecond follow the funnel (detail, add, purchase), then the SKU,
-    -- so the order is the same on every warehouse and every run.
+    -- Events of one millisecond follow the funnel (detail, add, purchase), then the SKU. The URL
+    -- makes the order total (stg_events holds each event once), so both windows see the same
+    -- order on every warehouse and every run.
     select
         *,
         case
             when sku = lag(sku) over (
                 partition by tenant, session_id
-                order by event_at, action_strength, sku
+                order by event_at, action_strength, sku, url
             ) then 0
             else 1
         end as starts_step
@@ -53,7 +55,7 @@ numbered as (
         *,
         cast(sum(starts_step) over (
             partition by tenant, session_id
-            order by event_at, action_strength, sku
+            order by event_at, action_strength, sku, url
             rows between unbounded preceding and current row
         ) as integer) as step
 

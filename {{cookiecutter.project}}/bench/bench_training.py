@@ -1,0 +1,97 @@
+"""Benchmark the LSTM: training samples/s, export time, single-session latency of the export.
+
+    python bench/bench_training.py [--sessions 100000] [--products 2000] [--epochs 3]
+
+Sessions come straight from the synthetic generator's latent chains (what dbt's
+`training_sessions` holds after collapsing repeats), so no warehouse is needed. Samples/s
+leaves out the first epoch (graph tracing). Default model parameters unless flags say otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from {{ cookiecutter.project }} import data
+from {{ cookiecutter.project }}.model import TrainParams, export_model, load_recommender, package_model, train
+
+
+def generated_sessions(n_sessions: int, n_products: int, seed: int) -> pd.DataFrame:
+    """Generator sessions with >= 2 products, spread over 28 days, shaped like training_sessions."""
+    config = data.GeneratorConfig(n_sessions=n_sessions, n_products=n_products, seed=seed)
+    model = data.build_model(config)
+    latent = data.sample_sessions(config, model, n_sessions, np.random.default_rng(seed))
+    skus = model.sku_hashes[latent.items].tolist()
+    offsets = latent.offsets.tolist()
+    starts = np.sort(np.random.default_rng(seed).uniform(0, 28 * 86_400, n_sessions))
+    frame = pd.DataFrame(
+        {
+            "session_id": np.arange(n_sessions),
+            "skus": [skus[offsets[i] : offsets[i + 1]] for i in range(n_sessions)],
+            "session_length": latent.lengths,
+            "first_event_at": pd.Timestamp("2026-01-01") + pd.to_timedelta(starts, unit="s"),
+        }
+    )
+    return frame[frame["session_length"] >= 2].reset_index(drop=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=100_000)
+    parser.add_argument("--products", type=int, default=2_000)
+    parser.add_argument("--epochs", type=int, default=3, help="first one is warm-up (min 2)")
+    parser.add_argument("--batch-size", type=int, default=TrainParams().batch_size)
+    parser.add_argument("--calls", type=int, default=300, help="single-session calls timed")
+    args = parser.parse_args()
+
+    sessions = generated_sessions(args.sessions, args.products, seed=42)
+    params = replace(
+        TrainParams(), epochs=max(args.epochs, 2), patience=args.epochs, batch_size=args.batch_size
+    )
+    trained = train(sessions, params, progress=lambda epoch, logs: None)
+    print(f"sessions {len(sessions):,}  vocabulary {len(trained.vocabulary):,}  {params}")
+    print(
+        f"training: {trained.n_train_samples:,} samples/epoch, "
+        f"{trained.samples_per_second:,.0f} samples/s after warm-up, "
+        f"{trained.train_seconds:.1f} s for {len(trained.history['loss'])} epochs"
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        export_dir = export_model(trained, Path(tmp) / "export")
+        exported_s = time.perf_counter() - started
+        started = time.perf_counter()
+        tar_path = package_model(export_dir, Path(tmp) / "model.tar.gz")
+        packaged_s = time.perf_counter() - started
+        started = time.perf_counter()
+        recommender = load_recommender(export_dir)
+        loaded_s = time.perf_counter() - started
+
+        recommender.recommend([sessions["skus"].iloc[0]], 20)  # first call traces
+        latencies = []
+        for session in sessions["skus"].iloc[1 : args.calls + 1]:
+            started = time.perf_counter()
+            recommender.recommend([session[:-1]], 20)
+            latencies.append(time.perf_counter() - started)
+        latencies.sort()
+        size_mb = tar_path.stat().st_size / 1e6
+    print(
+        f"export {exported_s:.2f} s, package {packaged_s:.2f} s ({size_mb:.1f} MB), "
+        f"load {loaded_s:.2f} s"
+    )
+    print(
+        f"single-session recommend (k=20, {len(latencies)} calls): "
+        f"p50 {statistics.median(latencies) * 1e3:.2f} ms, "
+        f"p90 {latencies[int(0.9 * (len(latencies) - 1))] * 1e3:.2f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

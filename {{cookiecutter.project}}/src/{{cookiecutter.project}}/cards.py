@@ -1,0 +1,201 @@
+"""Metaflow cards: what each step shows a person (`make cards` writes them as HTML).
+
+Each function turns one step's plain results into card components; the figures come from the
+module that owns the data (transform, quality, model, evaluation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from metaflow.cards import Image, Markdown, Table
+
+from .settings import get_settings
+
+Components = list[Any]
+
+
+def step_dir(current: Any) -> Path:
+    """A local folder for one step's files (dbt target, RecList output, exported model)."""
+    path = get_settings().data_dir / "runs" / str(current.run_id) / current.step_name
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> Table:
+    return Table(data=[[_cell(value) for value in row] for row in rows], headers=list(headers))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def config_card(settings: Mapping[str, Any], current: Any) -> Components:
+    rows = [(name, value) for name, value in sorted(settings.items())]
+    return [
+        Markdown(
+            f"# Run {current.flow_name}/{current.run_id}\nSettings in force (secrets left out)."
+        ),
+        _table(rows, ["setting", "value"]),
+    ]
+
+
+def ingest_card(result: Any) -> Components:
+    rows = [
+        ("source", result.source),
+        ("sessions generated", result.sessions_generated),
+        ("files loaded", result.files_loaded),
+        ("files already loaded (skipped)", result.files_skipped),
+        ("rows loaded", result.rows_loaded),
+        ("rows in the raw log", result.raw_rows_total),
+        ("loads in the raw log", result.loads_total),
+        ("seconds", result.seconds),
+    ]
+    parts = [
+        Markdown("# Ingest\nEvents appended to the raw log `raw.events`."),
+        _table(rows, ["", ""]),
+    ]
+    if result.config:
+        parts += [Markdown("## Generator"), _table(sorted(result.config.items()), ["", ""])]
+    return parts
+
+
+def dbt_card(result: Any) -> Components:
+    from .transform import plot_dbt_dag
+
+    verdict = "succeeded" if result.success else "FAILED"
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.status_counts().items()))
+    rows = [
+        (n.resource_type, n.label, n.status, n.execution_time, n.failures, n.message or "")
+        for n in result.executed
+    ]
+    return [
+        Markdown(f"# dbt {result.command} {verdict}\n{counts} in {result.elapsed_s:.1f} s"),
+        Image.from_matplotlib(plot_dbt_dag(result)),
+        _table(rows, ["type", "node", "status", "seconds", "failures", "message"]),
+    ]
+
+
+def quality_card(report: Any, sessions: Any, thresholds: Any) -> Components:
+    from .quality import plot_session_lengths
+
+    verdict = "passed" if report.success else "FAILED"
+    rows = [
+        (r.rule, "pass" if r.success else "FAIL", r.observed_value, r.unexpected_count, r.error)
+        for r in report.results
+    ]
+    return [
+        Markdown(
+            f"# Data quality {verdict}\n{report.row_count:,} training sessions, "
+            f"{len(report.results)} expectations, {report.runtime_s:.1f} s"
+        ),
+        _table(rows, ["expectation", "result", "observed", "rows failing", "error"]),
+        Image.from_matplotlib(plot_session_lengths(sessions, thresholds)),
+    ]
+
+
+def dataset_card(split: Any) -> Components:
+    rows = [
+        ("train sessions", len(split.train)),
+        ("test sessions", len(split.test)),
+        ("dropped (span the cutoff)", split.dropped),
+        ("cutoff", str(split.cutoff)),
+        ("train from", str(split.train["first_event_at"].min())),
+        ("test until", str(split.test["last_event_at"].max())),
+    ]
+    return [
+        Markdown("# Time split\nOlder sessions train, the newest days test."),
+        _table(rows, ["", ""]),
+    ]
+
+
+def training_card(training: Any) -> Components:
+    from .model import plot_history
+
+    rows = sorted(training.params.items())
+    stats = [
+        ("training samples", training.n_samples),
+        ("samples / s", training.samples_per_s),
+        ("seconds", training.seconds),
+        ("vocabulary (SKUs)", training.vocab_size),
+        ("epochs run", len(next(iter(training.history.values()), []))),
+        ("tracking", training.tracking_location or "none"),
+    ]
+    return [
+        Markdown("# Training"),
+        Image.from_matplotlib(plot_history(training.history)),
+        _table(stats, ["", ""]),
+        Markdown("## Parameters"),
+        _table(rows, ["parameter", "value"]),
+    ]
+
+
+def evaluation_card(report: Any) -> Components:
+    from .evaluation import plot_comparison
+
+    names = list(report.models)
+    metrics = sorted({m for r in report.models.values() for m in r.metrics})
+    rows = [[metric, *(report.models[n].metrics.get(metric) for n in names)] for metric in metrics]
+    return [
+        Markdown(
+            f"# RecList evaluation\nNext-item task on {report.n_examples:,} test prefixes; "
+            f"catalogue of {report.catalogue_size:,} SKUs; report: `{report.path}`"
+        ),
+        _table(rows, ["metric", *names]),
+        Image.from_matplotlib(plot_comparison(report)),
+    ]
+
+
+def gate_card(decision: Any) -> Components:
+    rows = [
+        (c.name, c.value, c.threshold, "pass" if c.passed else "FAIL", c.reason)
+        for c in decision.checks
+    ]
+    verdict = "PASSED: the model may be deployed" if decision.passed else "FAILED: no deployment"
+    return [
+        Markdown(f"# Deployment gate {verdict}\nCandidate: `{decision.candidate}`"),
+        _table(rows, ["check", "value", "threshold", "result", "reason"]),
+    ]
+
+
+def deploy_card(deployment: Mapping[str, Any]) -> Components:
+    import json
+
+    parts = [Markdown(f"# Deployment\n{deployment['reason']}")]
+    if deployment.get("url"):
+        parts += [
+            _table(
+                [
+                    ("endpoint", deployment["url"]),
+                    ("smoke latency (ms)", deployment["smoke_latency_ms"]),
+                ],
+                ["", ""],
+            ),
+            Markdown("## Smoke request\n```\n" + json.dumps(deployment["smoke_payload"]) + "\n```"),
+            Markdown(
+                "## Answer\n```\n"
+                + json.dumps(deployment["smoke_answer"], indent=1)[:4000]
+                + "\n```"
+            ),
+        ]
+    return parts
+
+
+def run_summary(decision: Any, deployment: Mapping[str, Any], current: Any) -> str:
+    """The last lines of a run: verdict, endpoint, where the cards are."""
+    from .gate import format_decision
+
+    return "\n".join(
+        [
+            f"Run {current.flow_name}/{current.run_id} finished.",
+            format_decision(decision),
+            f"Deployment: {deployment['reason']}",
+            "Cards: make cards",
+        ]
+    )

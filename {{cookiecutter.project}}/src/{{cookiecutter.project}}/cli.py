@@ -1,0 +1,175 @@
+"""Command line: the Makefile's targets call these subcommands.
+
+Errors raised by this package carry a message that says what to do; they are printed as one line
+(no stack trace) and the command exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .settings import get_settings
+
+FLOW_NAME = "RecsFlow"
+
+
+def _data(args: argparse.Namespace) -> int:
+    from . import ingest
+
+    overrides = {
+        key: value
+        for key, value in (
+            ("n_sessions", args.sessions),
+            ("n_products", args.products),
+            ("seed", args.seed),
+            ("days", args.days),
+        )
+        if value is not None
+    }
+    ingest.ingest(get_settings(), source="synthetic", **overrides)
+    return 0
+
+
+def _dbt(args: argparse.Namespace) -> int:
+    from . import transform
+
+    settings = get_settings()
+    result = transform.build(settings, output_dir=settings.data_dir / "dbt")
+    print(transform.describe(result))
+    transform.raise_on_failure(result)
+    return 0
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from . import quality
+
+    report = quality.check_warehouse(get_settings())
+    print(quality.format_report(report))
+    return 0 if report.success else 1
+
+
+def _latest_run(run_id: str | None):
+    from metaflow import Flow, Run, namespace
+    from metaflow.exception import MetaflowNotFound
+
+    namespace(None)
+    try:
+        return Run(f"{FLOW_NAME}/{run_id}") if run_id else Flow(FLOW_NAME).latest_run
+    except MetaflowNotFound as e:
+        raise CliError(f"No {FLOW_NAME} run found here ({e}). Run the flow first: make run.") from e
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from . import gate
+
+    run = _latest_run(args.run)
+    if "gate" not in run or not run["gate"].task.successful:
+        raise CliError(f"Run {run.id} has no gate decision (it stopped before the gate step).")
+    decision = run["gate"].task.data.gate_decision
+    print(f"Run {run.id}:")
+    print(gate.format_decision(decision))
+    return gate.gate_exit_code(decision)
+
+
+def _cards(args: argparse.Namespace) -> int:
+    from metaflow.cards import get_cards
+
+    run = _latest_run(args.run)
+    out_dir = get_settings().data_dir / "cards" / run.id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for step in run:
+        for task in step:
+            for i, found in enumerate(get_cards(task)):
+                suffix = f"-{i}" if i else ""
+                path = out_dir / f"{step.id}{suffix}.html"
+                path.write_text(found.get())
+                written.append(path)
+    for path in sorted(written):
+        print(path)
+    print(f"{len(written)} card(s) of run {run.id} in {out_dir}")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from . import gate
+
+    settings = get_settings()
+    run = _latest_run(None)
+    print(f"\nRun {FLOW_NAME}/{run.id}: {'finished' if run.successful else 'did not finish'}")
+    if "gate" in run and run["gate"].task.successful:
+        print(gate.format_decision(run["gate"].task.data.gate_decision))
+    if "deploy" in run and run["deploy"].task.successful:
+        deployment = run["deploy"].task.data.deployment
+        print(f"Endpoint: {deployment.get('url') or 'not deployed'} ({deployment['reason']})")
+    print(f"Cards:    make cards  (writes {settings.data_dir / 'cards'}/<run>/<step>.html)")
+    print(f"Data:     {settings.data_dir}/ (events, warehouse {settings.duckdb_path})")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from . import serving
+
+    settings = get_settings()
+    model_dir = args.model_dir or settings.data_dir / "deploy" / "model"
+    argv = ["--model-dir", str(model_dir), "--host", settings.serving_host]
+    return serving.main([*argv, "--port", str(args.port or settings.serving_port)])
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from . import deploy
+
+    stopped = deploy.stop_local(get_settings().data_dir / "deploy")
+    print("Stopped the local endpoint." if stopped else "No local endpoint was running.")
+    return 0
+
+
+class CliError(RuntimeError):
+    """A command that cannot run; the message says why."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+        "data": (_data, "generate synthetic events and load them into the warehouse"),
+        "dbt": (_dbt, "build the dbt models and run their tests"),
+        "quality": (_quality, "run the expectation suite on the training sessions"),
+        "gate": (_gate, "print a run's gate decision; exit 1 if the model failed"),
+        "cards": (_cards, "write every card of a run as HTML"),
+        "summary": (_summary, "where the latest run's results are"),
+        "serve": (_serve, "serve a model in the foreground (SageMaker contract)"),
+        "stop": (_stop, "stop the local endpoint started by the flow"),
+    }
+    for name, (handler, help_text) in commands.items():
+        command = sub.add_parser(name, help=help_text)
+        command.set_defaults(handler=handler)
+        if name == "data":
+            command.add_argument("--sessions", type=int, help="sessions (default N_SESSIONS)")
+            command.add_argument("--products", type=int, help="catalogue size (N_PRODUCTS)")
+            command.add_argument("--seed", type=int, help="generator seed (SEED)")
+            command.add_argument("--days", type=int, help="days of events (DAYS)")
+        if name in ("gate", "cards"):
+            command.add_argument("--run", help="run id (default: the latest run)")
+        if name == "serve":
+            command.add_argument("--model-dir", type=Path, help="unpacked model.tar.gz folder")
+            command.add_argument("--port", type=int, help="port (default SERVING_PORT)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except Exception as e:  # our own errors carry a message meant for the user
+        if not type(e).__module__.startswith(__package__):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

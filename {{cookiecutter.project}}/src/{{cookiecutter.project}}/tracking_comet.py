@@ -1,0 +1,78 @@
+"""Comet experiment tracking: online with an API key, else an offline archive to upload later.
+
+Only `tracking.start_tracking("comet", ...)` imports this module (projects baked without Comet
+do not have it). The API key is handed to comet-ml and never printed or logged.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before comet_ml is imported (it reads these at import): no crash reports sent to Comet's error
+# tracker (a network call, even offline), and no patching of Keras/TF; users may override.
+os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
+os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import comet_ml
+
+# We log parameters and per-epoch metrics ourselves (framework hooks would log them twice), and
+# code/git capture adds nothing to a flow run.
+_QUIET = {
+    "auto_param_logging": False,
+    "auto_metric_logging": False,
+    "auto_output_logging": False,
+    "log_code": False,
+    "log_git_metadata": False,
+    "log_git_patch": False,
+    "display_summary_level": 0,
+}
+
+
+def experiment_spec(
+    api_key: str | None, project: str, offline_dir: Path
+) -> tuple[type[comet_ml.CometExperiment], dict[str, Any]]:
+    """The experiment class and its arguments: online `Experiment` with a key, else offline."""
+    if api_key:
+        return comet_ml.Experiment, {"api_key": api_key, "project_name": project, **_QUIET}
+    # Offline means no network at all: environment details probe cloud metadata URLs and DNS.
+    return comet_ml.OfflineExperiment, {
+        "project_name": project,
+        "offline_directory": str(offline_dir),
+        "log_env_details": False,
+        **_QUIET,
+    }
+
+
+class CometTracker:
+    """A `tracking.Tracker` writing to one Comet experiment."""
+
+    def __init__(self, api_key: str | None, project: str, offline_dir: Path, run_name: str) -> None:
+        self._offline_dir = None if api_key else Path(offline_dir)
+        if self._offline_dir is not None:
+            self._offline_dir.mkdir(parents=True, exist_ok=True)
+        experiment_class, options = experiment_spec(api_key, project, Path(offline_dir))
+        self._experiment = experiment_class(**options)
+        self._experiment.set_name(run_name)
+
+    def log_parameters(self, parameters: Mapping[str, Any]) -> None:
+        self._experiment.log_parameters(dict(parameters))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._experiment.log_metrics(dict(metrics), step=step)
+
+    def log_figure(self, name: str, figure: Any) -> None:
+        self._experiment.log_figure(figure_name=name, figure=figure)
+
+    def end(self) -> str | None:
+        """End the run; return its URL, or the offline archive to send with `comet upload PATH`."""
+        self._experiment.end()
+        if self._offline_dir is None:
+            return self._experiment.url
+        archives = sorted(
+            self._offline_dir.glob(f"{self._experiment.id}*.zip"), key=lambda p: p.stat().st_mtime
+        )
+        return str(archives[-1]) if archives else None
