@@ -20,7 +20,16 @@ import numpy as np
 import pandas as pd
 
 from {{ cookiecutter.project }} import data
-from {{ cookiecutter.project }}.model import TrainParams, export_model, load_recommender, package_model, train
+from {{ cookiecutter.project }}.model import (
+    TrainParams,
+    build_vocabulary,
+    encode_sessions,
+    export_model,
+    load_recommender,
+    package_model,
+    prefix_arrays,
+    train,
+)
 
 
 def generated_sessions(n_sessions: int, n_products: int, seed: int) -> pd.DataFrame:
@@ -52,6 +61,10 @@ def main() -> None:
     args = parser.parse_args()
 
     sessions = generated_sessions(args.sessions, args.products, seed=42)
+    started = time.perf_counter()
+    skus = sessions["skus"].tolist()
+    x, _ = prefix_arrays(*encode_sessions(skus, build_vocabulary(skus)), TrainParams().max_length)
+    print(f"training arrays: {len(x):,} samples built in {time.perf_counter() - started:.2f} s")
     params = replace(
         TrainParams(), epochs=max(args.epochs, 2), patience=args.epochs, batch_size=args.batch_size
     )

@@ -18,9 +18,11 @@ Each step calls the module named after its part of the stack; the logic lives th
 from metaflow import FlowSpec, Parameter, card, current, step
 
 from {{ cookiecutter.project }} import cards
+from {{ cookiecutter.project }}.params import TrainParams
 from {{ cookiecutter.project }}.settings import get_settings
 
 SETTINGS = get_settings()
+_P = TrainParams()  # the model's defaults
 
 
 class RecsFlow(FlowSpec):
@@ -43,12 +45,16 @@ class RecsFlow(FlowSpec):
     test_days = Parameter(
         "test_days", help="Newest days held out as test", default=SETTINGS.test_days
     )
-    epochs = Parameter("epochs", help="Training epochs (early stopping may stop sooner)", default=8)
-    batch_size = Parameter("batch_size", help="Training batch size", default=256)
-    embedding_dim = Parameter("embedding_dim", help="SKU embedding size", default=64)
-    lstm_units = Parameter("lstm_units", help="LSTM units", default=128)
-    max_length = Parameter("max_length", help="Most recent SKUs the model sees", default=20)
-    learning_rate = Parameter("learning_rate", help="Adam learning rate", default=0.003)
+    epochs = Parameter(
+        "epochs", help="Most epochs (early stopping may stop sooner)", default=_P.epochs
+    )
+    batch_size = Parameter("batch_size", help="Training batch size", default=_P.batch_size)
+    embedding_dim = Parameter("embedding_dim", help="SKU embedding size", default=_P.embedding_dim)
+    lstm_units = Parameter("lstm_units", help="LSTM units", default=_P.lstm_units)
+    max_length = Parameter(
+        "max_length", help="Most recent SKUs the model reads", default=_P.max_length
+    )
+    learning_rate = Parameter("learning_rate", help="Adam learning rate", default=_P.learning_rate)
     deploy_enabled = Parameter(
         "deploy_enabled", help="Deploy the model if it passes the gate", default=True
     )
@@ -120,23 +126,21 @@ class RecsFlow(FlowSpec):
     @card(type="blank")
     @step
     def train(self):
-        """Train the LSTM and export it for serving."""
-        from {{ cookiecutter.project }} import training
+        """Train the LSTM on every prefix of the training sessions; export model.tar.gz."""
+        from {{ cookiecutter.project }} import model, tracking
 
-        self.training = training.train_and_export(
-            SETTINGS,
-            self.split,
-            params=dict(
-                epochs=self.epochs,
-                batch_size=self.batch_size,
-                embedding_dim=self.embedding_dim,
-                lstm_units=self.lstm_units,
-                max_length=self.max_length,
-                learning_rate=self.learning_rate,
-                seed=self.seed,
-            ),
-            out_dir=cards.step_dir(current),
-            run_name=f"{current.flow_name}-{current.run_id}",
+        params = model.TrainParams(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            embedding_dim=self.embedding_dim,
+            lstm_units=self.lstm_units,
+            max_length=self.max_length,
+            learning_rate=self.learning_rate,
+            seed=self.seed,
+        )
+        tracker = tracking.from_settings(SETTINGS, f"{current.flow_name}-{current.run_id}")
+        self.training = model.train_and_export(
+            self.split.train, params, cards.step_dir(current), tracker
         )
         current.card.extend(cards.training_card(self.training))
         self.next(self.evaluate)
@@ -144,11 +148,16 @@ class RecsFlow(FlowSpec):
     @card(type="blank")
     @step
     def evaluate(self):
-        """Run the RecList suite on the LSTM and both baselines."""
-        from {{ cookiecutter.project }} import evaluation
+        """Run the RecList suite on the LSTM and both baselines, on the same test prefixes."""
+        from {{ cookiecutter.project }} import baselines, evaluation, model
 
-        self.evaluation = evaluation.evaluate_run(
-            self.split, self.training, out_dir=cards.step_dir(current)
+        lstm = model.load_archive(self.training.model_archive, cards.step_dir(current))
+        self.evaluation = evaluation.evaluate_split(
+            [lstm, *baselines.fit_baselines(self.split.train)],
+            self.split,
+            max_examples=SETTINGS.eval_max_examples,
+            seed=self.seed,
+            out_dir=cards.step_dir(current) / "reclist",
         )
         current.card.extend(cards.evaluation_card(self.evaluation))
         self.next(self.gate)
@@ -171,7 +180,10 @@ class RecsFlow(FlowSpec):
         from {{ cookiecutter.project }} import deploy
 
         self.deployment = deploy.deploy_if_passed(
-            SETTINGS, self.gate_decision, self.training, enabled=self.deploy_enabled
+            self.gate_decision,
+            self.training.model_archive,
+            smoke_sessions=self.split.test["skus"].head(3).tolist(),
+            enabled=self.deploy_enabled,
         )
         current.card.extend(cards.deploy_card(self.deployment))
         self.next(self.end)

@@ -138,3 +138,45 @@ def test_stop_never_signals_a_process_it_did_not_start(tmp_path: Path) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def _decision(passed: bool):
+    from {{ cookiecutter.project }}.gate import GateDecision
+
+    return GateDecision(candidate="lstm", passed=passed, checks=())
+
+
+@pytest.mark.parametrize(
+    "passed,enabled,reason",
+    [(False, True, "failed the gate"), (False, False, "failed the gate"), (True, False, "off")],
+)
+def test_a_model_that_may_not_deploy_is_never_started(
+    tmp_path: Path, model_tar: Path, passed: bool, enabled: bool, reason: str
+) -> None:
+    from {{ cookiecutter.project }}.deploy import deploy_if_passed
+
+    outcome = deploy_if_passed(
+        _decision(passed), model_tar.read_bytes(), [["sku"]], enabled, tmp_path / "endpoint"
+    )
+    assert outcome["deployed"] is False and reason in outcome["reason"]
+    assert not (tmp_path / "endpoint").exists()
+
+
+def test_a_passed_model_is_deployed_and_smoke_tested(tmp_path: Path, model_tar: Path) -> None:
+    from {{ cookiecutter.project }}.deploy import deploy_if_passed
+    from {{ cookiecutter.project }}.settings import get_settings
+
+    settings = get_settings()
+    deploy_dir = tmp_path / "endpoint"
+    port = free_port()
+    original = settings.serving_port
+    settings.serving_port = port
+    try:
+        outcome = deploy_if_passed(
+            _decision(True), model_tar.read_bytes(), [["sku"]], True, deploy_dir
+        )
+        assert outcome["deployed"] and outcome["url"].endswith(f":{port}")
+        assert len(outcome["smoke_answer"]["recommendations"]) == 1
+    finally:
+        settings.serving_port = original
+        stop_local(deploy_dir)

@@ -58,8 +58,16 @@ def sessions() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def trained(sessions: pd.DataFrame) -> TrainedModel:
-    return train(sessions.iloc[: len(sessions) * 3 // 4], FAST, progress=lambda epoch, logs: None)
+def progress_log() -> list[tuple[int, dict[str, float]]]:
+    return []
+
+
+@pytest.fixture(scope="module")
+def trained(
+    sessions: pd.DataFrame, progress_log: list[tuple[int, dict[str, float]]]
+) -> TrainedModel:
+    fit_part = sessions.iloc[: len(sessions) * 3 // 4]
+    return train(fit_part, FAST, progress=lambda epoch, logs: progress_log.append((epoch, logs)))
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +134,13 @@ def test_train_rejects_unusable_data() -> None:
 # --- training and recommendations ------------------------------------------------------------
 
 
-def test_training_reports_history_and_throughput(trained: TrainedModel) -> None:
+def test_training_reports_history_and_throughput(
+    trained: TrainedModel, progress_log: list[tuple[int, dict[str, float]]]
+) -> None:
     epochs = len(trained.history["loss"])
     assert 1 <= epochs <= FAST.epochs
+    assert [epoch for epoch, _ in progress_log] == list(range(1, epochs + 1))
+    assert progress_log[-1][1]["val_loss"] == pytest.approx(trained.history["val_loss"][-1])
     assert len(trained.history["val_loss"]) == epochs
     assert trained.history["loss"][-1] < trained.history["loss"][0]
     assert trained.samples_per_second > 0 and trained.train_seconds > 0

@@ -129,3 +129,8 @@ class MarkovRecommender:
             (self._skus[c], (followers.get(c, 0) + float(self._share[c])) / (total + 1.0))
             for c in chosen
         ]
+
+
+def fit_baselines(train_sessions: Sessions) -> list[MostPopular | MarkovRecommender]:
+    """Both baselines, fitted on the same training sessions as the model."""
+    return [MostPopular().fit(train_sessions), MarkovRecommender().fit(train_sessions)]

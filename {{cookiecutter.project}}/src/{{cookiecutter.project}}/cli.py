@@ -76,6 +76,7 @@ def _gate(args: argparse.Namespace) -> int:
 
 def _cards(args: argparse.Namespace) -> int:
     from metaflow.cards import get_cards
+    from metaflow.plugins.cards.exception import CardNotPresentException
 
     run = _latest_run(args.run)
     out_dir = get_settings().data_dir / "cards" / run.id
@@ -83,7 +84,11 @@ def _cards(args: argparse.Namespace) -> int:
     written = []
     for step in run:
         for task in step:
-            for i, found in enumerate(get_cards(task)):
+            try:
+                found_cards = list(get_cards(task))
+            except CardNotPresentException:  # steps without a @card (end)
+                continue
+            for i, found in enumerate(found_cards):
                 suffix = f"-{i}" if i else ""
                 path = out_dir / f"{step.id}{suffix}.html"
                 path.write_text(found.get())
@@ -104,9 +109,9 @@ def _summary(args: argparse.Namespace) -> int:
         print(gate.format_decision(run["gate"].task.data.gate_decision))
     if "deploy" in run and run["deploy"].task.successful:
         deployment = run["deploy"].task.data.deployment
-        print(f"Endpoint: {deployment.get('url') or 'not deployed'} ({deployment['reason']})")
-    print(f"Cards:    make cards  (writes {settings.data_dir / 'cards'}/<run>/<step>.html)")
-    print(f"Data:     {settings.data_dir}/ (events, warehouse {settings.duckdb_path})")
+        print(f"Endpoint: {deployment['reason']}")
+    print(f"Cards:    {(settings.data_dir / 'cards' / run.id).resolve()}/<step>.html (make cards)")
+    print(f"Data:     {settings.data_dir.resolve()}/ (events, runs, warehouse)")
     return 0
 
 

@@ -267,3 +267,36 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def deploy_if_passed(
+    decision: Any,
+    model_archive: bytes,
+    smoke_sessions: Sequence[Sequence[str]],
+    enabled: bool = True,
+    deploy_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Deploy the model locally only if the gate passed it (and deployment is enabled).
+
+    Returns plain data for the flow artifact and card: whether it deployed, why, and the smoke
+    request and answer. A model that failed its gate is never started.
+    """
+    if not decision.passed:
+        return {"deployed": False, "reason": "Not deployed: the model failed the gate."}
+    if not enabled:
+        return {"deployed": False, "reason": "Not deployed: deployment is off (deploy_enabled)."}
+    deploy_dir = deploy_dir or get_settings().data_dir / "deploy"
+    deploy_dir.mkdir(parents=True, exist_ok=True)
+    model_tar = deploy_dir / "model.tar.gz"
+    model_tar.write_bytes(model_archive)
+    deployment = deploy_local(model_tar, deploy_dir, smoke_sessions=smoke_sessions)
+    return {
+        "deployed": True,
+        "reason": f"Deployed locally at {deployment.url} (stop it with `make stop`).",
+        "url": deployment.url,
+        "pid": deployment.pid,
+        "log_path": str(deployment.log_path),
+        "smoke_payload": deployment.smoke_payload,
+        "smoke_answer": deployment.smoke_answer,
+        "smoke_latency_ms": deployment.smoke_latency_ms,
+    }

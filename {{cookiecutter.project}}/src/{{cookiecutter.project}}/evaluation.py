@@ -593,3 +593,11 @@ def plot_comparison(report: EvaluationReport | Mapping[str, Any]) -> Figure:
     by_length.set_title(f"MRR@{k} by prefix length")
     by_length.set_xlabel("SKUs seen in the session so far")
     return figure
+
+
+def evaluate_split(
+    models: Sequence[Recommender], split: Any, max_examples: int, seed: int, out_dir: Path
+) -> EvaluationReport:
+    """Every model on the same next-item examples drawn from the split's test sessions."""
+    examples = next_item_examples(split.test, max_examples=max_examples, seed=seed)
+    return evaluate(models, examples, split.train, out_dir=out_dir)

@@ -28,6 +28,10 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+
+from .params import TrainParams
+from .tracking import NullTracker, Tracker, TrackerCallback
 
 PAD_ID = 0
 OOV_ID = 1
@@ -38,23 +42,6 @@ _WINDOW_CHUNK = 1 << 18  # rows per chunk when building windows: bounds temporar
 
 class ModelError(Exception):
     """A problem the user can fix (training data, model folder, arguments); says what to do."""
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """Hyper-parameters. Defaults train fast on 2 CPU cores and beat a first-order Markov chain."""
-
-    embedding_dim: int = 64
-    lstm_units: int = 64
-    max_length: int = 10  # most recent items the model reads (sessions average ~5 products)
-    epochs: int = 20
-    batch_size: int = 512  # large batches: far more samples/s per core, same accuracy here
-    learning_rate: float = 0.005
-    dropout: float = 0.3  # before the output layer: the softmax over all SKUs overfits first
-    validation_fraction: float = 0.1  # newest sessions of the training period
-    patience: int = 2  # epochs without a better validation loss before stopping
-    seed: int = 42
-    min_count: int = 1  # SKUs seen fewer times become OOV
 
 
 @dataclass
@@ -185,7 +172,7 @@ class _Progress(keras.callbacks.Callback):
         self._progress = progress
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self._progress(epoch, {name: float(value) for name, value in (logs or {}).items()})
+        self._progress(epoch + 1, {name: float(value) for name, value in (logs or {}).items()})
 
 
 def _check_training_frame(train_df: pd.DataFrame) -> None:
@@ -205,7 +192,7 @@ def train(
 ) -> TrainedModel:
     """Train on every prefix of every session; validate on the newest sessions; stop early.
 
-    `progress(epoch, logs)` replaces Keras' own one-line-per-epoch output when given.
+    `progress(epoch, logs)` (epochs count from 1) replaces Keras' one line per epoch when given.
     """
     params = params or TrainParams()
     _check_training_frame(train_df)
@@ -411,7 +398,9 @@ class ExportedRecommender:
 
         self._tf = tf
         self._loaded = tf.saved_model.load(str(model_dir))
-        self._recommend = self._loaded.recommend  # the tf.function: less overhead than signatures
+        # The signature (a concrete function) is the cheapest to call: ~0.7 ms vs ~0.9 ms for the
+        # restored tf.function, which first matches its arguments against the input signature.
+        self._serve = self._loaded.signatures["serving_default"]
         self._batch_size = batch_size
         metadata_path = Path(model_dir) / METADATA_FILE
         self.metadata: dict[str, Any] = (
@@ -428,7 +417,10 @@ class ExportedRecommender:
             padded = np.full((len(batch), width), "", dtype=object)
             for row, session in enumerate(batch):
                 padded[row, : len(session)] = session
-            out = self._recommend(self._tf.constant(padded, self._tf.string), np.int32(k))
+            out = self._serve(
+                skus=self._tf.constant(padded, self._tf.string),
+                k=self._tf.constant(k, self._tf.int32),
+            )
             skus, scores = out["skus"].numpy(), out["scores"].numpy().tolist()
             results.extend(
                 [(sku.decode(), score) for sku, score in zip(row_skus, row_scores, strict=True)]
@@ -446,3 +438,71 @@ def load_recommender(model_dir: Path) -> ExportedRecommender:
             "unpack model.tar.gz into this folder"
         )
     return ExportedRecommender(model_dir)
+
+
+# --- the flow's train step -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    """What the train step keeps: plain data plus the model archive itself (model.tar.gz bytes),
+    so later steps (and other machines) need no shared disk."""
+
+    params: dict[str, Any]
+    history: dict[str, list[float]]
+    samples_per_s: float
+    seconds: float
+    n_samples: int
+    vocab_size: int
+    model_archive: bytes
+    tracking_location: str | None
+
+
+def train_and_export(
+    train_df: pd.DataFrame,
+    params: TrainParams,
+    out_dir: Path,
+    tracker: Tracker | None = None,
+) -> TrainingSummary:
+    """Train, export for serving and pack model.tar.gz; log parameters and epochs to `tracker`."""
+    tracker = tracker or NullTracker()
+    tracker.log_parameters(asdict(params))
+    trained = train(train_df, params, callbacks=[TrackerCallback(tracker)])
+    export_dir = export_model(trained, Path(out_dir) / "export")
+    archive = package_model(export_dir, Path(out_dir) / "model.tar.gz")
+    tracker.log_metrics({"samples_per_s": trained.samples_per_second})
+    return TrainingSummary(
+        params=asdict(params),
+        history=trained.history,
+        samples_per_s=trained.samples_per_second,
+        seconds=trained.train_seconds,
+        n_samples=trained.n_train_samples,
+        vocab_size=len(trained.vocabulary),
+        model_archive=archive.read_bytes(),
+        tracking_location=tracker.end(),
+    )
+
+
+def plot_history(history: dict[str, list[float]]) -> Figure:
+    """Loss and HR@20 per epoch, training vs validation."""
+    figure = Figure(figsize=(9, 3.2))
+    for axes, metric in zip(figure.subplots(1, 2), ("loss", "hit_rate_at_20"), strict=True):
+        for prefix, style in (("", "-o"), ("val_", "--s")):
+            values = history.get(prefix + metric)
+            if values:
+                epochs = range(1, len(values) + 1)
+                axes.plot(epochs, values, style, label="validation" if prefix else "training")
+        axes.set_title(metric.replace("_", " "))
+        axes.set_xlabel("epoch")
+        axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def load_archive(model_archive: bytes, work_dir: Path) -> ExportedRecommender:
+    """Unpack model.tar.gz bytes into `work_dir/model` as SageMaker would, and load it."""
+    from .deploy import unpack_model
+
+    tar_path = Path(work_dir) / "model.tar.gz"
+    tar_path.write_bytes(model_archive)
+    return load_recommender(unpack_model(tar_path, Path(work_dir) / "model"))

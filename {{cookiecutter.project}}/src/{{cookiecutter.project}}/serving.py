@@ -498,8 +498,8 @@ def create_server(
         server = InferenceServer((host, port), model, limits or Limits(), log_requests)
     except OSError as exc:
         raise ServingError(
-            f"cannot listen on {host}:{port} ({exc.strerror}): stop whatever uses the port "
-            "or choose another one (--port, SAGEMAKER_BIND_TO_PORT or SERVING_PORT)"
+            f"cannot listen on {host}:{port} ({exc.strerror}): stop whatever uses the port or "
+            "choose another (--port or SAGEMAKER_BIND_TO_PORT; SERVING_PORT for the local endpoint)"
         ) from None
     model.start()
     return server
@@ -522,7 +522,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--port",
         type=int,
-        default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT)),
+        default=os.environ.get("SAGEMAKER_BIND_TO_PORT", str(DEFAULT_PORT)),  # type= checks it
         help="port (default: $SAGEMAKER_BIND_TO_PORT or 8080)",
     )
     parser.add_argument(

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import keras
 
+from .settings import Settings
+
 
 class TrackingError(Exception):
     """Tracking cannot start as configured; the message says what to change."""
@@ -84,3 +86,11 @@ def start_tracking(
             ) from error
         raise
     return CometTracker(api_key, project, offline_dir, run_name)
+
+
+def from_settings(settings: Settings, run_name: str) -> Tracker:
+    """The tracker the settings ask for (TRACKING, COMET_API_KEY, COMET_PROJECT)."""
+    key = settings.comet_api_key.get_secret_value() if settings.comet_api_key else None
+    return start_tracking(
+        settings.tracking, key, settings.comet_project, settings.data_dir / "comet", run_name
+    )

@@ -1,0 +1,105 @@
+"""End to end: the whole flow with real DuckDB, dbt, great-expectations, Keras, RecList and HTTP.
+
+One run on a few thousand sessions. It first fails on purpose at the quality step (a threshold set
+through the environment) and is then finished with `resume`, as a user would after fixing config.
+The gate's baseline lift is relaxed so that a one-epoch model is deployed: this test checks the
+plumbing (the gate itself is tested in test_gate.py, deployment refusal in test_deploy.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+FLOW = PROJECT / "flows" / "recs_flow.py"
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory):
+    """A run that failed at quality, then was resumed to the end; the endpoint is stopped after."""
+    work = tmp_path_factory.mktemp("flow")
+    env = {
+        **os.environ,
+        "METAFLOW_USER": "tester",  # Metaflow refuses root, which CI runs as
+        "DATA_DIR": str(work / "data"),
+        "DUCKDB_PATH": str(work / "data" / "warehouse.duckdb"),
+        "DBT_PROJECT_DIR": str(PROJECT / "dbt"),
+        "SERVING_PORT": str(_free_port()),
+        "EVAL_MAX_EXAMPLES": "3000",
+        "GATE_MIN_LIFT_OVER_BEST_BASELINE": "-0.9",
+        "TRACKING": "none",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    params = ["--n_sessions", "3000", "--n_products", "300", "--days", "14", "--epochs", "1"]
+    failed = _run(
+        [str(FLOW), "--no-pylint", "run", *params],
+        work,
+        {**env, "QUALITY_MIN_ROWS": "1000000000"},
+    )
+    resumed = _run([str(FLOW), "--no-pylint", "resume"], work, env)
+    yield work, env, failed, resumed
+    _run(["-m", "{{ cookiecutter.project }}.cli", "stop"], work, env)
+
+
+def test_quality_failure_stops_the_flow_with_a_readable_report(finished_run) -> None:
+    _, _, failed, _ = finished_run
+    assert failed.returncode != 0
+    assert "row count" in failed.stdout + failed.stderr
+
+
+def test_resume_finishes_and_deploys(finished_run) -> None:
+    work, env, _, resumed = finished_run
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    gate = _run(["-m", "{{ cookiecutter.project }}.cli", "gate"], work, env)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert "PASSED" in gate.stdout
+
+
+def test_endpoint_answers_over_http(finished_run) -> None:
+    _, env, _, resumed = finished_run
+    assert resumed.returncode == 0
+    url = f"http://127.0.0.1:{env['SERVING_PORT']}"
+    with urllib.request.urlopen(f"{url}/ping", timeout=5) as ping:
+        assert ping.status == 200
+    request = urllib.request.Request(
+        f"{url}/invocations",
+        data=json.dumps({"sessions": [["unknown-sku"]], "k": 5}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        body = json.load(answer)
+    assert len(body["recommendations"][0]) == 5
+
+
+def test_every_step_has_a_card(finished_run) -> None:
+    work, env, _, resumed = finished_run
+    assert resumed.returncode == 0
+    cards = _run(["-m", "{{ cookiecutter.project }}.cli", "cards"], work, env)
+    assert cards.returncode == 0, cards.stdout + cards.stderr
+    written = {p.stem for p in (work / "data" / "cards").rglob("*.html")}
+    expected = {"start", "ingest", "transform", "quality", "dataset", "train", "evaluate", "gate"}
+    assert expected | {"deploy"} <= written
+    dag = next((work / "data" / "cards").rglob("transform.html")).read_text()
+    assert "dbt build succeeded" in dag
