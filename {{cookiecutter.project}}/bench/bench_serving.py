@@ -2,8 +2,8 @@
 
 Run: python bench/bench_serving.py [--model-dir DIR] [--requests 2000] [--clients 2]
 
-Without --model-dir it trains (1 epoch) and exports a model of the default size (2,000 SKUs,
-embedding 48, LSTM 64) into a temporary folder. The server runs as its own process, as in
+Without --model-dir it trains (1 epoch) and exports a model with the default parameters
+(2,000 SKUs) into a temporary folder. The server runs as its own process, as in
 production; the clients are separate processes, each with one keep-alive connection sending
 single-session requests back to back. Targets on 2 cores: p50 < 5 ms, p99 < 20 ms. The clients
 share the machine with the server: on 2 cores, more than 2 clients mostly measure that contention.

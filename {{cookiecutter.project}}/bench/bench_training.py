@@ -16,9 +16,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from {{ cookiecutter.project }} import data
 from {{ cookiecutter.project }}.model import (
     TrainParams,
@@ -32,25 +29,6 @@ from {{ cookiecutter.project }}.model import (
 )
 
 
-def generated_sessions(n_sessions: int, n_products: int, seed: int) -> pd.DataFrame:
-    """Generator sessions with >= 2 products, spread over 28 days, shaped like training_sessions."""
-    config = data.GeneratorConfig(n_sessions=n_sessions, n_products=n_products, seed=seed)
-    model = data.build_model(config)
-    latent = data.sample_sessions(config, model, n_sessions, np.random.default_rng(seed))
-    skus = model.sku_hashes[latent.items].tolist()
-    offsets = latent.offsets.tolist()
-    starts = np.sort(np.random.default_rng(seed).uniform(0, 28 * 86_400, n_sessions))
-    frame = pd.DataFrame(
-        {
-            "session_id": np.arange(n_sessions),
-            "skus": [skus[offsets[i] : offsets[i + 1]] for i in range(n_sessions)],
-            "session_length": latent.lengths,
-            "first_event_at": pd.Timestamp("2026-01-01") + pd.to_timedelta(starts, unit="s"),
-        }
-    )
-    return frame[frame["session_length"] >= 2].reset_index(drop=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=100_000)
@@ -60,7 +38,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="single-session calls timed")
     args = parser.parse_args()
 
-    sessions = generated_sessions(args.sessions, args.products, seed=42)
+    sessions = data.latent_training_frame(
+        data.GeneratorConfig(n_sessions=args.sessions, n_products=args.products)
+    )
     started = time.perf_counter()
     skus = sessions["skus"].tolist()
     x, _ = prefix_arrays(*encode_sessions(skus, build_vocabulary(skus)), TrainParams().max_length)

@@ -33,28 +33,11 @@ from {{ cookiecutter.project }}.model import (
 FAST = TrainParams(embedding_dim=32, lstm_units=32, max_length=8, epochs=6, batch_size=128)
 
 
-def generated_sessions(n_sessions: int, n_products: int, seed: int = 7) -> pd.DataFrame:
-    """Sessions of the project's synthetic generator, shaped like dbt's `training_sessions`."""
-    config = data.GeneratorConfig(n_sessions=n_sessions, n_products=n_products, n_intents=10)
-    model = data.build_model(config)
-    latent = data.sample_sessions(config, model, n_sessions, np.random.default_rng(seed))
-    skus = model.sku_hashes[latent.items].tolist()
-    offsets = latent.offsets
-    frame = pd.DataFrame(
-        {
-            "session_id": [f"s{i}" for i in range(n_sessions)],
-            "skus": [skus[offsets[i] : offsets[i + 1]] for i in range(n_sessions)],
-            "session_length": latent.lengths,
-            "first_event_at": pd.Timestamp("2026-01-01")
-            + pd.to_timedelta(np.arange(n_sessions), "min"),
-        }
-    )
-    return frame[frame["session_length"] >= 2].reset_index(drop=True)
-
-
 @pytest.fixture(scope="module")
 def sessions() -> pd.DataFrame:
-    return generated_sessions(4_000, 150)
+    return data.latent_training_frame(
+        data.GeneratorConfig(n_sessions=4_000, n_products=150, n_intents=10), seed=7
+    )
 
 
 @pytest.fixture(scope="module")

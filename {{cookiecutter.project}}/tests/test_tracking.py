@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -111,50 +110,3 @@ def test_callback_logs_every_epoch() -> None:
     assert [step for _, step in tracker.metrics] == [1, 2, 3]
     assert all({"loss", "val_loss"} <= set(metrics) for metrics, _ in tracker.metrics)
     assert NullTracker().end() is None
-
-
-# --- Comet (skipped in projects baked without it) --------------------------------------------
-
-
-def test_comet_with_a_key_is_online() -> None:
-    tracking_comet = pytest.importorskip("{{ cookiecutter.project }}.tracking_comet")  # first: sets Comet's env
-    import comet_ml
-
-    online, options = tracking_comet.experiment_spec("secret-key", "proj", Path("unused"))
-    assert online is comet_ml.Experiment
-    assert options["api_key"] == "secret-key" and "offline_directory" not in options
-    offline, options = tracking_comet.experiment_spec(None, "proj", Path("here"))
-    assert offline is comet_ml.OfflineExperiment and options["offline_directory"] == "here"
-
-
-def test_comet_without_a_key_writes_an_offline_archive_and_calls_nobody(tmp_path: Path) -> None:
-    pytest.importorskip("{{ cookiecutter.project }}.tracking_comet")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    connections: list[tuple[str, tuple[Any, ...]]] = []
-    watching = True
-
-    def audit(event: str, args: tuple[Any, ...]) -> None:
-        if watching and event in ("socket.connect", "socket.getaddrinfo"):
-            connections.append((event, args))
-
-    sys.addaudithook(audit)  # audit hooks cannot be removed: `watching` limits it to this test
-    try:
-        tracker = start_tracking("comet", None, "session-recs", tmp_path / "comet", "run-1")
-        tracker.log_parameters({"lstm_units": 64})
-        tracker.log_metrics({"loss": 1.5}, step=1)
-        figure = Figure()
-        figure.add_subplot().plot([1, 2, 3])
-        tracker.log_figure("curve", figure)
-        location = tracker.end()
-    finally:
-        watching = False
-    assert connections == []
-    assert location is not None
-    archive = Path(location)
-    assert archive.parent == tmp_path / "comet" and archive.suffix == ".zip"
-    with zipfile.ZipFile(archive) as zipped:
-        assert zipped.namelist()  # what `comet upload` sends later

@@ -28,6 +28,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -484,3 +485,26 @@ def next_item_probabilities(model: GeneratorModel, prefix_skus: list[str]) -> np
     )
     probs[last] = 0.0
     return probs
+
+
+def latent_training_frame(config: GeneratorConfig, seed: int | None = None) -> pd.DataFrame:
+    """The generator's hidden product chains shaped like dbt's `training_sessions` (>= 2 steps).
+
+    What dbt recovers from the rendered events, without rendering or a warehouse: for model tests
+    and benchmarks. Sessions start in order, one minute apart, so a split by time is by index.
+    """
+    model = build_model(config)
+    rng = np.random.default_rng(config.seed if seed is None else seed)
+    latent = sample_sessions(config, model, config.n_sessions, rng)
+    skus = model.sku_hashes[latent.items].tolist()
+    offsets = latent.offsets
+    frame = pd.DataFrame(
+        {
+            "session_id": [f"s{i}" for i in range(config.n_sessions)],
+            "skus": [skus[offsets[i] : offsets[i + 1]] for i in range(config.n_sessions)],
+            "session_length": latent.lengths,
+            "first_event_at": pd.Timestamp(config.start_date)
+            + pd.to_timedelta(np.arange(config.n_sessions), "min"),
+        }
+    )
+    return frame[frame["session_length"] >= 2].reset_index(drop=True)

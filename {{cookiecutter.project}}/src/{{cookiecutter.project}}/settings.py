@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Projects baked without Comet have no tracking_comet module: their default is no tracking.
@@ -71,7 +71,21 @@ class Settings(BaseSettings):
     serving_port: int = Field(8080, description="Local endpoint port")
 
 
+class SettingsError(ValueError):
+    """A variable in the environment or `.env` has a value that cannot be used."""
+
+
 @lru_cache
 def get_settings() -> Settings:
-    """The settings of this process (read once)."""
-    return Settings()
+    """The settings of this process (read once); a bad value names its variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise SettingsError(
+            f"Invalid setting(s): {problems}. Fix them in .env or the environment "
+            "(see .env.example)."
+        ) from None

@@ -1,0 +1,32 @@
+"""Every benchmark in turn (what `make bench` runs); each prints its own figures.
+
+python bench/run_all.py [--quick]    (--quick: 100k sessions only for the data benchmarks)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def main(argv: list[str]) -> int:
+    sizes = ["100000"] if "--quick" in argv else []
+    runs = [
+        ("Synthetic generator", ["bench_generator.py", *sizes]),
+        ("Load + dbt build + quality", ["bench_pipeline.py", *sizes]),
+        ("LSTM training and export", ["bench_training.py"]),
+        ("Endpoint latency and throughput", ["bench_serving.py"]),
+        ("Model quality vs baselines", ["bench_models.py"]),
+    ]
+    failed = 0
+    for title, (script, *args) in runs:
+        print(f"\n=== {title} ({script}) ===", flush=True)
+        failed += subprocess.run([sys.executable, str(HERE / script), *args]).returncode != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
