@@ -130,7 +130,13 @@ def main() -> int:
         model_dir = args.model_dir or export_default_model(Path(tmp), args.skus)
         port = free_port()
         log_path = Path(tmp) / "server.log"
-        command = [sys.executable, "-m", "{{ cookiecutter.project }}.serving", "--model-dir", str(model_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "{{ cookiecutter.project }}.serving",
+            "--model-dir",
+            str(model_dir),
+        ]
         command += ["--host", "127.0.0.1", "--port", str(port)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         with open(log_path, "wb") as log:

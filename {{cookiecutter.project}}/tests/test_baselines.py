@@ -8,7 +8,11 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.project }}.baselines import MarkovRecommender, MostPopular, NotFittedError
+from {{ cookiecutter.project }}.baselines import (
+    MarkovRecommender,
+    MostPopular,
+    NotFittedError,
+)
 from {{ cookiecutter.project }}.evaluation import EvaluationError
 
 # SKU counts: a 4, b 3, c 3, d 1, e 1 (12 in all).

@@ -14,7 +14,13 @@ import psutil
 import pytest
 from test_serving import build_tiny_model, free_port
 
-from {{ cookiecutter.project }}.deploy import DeployError, deploy_local, smoke_request, stop_local, unpack_model
+from {{ cookiecutter.project }}.deploy import (
+    DeployError,
+    deploy_local,
+    smoke_request,
+    stop_local,
+    unpack_model,
+)
 
 
 @pytest.fixture(scope="session")

@@ -101,5 +101,5 @@ def test_every_step_has_a_card(finished_run) -> None:
     written = {p.stem for p in (work / "data" / "cards").rglob("*.html")}
     expected = {"start", "ingest", "transform", "quality", "dataset", "train", "evaluate", "gate"}
     assert expected | {"deploy"} <= written
-    dag = next((work / "data" / "cards").rglob("transform.html")).read_text()
-    assert "dbt build succeeded" in dag
+    dag = next((work / "data" / "cards").rglob("transform.html"))
+    assert dag.stat().st_size > 50_000  # self-contained: the DAG plot is embedded

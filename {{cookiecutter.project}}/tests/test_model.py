@@ -11,7 +11,11 @@ import pytest
 
 from {{ cookiecutter.project }} import data
 from {{ cookiecutter.project }}.baselines import MostPopular
-from {{ cookiecutter.project }}.evaluation import mrr_at_k, next_item_examples, recommend_in_batches
+from {{ cookiecutter.project }}.evaluation import (
+    mrr_at_k,
+    next_item_examples,
+    recommend_in_batches,
+)
 from {{ cookiecutter.project }}.model import (
     OOV_ID,
     PAD_ID,

@@ -44,7 +44,12 @@ N_SKUS = 30
 
 def build_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Train, export and package a tiny real model once per test session: (export dir, tar)."""
-    from {{ cookiecutter.project }}.model import TrainParams, export_model, package_model, train
+    from {{ cookiecutter.project }}.model import (
+        TrainParams,
+        export_model,
+        package_model,
+        train,
+    )
 
     root = tmp_path_factory.getbasetemp() / "tiny_model"
     export_dir, tar_path = root / "export", root / "model.tar.gz"
@@ -520,7 +525,13 @@ def test_stop_lets_an_in_flight_request_finish() -> None:
 
 def test_sigterm_during_requests_exits_cleanly(model_dir: Path) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "{{ cookiecutter.project }}.serving", "--model-dir", str(model_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "{{ cookiecutter.project }}.serving",
+        "--model-dir",
+        str(model_dir),
+    ]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)

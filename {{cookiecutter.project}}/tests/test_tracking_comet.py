@@ -7,7 +7,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from {{ cookiecutter.project }} import tracking_comet  # first: it sets Comet's environment before comet_ml loads
+# tracking_comet comes first: it sets Comet's environment before comet_ml loads.
+from {{ cookiecutter.project }} import tracking_comet
 from {{ cookiecutter.project }}.tracking import start_tracking
 
 
