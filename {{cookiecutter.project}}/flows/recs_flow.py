@@ -149,7 +149,7 @@ class RecsFlow(FlowSpec):
     @step
     def evaluate(self):
         """Run the RecList suite on the LSTM and both baselines, on the same test prefixes."""
-        from {{ cookiecutter.project }} import baselines, evaluation, model
+        from {{ cookiecutter.project }} import baselines, evaluation, model, tracking
 
         lstm = model.load_archive(self.training.model_archive, cards.step_dir(current))
         self.evaluation = evaluation.evaluate_split(
@@ -159,6 +159,8 @@ class RecsFlow(FlowSpec):
             seed=self.seed,
             out_dir=cards.step_dir(current) / "reclist",
         )
+        tracker = tracking.from_settings(SETTINGS, f"{current.flow_name}-{current.run_id}-eval")
+        self.evaluation_tracking = evaluation.log_report(tracker, self.evaluation)
         current.card.extend(cards.evaluation_card(self.evaluation))
         self.next(self.gate)
 

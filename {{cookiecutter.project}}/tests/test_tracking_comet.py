@@ -52,3 +52,17 @@ def test_comet_without_a_key_writes_an_offline_archive_and_calls_nobody(tmp_path
     assert archive.parent == tmp_path / "comet" and archive.suffix == ".zip"
     with zipfile.ZipFile(archive) as zipped:
         assert zipped.namelist()  # what `comet upload` sends later
+
+
+def test_the_final_evaluation_goes_to_an_offline_experiment(tmp_path: Path) -> None:
+    from {{ cookiecutter.project }} import baselines, evaluation
+
+    train = [["a", "b", "c"], ["a", "b"], ["b", "c"], ["c", "a"]]
+    examples = evaluation.next_item_examples([["a", "b", "c"]], max_examples=10, seed=0)
+    models = baselines.fit_baselines(train)
+    report = evaluation.evaluate(models, examples, train, k=20, out_dir=tmp_path / "reclist")
+    tracker = start_tracking("comet", None, "session-recs", tmp_path / "comet", "run-1-eval")
+    archive = Path(evaluation.log_report(tracker, report))
+    with zipfile.ZipFile(archive) as zipped:
+        logged = "".join(zipped.read(name).decode(errors="ignore") for name in zipped.namelist())
+    assert "markov/mrr@20" in logged

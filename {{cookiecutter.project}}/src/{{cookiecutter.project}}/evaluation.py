@@ -601,3 +601,17 @@ def evaluate_split(
     """Every model on the same next-item examples drawn from the split's test sessions."""
     examples = next_item_examples(split.test, max_examples=max_examples, seed=seed)
     return evaluate(models, examples, split.train, out_dir=out_dir)
+
+
+def log_report(tracker: Any, report: EvaluationReport) -> str | None:
+    """Send every model's metrics (as `<model>/<metric>`) and the comparison chart to a tracker."""
+    tracker.log_metrics(
+        {
+            f"{name}/{metric}": value
+            for name, result in report.models.items()
+            for metric, value in result.metrics.items()
+            if value is not None
+        }
+    )
+    tracker.log_figure("model_comparison", plot_comparison(report))
+    return tracker.end()
