@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     warehouse: Literal["duckdb", "snowflake"] = Field("duckdb", description="Where events live")
     duckdb_path: Path = Field(Path("data/warehouse.duckdb"), description="DuckDB file (local)")
     tenant: str = Field("demo", description="Tenant / API key recorded with each load")
+    duckdb_memory_limit: str = Field("3GB", description="DuckDB memory cap (it spills beyond)")
 
     # --- transform --------------------------------------------------------------------------
     dbt_project_dir: Path = Field(Path("dbt"), description="dbt project folder")

@@ -96,6 +96,7 @@ def run_dbt(
     select: Sequence[str] | None = None,
     vars: Mapping[str, Any] | None = None,
     check: bool = True,
+    memory_limit: str = "3GB",
 ) -> DbtRunResult:
     """Run one dbt command on the project and return every node's result.
 
@@ -131,7 +132,7 @@ def run_dbt(
     from dbt.cli.main import dbtRunner  # slow import: only when dbt runs
 
     started = time.perf_counter()
-    with _environment(DUCKDB_PATH=str(duckdb_path)):
+    with _environment(DUCKDB_PATH=str(duckdb_path), DUCKDB_MEMORY_LIMIT=memory_limit):
         try:
             outcome = dbtRunner().invoke(args)
         finally:
@@ -170,6 +171,7 @@ def build(settings: Settings, output_dir: Path) -> DbtRunResult:
         output_dir=output_dir,
         vars={"max_session_length": settings.max_session_length},
         check=False,
+        memory_limit=settings.duckdb_memory_limit,
     )
 
 

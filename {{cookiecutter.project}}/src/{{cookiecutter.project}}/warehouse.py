@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .data import EVENT_COLUMNS
+from .settings import get_settings
 
 TRAINING_COLUMNS = (
     "session_id",
@@ -94,7 +95,8 @@ def connect(db_path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection
     if not read_only:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return duckdb.connect(str(db_path), read_only=read_only)
+        config = {"memory_limit": get_settings().duckdb_memory_limit}
+        return duckdb.connect(str(db_path), read_only=read_only, config=config)
     except duckdb.IOException as e:
         message = str(e)
         if "Could not set lock" in message:
