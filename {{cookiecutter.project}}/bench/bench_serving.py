@@ -19,10 +19,11 @@ import os
 import random
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from {{ cookiecutter.project }} import serving
 
 TARGET_P50_MS, TARGET_P99_MS = 5.0, 20.0
 
@@ -130,14 +131,7 @@ def main() -> int:
         model_dir = args.model_dir or export_default_model(Path(tmp), args.skus)
         port = free_port()
         log_path = Path(tmp) / "server.log"
-        command = [
-            sys.executable,
-            "-m",
-            "{{ cookiecutter.project }}.serving",
-            "--model-dir",
-            str(model_dir),
-        ]
-        command += ["--host", "127.0.0.1", "--port", str(port)]
+        command = serving.command(model_dir, "127.0.0.1", port)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         with open(log_path, "wb") as log:
             server = subprocess.Popen(command, stdout=log, stderr=log, env=env)

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from {{ cookiecutter.project }} import serving
 from {{ cookiecutter.project }}.serving import (
     InferenceServer,
     Limits,
@@ -525,14 +525,7 @@ def test_stop_lets_an_in_flight_request_finish() -> None:
 
 def test_sigterm_during_requests_exits_cleanly(model_dir: Path) -> None:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "{{ cookiecutter.project }}.serving",
-        "--model-dir",
-        str(model_dir),
-    ]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
+    command = serving.command(model_dir, "127.0.0.1", port)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:

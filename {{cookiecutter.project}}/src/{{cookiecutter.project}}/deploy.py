@@ -172,8 +172,7 @@ def _spawn_server(model_dir: Path, host: str, port: int, log_path: Path) -> int:
     python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    command = [sys.executable, "-m", serving.__name__, "--model-dir", str(model_dir)]
-    command += ["--host", host, "--port", str(port), "--log-requests"]
+    command = [*serving.command(model_dir, host, port), "--log-requests"]
     with open(log_path, "wb") as log:
         # posix_spawn, not Popen: nothing here waits for this process; `_alive` reaps it.
         return os.posix_spawn(

@@ -34,7 +34,7 @@ from great_expectations.data_context.types.base import (  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .warehouse import read_training_sessions  # noqa: E402
+from .warehouse import TRAINING_COLUMNS, read_training_sessions  # noqa: E402
 
 if TYPE_CHECKING:
     from great_expectations.core.batch_definition import BatchDefinition
@@ -42,15 +42,7 @@ if TYPE_CHECKING:
 
     from .settings import Settings
 
-SESSION_COLUMNS = (
-    "session_id",
-    "skus",
-    "actions",
-    "session_length",
-    "first_event_at",
-    "last_event_at",
-    "session_date",
-)
+SESSION_COLUMNS = TRAINING_COLUMNS
 LIST_COLUMNS = ("skus", "actions")
 # Derived column: the session's distinct actions, sorted and comma-joined ("add,detail").
 # On Snowflake: array_to_string(array_sort(array_distinct(actions)), ',').

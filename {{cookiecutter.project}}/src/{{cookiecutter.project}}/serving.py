@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -503,6 +504,12 @@ def create_server(
         ) from None
     model.start()
     return server
+
+
+def command(model_dir: Path, host: str, port: int) -> list[str]:
+    """The command line that starts this server as its own process."""
+    module = [sys.executable, "-m", __name__, "--model-dir", str(model_dir)]
+    return [*module, "--host", host, "--port", str(port)]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
