@@ -20,6 +20,7 @@ def main(argv: list[str]) -> int:
         ("LSTM training and export", ["bench_training.py"]),
         ("Endpoint latency and throughput", ["bench_serving.py"]),
         ("Model quality vs baselines", ["bench_models.py"]),
+        ("Models vs the known ceiling", ["bench_ceiling.py"]),
     ]
     failed = 0
     for title, (script, *args) in runs:

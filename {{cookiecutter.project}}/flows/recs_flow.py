@@ -30,7 +30,8 @@ class RecsFlow(FlowSpec):
 
     source = Parameter(
         "source",
-        help="'synthetic' generates events and loads them; 'warehouse' uses what is loaded already",
+        help="'synthetic' generates events, 'coveo' loads COVEO_DIR/browsing_train.csv, "
+        "'warehouse' uses what is loaded already",
         default="synthetic",
     )
     n_sessions = Parameter("n_sessions", help="Synthetic sessions", default=SETTINGS.n_sessions)
@@ -73,7 +74,7 @@ class RecsFlow(FlowSpec):
     @card(type="blank")
     @step
     def ingest(self):
-        """Generate synthetic events (if asked) and append them to the raw log."""
+        """Generate synthetic events or convert the Coveo files; append them to the raw log."""
         from {{ cookiecutter.project }} import ingest
 
         self.ingest_result = ingest.ingest(
@@ -149,11 +150,12 @@ class RecsFlow(FlowSpec):
     @step
     def evaluate(self):
         """Run the RecList suite on the LSTM and both baselines, on the same test prefixes."""
-        from {{ cookiecutter.project }} import baselines, evaluation, model, tracking
+        from {{ cookiecutter.project }} import baselines, ceiling, evaluation, model, tracking
 
         lstm = model.load_archive(self.training.model_archive, cards.step_dir(current))
+        best = ceiling.ceiling_for(self.ingest_result.generator_model, self.split.test["skus"])
         self.evaluation = evaluation.evaluate_split(
-            [lstm, *baselines.fit_baselines(self.split.train)],
+            [lstm, *baselines.fit_baselines(self.split.train), *([best] if best else [])],
             self.split,
             max_examples=SETTINGS.eval_max_examples,
             seed=self.seed,

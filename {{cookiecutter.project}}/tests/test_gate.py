@@ -180,3 +180,8 @@ def test_an_empty_check_list_never_passes() -> None:
 def test_thresholds_out_of_range_are_rejected(bad: dict[str, float]) -> None:
     with pytest.raises(GateError, match="must be"):
         GateThresholds(**bad)
+
+
+def test_the_ceiling_is_a_reference_not_a_baseline_to_beat() -> None:
+    decision = decide(report(lstm=(0.30, 0.60), markov=(0.27, 0.55), ceiling=(0.33, 0.70)))
+    assert decision.passed, format_decision(decision)

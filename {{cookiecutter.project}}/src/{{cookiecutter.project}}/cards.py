@@ -137,15 +137,24 @@ def training_card(training: Any) -> Components:
 
 
 def evaluation_card(report: Any) -> Components:
+    from .ceiling import CEILING_NAME, ceiling_ratio
     from .evaluation import plot_comparison
 
     names = list(report.models)
+    ratio = ceiling_ratio(report) if CEILING_NAME in report.models else {}
+    if ratio and None not in ratio.values():
+        reference = (
+            f"The LSTM reaches {ratio['mrr@20']:.0%} of the best achievable MRR@20 and "
+            f"{ratio['hit_rate@20']:.0%} of its HR@20 (ceiling: the generator's exact posterior)."
+        )
+    else:
+        reference = "No ceiling: the events do not all come from the saved synthetic generator."
     metrics = sorted({m for r in report.models.values() for m in r.metrics})
     rows = [[metric, *(report.models[n].metrics.get(metric) for n in names)] for metric in metrics]
     return [
         Markdown(
             f"# RecList evaluation\nNext-item task on {report.n_examples:,} test prefixes; "
-            f"catalogue of {report.catalogue_size:,} SKUs; report: `{report.path}`"
+            f"catalogue of {report.catalogue_size:,} SKUs; report: `{report.path}`\n\n{reference}"
         ),
         _table(rows, ["metric", *names]),
         Image.from_matplotlib(plot_comparison(report)),

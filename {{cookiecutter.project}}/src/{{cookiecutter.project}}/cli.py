@@ -29,7 +29,13 @@ def _data(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    ingest.ingest(get_settings(), source="synthetic", **overrides)
+    settings = get_settings()
+    if args.coveo_dir:
+        settings = settings.model_copy(update={"coveo_dir": args.coveo_dir})
+    if settings.coveo_dir:
+        ingest.ingest(settings, source="coveo")
+    else:
+        ingest.ingest(settings, source="synthetic", **overrides)
     return 0
 
 
@@ -140,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
-        "data": (_data, "generate synthetic events and load them into the warehouse"),
+        "data": (_data, "load events into the warehouse: synthetic, or the Coveo files"),
         "dbt": (_dbt, "build the dbt models and run their tests"),
         "quality": (_quality, "run the expectation suite on the training sessions"),
         "gate": (_gate, "print a run's gate decision; exit 1 if the model failed"),
@@ -157,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--products", type=int, help="catalogue size (N_PRODUCTS)")
             command.add_argument("--seed", type=int, help="generator seed (SEED)")
             command.add_argument("--days", type=int, help="days of events (DAYS)")
+            command.add_argument(
+                "--coveo-dir", type=Path, help="load the real Coveo files instead (COVEO_DIR)"
+            )
         if name in ("gate", "cards"):
             command.add_argument("--run", help="run id (default: the latest run)")
         if name == "serve":

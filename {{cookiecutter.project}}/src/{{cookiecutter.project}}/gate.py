@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .ceiling import CEILING_NAME
 from .evaluation import EvaluationReport
 from .settings import Settings
 
@@ -146,7 +147,8 @@ def decide(
         )
         return _decision(candidate, [GateCheck("candidate", None, 0.0, False, reason)])
     if baselines is None:
-        baselines = [name for name in models if name != candidate]
+        # the ceiling is a reference (best achievable), not a baseline to beat
+        baselines = [name for name in models if name not in (candidate, CEILING_NAME)]
     return _decision(
         candidate,
         [

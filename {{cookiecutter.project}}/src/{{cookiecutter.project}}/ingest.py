@@ -1,7 +1,8 @@
 """Ingest: put events into the warehouse's append-only raw log.
 
-`synthetic` generates events with the built-in generator and loads them; `warehouse` loads nothing
-and uses what other loaders already appended. Loading is idempotent (content-hashed load ids).
+`synthetic` generates events with the built-in generator and loads them; `coveo` converts the real
+challenge file (COVEO_DIR/browsing_train.csv) in chunks and loads it; `warehouse` loads nothing and
+uses what other loaders already appended. Loading is idempotent (content-hashed load ids).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from . import data, warehouse
+from . import coveo, data, warehouse
 from .settings import Settings
 
-SOURCES = ("synthetic", "warehouse")
+SOURCES = ("synthetic", "coveo", "warehouse")
 
 
 class IngestError(ValueError):
@@ -66,6 +67,19 @@ def ingest(
         generated, model_path = written.sessions, written.model_path
         say(f"Loading {len(written.paths)} file(s) into {settings.duckdb_path} ...")
         results = warehouse.load_files(written.paths, settings.duckdb_path, settings.tenant)
+    if source == "coveo":
+        if settings.coveo_dir is None:
+            raise IngestError("source 'coveo' needs COVEO_DIR: the folder with browsing_train.csv.")
+        csv_path = coveo.find_browsing_file(settings.coveo_dir)
+        events_dir = settings.data_dir / "coveo"
+        say(f"Converting {csv_path} into {events_dir} ...")
+        paths = coveo.convert_browsing(
+            csv_path,
+            events_dir,
+            progress=lambda done, total: say(f"  {done / max(total, 1):.0%} of the file read"),
+        )
+        say(f"Loading {len(paths)} file(s) into {settings.duckdb_path} ...")
+        results = warehouse.load_files(paths, settings.duckdb_path, settings.tenant)
     rows_total, loads_total = warehouse.raw_log_size(settings.duckdb_path)
     result = IngestResult(
         source=source,

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     seed: int = Field(42, description="Seed of the synthetic generator")
     start_date: date = Field(date(2026, 1, 1), description="First day of synthetic events")
     days: int = Field(28, ge=2, description="Days covered by synthetic events")
+    coveo_dir: Path | None = Field(
+        None, description="Folder with the real Coveo browsing_train.csv (source 'coveo')"
+    )
 
     # --- warehouse --------------------------------------------------------------------------
     warehouse: Literal["duckdb", "snowflake"] = Field("duckdb", description="Where events live")

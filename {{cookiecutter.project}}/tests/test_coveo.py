@@ -1,0 +1,181 @@
+"""The Coveo CSV reader on a hand-written sample in the real format, with real DuckDB and dbt."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from {{ cookiecutter.project }} import coveo, data, warehouse
+from {{ cookiecutter.project }}.transform import run_dbt
+
+SAMPLE = Path(__file__).parent / "data" / "coveo" / "browsing_train.csv"
+DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
+SAMPLE_ROWS = 39
+HEADER = ",".join(data.EVENT_COLUMNS)
+
+
+def sample_lines() -> list[str]:
+    return SAMPLE.read_text().splitlines()
+
+
+def write_csv(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def generator_schema() -> pa.Schema:
+    config = data.GeneratorConfig(n_sessions=2, n_products=4, n_intents=1, n_pages=2)
+    return next(data.generate_batches(config, data.build_model(config))).schema
+
+
+def test_sample_converts_to_the_generators_files(tmp_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    paths = coveo.convert_browsing(
+        SAMPLE, tmp_path, chunk_rows=16, progress=lambda *a: calls.append(a)
+    )
+    assert [p.name for p in paths] == [f"events-0000{i}.parquet" for i in range(3)]
+    tables = [pq.read_table(p) for p in paths]
+    assert [t.num_rows for t in tables] == [16, 16, 7]
+    assert all(t.schema == generator_schema() for t in tables)
+    size = SAMPLE.stat().st_size
+    assert len(calls) == 3 and calls[-1] == (size, size)
+
+    # Same rows, in file order, with empty fields as nulls and timestamps as integers.
+    with SAMPLE.open(newline="") as f:
+        expected = [
+            tuple(int(v) if c == "server_timestamp_epoch_ms" else v or None for c, v in r.items())
+            for r in csv.DictReader(f)
+        ]
+    got = [tuple(row.values()) for t in tables for row in t.to_pylist()]
+    assert got == expected
+    assert len(got) == SAMPLE_ROWS
+    pageviews = [row for row in got if row[1] == "pageview"]
+    assert pageviews and all(row[2] is None for row in pageviews)
+    assert any(row[3] is None for row in pageviews)  # non-product pages have no SKU
+
+
+def test_converted_files_load_and_reconverting_adds_nothing(tmp_path: Path) -> None:
+    first = coveo.convert_browsing(SAMPLE, tmp_path / "a", chunk_rows=10)
+    again = coveo.convert_browsing(SAMPLE, tmp_path / "b", chunk_rows=10)
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in again]
+
+    db = tmp_path / "warehouse.duckdb"
+    loaded = warehouse.load_files(first, db, tenant="demo")
+    assert sum(r.rows for r in loaded) == SAMPLE_ROWS and not any(r.skipped for r in loaded)
+    assert all(r.skipped for r in warehouse.load_files(again, db, tenant="demo"))
+    assert warehouse.raw_log_size(db) == (SAMPLE_ROWS, 4)
+
+
+def test_a_smaller_conversion_replaces_the_folders_files(tmp_path: Path) -> None:
+    coveo.convert_browsing(SAMPLE, tmp_path, chunk_rows=5)
+    paths = coveo.convert_browsing(SAMPLE, tmp_path, chunk_rows=100)
+    assert sorted(tmp_path.iterdir()) == paths == [tmp_path / "events-00000.parquet"]
+
+
+def test_dbt_builds_the_samples_sessions(tmp_path: Path) -> None:
+    db = tmp_path / "warehouse.duckdb"
+    warehouse.load_files(coveo.convert_browsing(SAMPLE, tmp_path / "events"), db, tenant="demo")
+    result = run_dbt(project_dir=DBT_PROJECT, duckdb_path=db, output_dir=tmp_path / "dbt")
+    assert result.success, [node.message for node in result.failed]
+    with duckdb.connect(str(db), read_only=True) as con:
+        sessions = dict(con.execute("select session_id, skus from main.sessions").fetchall())
+    a, b, c, d, e, f, g, h = ("3f9a1c7e", "b21e8d04", "7c5d2a9f", "d0e6f413") + (
+        "08b7c3e5",
+        "a94f0e2b",
+        "6e13b8d7",
+        "c7a25f90",
+    )
+    # Detail + pageview twin, detail + add/purchase and the duplicated row are one step each;
+    # the pageview-only session has no product step.
+    assert sessions == {
+        "5e1f0c3a9b2d4e71": [a, b],
+        "9c04b7e2a6f13d58": [c, d, c],
+        "e8a3516b0f7c2d94": [e],
+        "4b6c2e90d1f8a7c3": [f, g, h, f],
+        "d35a7f08e2c9b164": [g, h],
+    }
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        HEADER.replace(",hashed_url", ""),
+        HEADER + ",referrer",
+        HEADER.replace("product_action", "action"),
+        "5e1f0c3a9b2d4e71,pageview,,,1550000000000,90aa41e7",  # no header line at all
+    ],
+    ids=["missing", "extra", "renamed", "no-header"],
+)
+def test_a_wrong_header_names_the_file_and_the_columns(tmp_path: Path, header: str) -> None:
+    path = write_csv(tmp_path / "browsing_train.csv", [header, *sample_lines()[1:]])
+    with pytest.raises(coveo.CoveoFormatError) as caught:
+        coveo.convert_browsing(path, tmp_path / "out")
+    message = str(caught.value)
+    assert str(path) in message and str(list(data.EVENT_COLUMNS)) in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["1550000O00000", "", "12.5"])
+def test_a_bad_timestamp_names_the_file_and_line(tmp_path: Path, value: str) -> None:
+    lines = sample_lines()
+    fields = lines[29].split(",")
+    fields[4] = value
+    lines[29] = ",".join(fields)
+    path = write_csv(tmp_path / "browsing_train.csv", lines)
+    with pytest.raises(coveo.CoveoFormatError, match=f"{path} .* on line 30:"):
+        coveo.convert_browsing(path, tmp_path / "out", chunk_rows=8)
+
+
+def test_a_bad_row_after_the_first_block_names_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coveo, "_BLOCK_BYTES", 256)  # several blocks from the small sample
+    lines = sample_lines()
+    lines[-1] = lines[-1].rsplit(",", 2)[0] + ",,x"
+    path = write_csv(tmp_path / "browsing_train.csv", lines)
+    with pytest.raises(coveo.CoveoFormatError, match=f"on line {len(lines)}:"):
+        coveo.convert_browsing(path, tmp_path / "out", chunk_rows=4)
+    assert list((tmp_path / "out").iterdir()) == []  # the chunks before it are removed
+
+
+def test_a_row_with_missing_fields_is_a_format_error(tmp_path: Path) -> None:
+    lines = sample_lines()
+    lines[5] = lines[5].rsplit(",", 1)[0]
+    path = write_csv(tmp_path / "browsing_train.csv", lines)
+    with pytest.raises(coveo.CoveoFormatError, match="Expected 6 columns"):
+        coveo.convert_browsing(path, tmp_path / "out")
+
+
+def test_find_browsing_file(tmp_path: Path) -> None:
+    with pytest.raises(coveo.CoveoDataMissingError) as caught:
+        coveo.find_browsing_file(tmp_path)
+    message = str(caught.value)
+    assert str(tmp_path) in message and "browsing_train.csv" in message
+    assert "sign-up" in message and "synthetic" in message and "://" not in message
+    write_csv(tmp_path / "browsing_train.csv", [HEADER])
+    assert coveo.find_browsing_file(tmp_path) == tmp_path / "browsing_train.csv"
+
+
+def test_make_data_with_coveo_dir_loads_the_real_files(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    sample = Path(__file__).parent / "data" / "coveo"
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "DUCKDB_PATH": str(tmp_path / "w.db")}
+    command = [sys.executable, "-m", "{{ cookiecutter.project }}.cli", "data", "--coveo-dir"]
+    loaded = subprocess.run(
+        [*command, str(sample)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert "39 rows loaded" in loaded.stdout
+    missing = subprocess.run(
+        [*command, str(tmp_path / "nowhere")], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: ") and "Traceback" not in missing.stderr
