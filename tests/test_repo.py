@@ -109,3 +109,23 @@ def test_every_question_has_a_prompt() -> None:
     assert set(prompts) == set(QUESTIONS)
     for question, answers in CHOICES.items():
         assert set(prompts[question]) == {"__prompt__", *answers}, question
+
+
+JUNK = {"__pycache__", ".pytest_cache", ".ruff_cache", "target", "logs", ".metaflow", ".venv"}
+
+
+def test_no_template_file_is_ignored_by_git() -> None:
+    """A .gitignore meant for baked projects must not hide the template's own files from git."""
+    files = [
+        str(path.relative_to(TEMPLATE_DIR))
+        for path in (TEMPLATE_DIR / "{{cookiecutter.project}}").rglob("*")
+        if path.is_file() and not JUNK & set(path.parts)
+    ]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        cwd=TEMPLATE_DIR,
+        input="\n".join(files),
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert ignored == []
