@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import data
 from .data import GeneratorError, GeneratorModel
 from .evaluation import EvaluationError, EvaluationReport, check_k
 
@@ -29,67 +30,14 @@ class CeilingError(EvaluationError):
 def next_item_probabilities_batch(
     model: GeneratorModel, sessions: Sequence[Sequence[str]]
 ) -> np.ndarray:
-    """(len(sessions), n_products) exact P(next | prefix) per session, in one vectorised pass.
-
-    The same distribution as `data.next_item_probabilities`, row by row: consecutive repeats are
-    collapsed, P(z | prefix) comes from the prior and the known transition likelihoods, and the
-    last product gets probability 0 (the chain never repeats it). An empty prefix gets the
-    distribution of first products.
-    """
-    n = len(sessions)
-    lengths = np.fromiter(map(len, sessions), dtype=np.int64, count=n)
+    """`data.next_item_probabilities_batch`, with a hint when a SKU is not the generator's."""
     try:
-        ids = model.product_ids(list(chain.from_iterable(sessions)))
+        return data.next_item_probabilities_batch(model, sessions)
     except GeneratorError as error:
         raise CeilingError(
             f"{error} The ceiling exists only for sessions drawn from that generator model; "
             "leave it out of the evaluation for real (Coveo) data."
         ) from error
-    owner = np.repeat(np.arange(n), lengths)
-    keep = np.ones(ids.size, dtype=bool)
-    keep[1:] = (ids[1:] != ids[:-1]) | (owner[1:] != owner[:-1])
-    ids, owner = ids[keep], owner[keep]
-
-    w_succ, w_intent, w_jump = model.mixture
-    nonempty = lengths > 0
-    ends = np.cumsum(np.bincount(owner, minlength=n))
-    first = ids[(ends - np.bincount(owner, minlength=n))[nonempty]]
-    last = ids[ends[nonempty] - 1]
-
-    def stay_mass(prev: np.ndarray) -> np.ndarray:
-        """(len(prev), K) mixture mass on prev itself, which T(. | z, prev) renormalises away."""
-        return w_intent * model.intent_items[:, prev].T + w_jump * model.popularity[prev, None]
-
-    # log P(z) + log p(first | z) + sum over transitions of log T(next | z, prev), per session.
-    with np.errstate(divide="ignore"):  # SKUs outside an intent rule that intent out
-        log_post = np.log(model.intent_prior) + np.log(model.intent_items[:, first].T)
-    step = np.flatnonzero(owner[1:] == owner[:-1])
-    prev, nxt = ids[step], ids[step + 1]
-    successor = (model.successor_probs[prev] * (model.successor_items[prev] == nxt[:, None])).sum(1)
-    mixed = (
-        w_succ * successor[:, None]
-        + w_intent * model.intent_items[:, nxt].T
-        + w_jump * model.popularity[nxt, None]
-    )
-    row_of_session = np.cumsum(nonempty) - 1
-    np.add.at(log_post, row_of_session[owner[step]], np.log(mixed) - np.log1p(-stay_mass(prev)))
-    posterior = np.exp(log_post - log_post.max(axis=1, keepdims=True))
-    posterior /= posterior.sum(axis=1, keepdims=True)
-
-    # P(next) = sum_z P(z | prefix) T(next | z, last), T renormalised to exclude `last`.
-    weight = posterior / (1 - stay_mass(last))
-    rows = np.arange(len(last))
-    successors = np.zeros((len(last), model.n_products))
-    np.add.at(successors, (rows[:, None], model.successor_items[last]), model.successor_probs[last])
-    found = weight.sum(axis=1, keepdims=True) * (
-        w_succ * successors + w_jump * model.popularity
-    ) + w_intent * (weight @ model.intent_items)
-    found[rows, last] = 0.0
-
-    probs = np.empty((n, model.n_products))
-    probs[nonempty] = found
-    probs[~nonempty] = model.intent_prior @ model.intent_items
-    return probs
 
 
 def _top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

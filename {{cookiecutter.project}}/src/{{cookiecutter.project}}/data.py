@@ -21,10 +21,11 @@ have a null `product_sku_hash`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -445,45 +446,67 @@ def write_events(
 def next_item_probabilities(model: GeneratorModel, prefix_skus: list[str]) -> np.ndarray:
     """Exact P(next product | observed products so far), over the catalogue (model order).
 
-    The prefix is the session's product sequence; consecutive repeats are collapsed first, as the
-    observed sequence is. P(next | prefix) = sum_z P(z | prefix) T(next | z, last).
+    P(next | prefix) = sum_z P(z | prefix) T(next | z, last); see `next_item_probabilities_batch`.
     """
-    ids = model.product_ids(prefix_skus)
-    if ids.size == 0:
-        return model.intent_prior @ model.intent_items
-    ids = ids[np.concatenate([[True], ids[1:] != ids[:-1]])]
-    w_succ, w_intent, w_jump = model.mixture
+    return next_item_probabilities_batch(model, [prefix_skus])[0]
 
-    def successor_prob(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-        hit = model.successor_items[prev] == nxt[:, None]
-        return (model.successor_probs[prev] * hit).sum(axis=1)
+
+def next_item_probabilities_batch(
+    model: GeneratorModel, sessions: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """(len(sessions), n_products) exact P(next | prefix) per session, in one vectorised pass.
+
+    Consecutive repeats are collapsed (as in the observed sequences), P(z | prefix) comes from
+    the prior and the known transition likelihoods, and the last product gets probability 0 (the
+    chain never repeats it). An empty prefix gets the distribution of first products.
+    """
+    n = len(sessions)
+    lengths = np.fromiter(map(len, sessions), dtype=np.int64, count=n)
+    ids = model.product_ids(list(chain.from_iterable(sessions)))
+    owner = np.repeat(np.arange(n), lengths)
+    keep = np.ones(ids.size, dtype=bool)
+    keep[1:] = (ids[1:] != ids[:-1]) | (owner[1:] != owner[:-1])
+    ids, owner = ids[keep], owner[keep]
+
+    w_succ, w_intent, w_jump = model.mixture
+    nonempty = lengths > 0
+    ends = np.cumsum(np.bincount(owner, minlength=n))
+    first = ids[(ends - np.bincount(owner, minlength=n))[nonempty]]
+    last = ids[ends[nonempty] - 1]
 
     def stay_mass(prev: np.ndarray) -> np.ndarray:
-        """(len(prev), K) mixture mass on prev itself, which T(· | z, prev) renormalises away."""
+        """(len(prev), K) mixture mass on prev itself, which T(. | z, prev) renormalises away."""
         return w_intent * model.intent_items[:, prev].T + w_jump * model.popularity[prev, None]
 
-    prev, nxt = ids[:-1], ids[1:]
+    # log P(z) + log p(first | z) + sum over transitions of log T(next | z, prev), per session.
+    with np.errstate(divide="ignore"):  # SKUs outside an intent rule that intent out
+        log_post = np.log(model.intent_prior) + np.log(model.intent_items[:, first].T)
+    step = np.flatnonzero(owner[1:] == owner[:-1])
+    prev, nxt = ids[step], ids[step + 1]
+    successor = (model.successor_probs[prev] * (model.successor_items[prev] == nxt[:, None])).sum(1)
     mixed = (
-        w_succ * successor_prob(prev, nxt)[:, None]
+        w_succ * successor[:, None]
         + w_intent * model.intent_items[:, nxt].T
         + w_jump * model.popularity[nxt, None]
     )
-    with np.errstate(divide="ignore"):  # SKUs outside an intent rule that intent out
-        log_post = np.log(model.intent_prior) + np.log(model.intent_items[:, ids[0]])
-    log_post += (np.log(mixed) - np.log1p(-stay_mass(prev))).sum(axis=0)
-    posterior = np.exp(log_post - log_post.max())
-    posterior /= posterior.sum()
+    row_of_session = np.cumsum(nonempty) - 1
+    np.add.at(log_post, row_of_session[owner[step]], np.log(mixed) - np.log1p(-stay_mass(prev)))
+    posterior = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+    posterior /= posterior.sum(axis=1, keepdims=True)
 
-    last = ids[-1]
-    weight = posterior / (1 - stay_mass(ids[-1:])[0])  # P(z | prefix) / normaliser of T(.|z, last)
-    successors = np.bincount(
-        model.successor_items[last], weights=model.successor_probs[last], minlength=model.n_products
-    )
-    probs = (
-        weight.sum() * (w_succ * successors + w_jump * model.popularity)
-        + w_intent * weight @ model.intent_items
-    )
-    probs[last] = 0.0
+    # P(next) = sum_z P(z | prefix) T(next | z, last), T renormalised to exclude `last`.
+    weight = posterior / (1 - stay_mass(last))
+    rows = np.arange(len(last))
+    successors = np.zeros((len(last), model.n_products))
+    np.add.at(successors, (rows[:, None], model.successor_items[last]), model.successor_probs[last])
+    found = weight.sum(axis=1, keepdims=True) * (
+        w_succ * successors + w_jump * model.popularity
+    ) + w_intent * (weight @ model.intent_items)
+    found[rows, last] = 0.0
+
+    probs = np.empty((n, model.n_products))
+    probs[nonempty] = found
+    probs[~nonempty] = model.intent_prior @ model.intent_items
     return probs
 
 
