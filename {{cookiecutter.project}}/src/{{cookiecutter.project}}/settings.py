@@ -13,8 +13,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Projects baked without Comet have no tracking_comet module: their default is no tracking.
+# Bake-time choices show as the modules the bake kept: without tracking_comet.py the default is no
+# tracking; with dbt_cloud.py the default runner is dbt Cloud.
 _COMET_BAKED = (Path(__file__).parent / "tracking_comet.py").exists()
+_DBT_CLOUD_BAKED = (Path(__file__).parent / "dbt_cloud.py").exists()
 
 
 class Settings(BaseSettings):
@@ -38,10 +40,33 @@ class Settings(BaseSettings):
     duckdb_path: Path = Field(Path("data/warehouse.duckdb"), description="DuckDB file (local)")
     tenant: str = Field("demo", description="Tenant / API key recorded with each load")
     duckdb_memory_limit: str = Field("3GB", description="DuckDB memory cap (it spills beyond)")
+    snowflake_account: str | None = Field(None, description="Snowflake account identifier")
+    snowflake_user: str | None = Field(None, description="Snowflake user")
+    snowflake_password: SecretStr | None = Field(None, description="Snowflake password")
+    snowflake_role: str | None = Field(None, description="Snowflake role")
+    snowflake_warehouse: str | None = Field(None, description="Snowflake virtual warehouse")
+    snowflake_database: str | None = Field(None, description="Snowflake database")
+    snowflake_schema: str | None = Field(None, description="Snowflake schema of the dbt models")
+    snowflake_host: str | None = Field(None, description="Snowflake host (only for an emulator)")
+    snowflake_port: int = Field(443, description="Snowflake port (only for an emulator)")
+    snowflake_protocol: Literal["https", "http"] = Field("https", description="Snowflake protocol")
+    snowflake_timeout_s: int = Field(
+        20, ge=1, description="Seconds to wait for a Snowflake login before giving up"
+    )
 
     # --- transform --------------------------------------------------------------------------
     dbt_project_dir: Path = Field(Path("dbt"), description="dbt project folder")
     dbt_target: str = Field("local", description="dbt target in dbt/profiles.yml")
+    dbt_runner: Literal["core", "cloud"] = Field(
+        default_factory=lambda: "cloud" if _DBT_CLOUD_BAKED else "core",
+        description="core runs dbt here; cloud triggers a dbt Cloud job",
+    )
+    dbt_cloud_url: str = Field("https://cloud.getdbt.com", description="dbt Cloud API base URL")
+    dbt_cloud_account_id: int | None = Field(None, description="dbt Cloud account id")
+    dbt_cloud_job_id: int | None = Field(None, description="dbt Cloud job that builds the models")
+    dbt_cloud_api_token: SecretStr | None = Field(None, description="dbt Cloud API token")
+    dbt_cloud_timeout_s: int = Field(3600, ge=1, description="Longest wait for a dbt Cloud run")
+    dbt_cloud_poll_s: float = Field(10.0, gt=0, description="Seconds between dbt Cloud polls")
 
     # --- dataset ----------------------------------------------------------------------------
     test_days: int = Field(7, ge=1, description="Newest days held out as the test split")
@@ -60,6 +85,14 @@ class Settings(BaseSettings):
         0.0, description="Gate: MRR@20 lift over the best baseline (0.05 = 5% better)"
     )
 
+    # --- compute: Metaflow on AWS Batch (the S3 datastore comes from METAFLOW_* variables) ----
+    batch: bool = Field(False, description="Run the heavy steps on AWS Batch")
+    batch_queue: str | None = Field(None, description="Batch job queue (else Metaflow's default)")
+    batch_image: str | None = Field(None, description="Container image of the Batch tasks")
+    batch_cpu: int = Field(4, ge=1, description="vCPUs of each heavy Batch task")
+    batch_memory: int = Field(16_000, ge=512, description="Memory (MiB) of each heavy Batch task")
+    batch_gpu: int = Field(0, ge=0, description="GPUs of the training task")
+
     # --- tracking ---------------------------------------------------------------------------
     tracking: Literal["comet", "none"] = Field(
         default_factory=lambda: "comet" if _COMET_BAKED else "none",
@@ -73,6 +106,24 @@ class Settings(BaseSettings):
     # --- serving ----------------------------------------------------------------------------
     serving_host: str = Field("127.0.0.1", description="Local endpoint host")
     serving_port: int = Field(8080, description="Local endpoint port")
+
+    # --- deployment -------------------------------------------------------------------------
+    deploy_target: Literal["local", "sagemaker"] = Field(
+        "local", description="local starts the endpoint here; sagemaker deploys to AWS"
+    )
+    sagemaker_endpoint: str = Field(
+        default_factory=lambda: __package__.replace("_", "-"),
+        description="SageMaker endpoint name",
+    )
+    sagemaker_role_arn: str | None = Field(None, description="SageMaker execution role ARN")
+    sagemaker_image_uri: str | None = Field(None, description="Serving image (the Dockerfile's)")
+    sagemaker_instance_type: str = Field("ml.m5.large", description="Endpoint instance type")
+    sagemaker_instance_count: int = Field(1, ge=1, description="Endpoint instances")
+    model_bucket: str | None = Field(None, description="S3 bucket for model.tar.gz archives")
+    model_prefix: str = Field("models", description="S3 key prefix of the model archives")
+    sagemaker_timeout_s: int = Field(
+        1800, ge=1, description="Longest wait for the endpoint to be InService"
+    )
 
 
 class SettingsError(ValueError):

@@ -1,0 +1,106 @@
+"""Local stand-ins for the cloud services, started for real as separate processes.
+
+fakesnow speaks Snowflake's HTTP protocol over DuckDB; moto's server speaks the AWS APIs (S3, Batch,
+SageMaker, IAM, Step Functions). Tests marked `cloud` use them; `make test-cloud` runs only those.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Emulator:
+    """A running local server: where it listens and the process behind it."""
+
+    host: str
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(command: list[str], port: int, log: Path, timeout_s: float = 60) -> Emulator:
+    """Start `command` and wait until it accepts connections on 127.0.0.1:`port`."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[0]} exited early:\n{log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return Emulator("127.0.0.1", port, process)
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{command[0]} did not listen on port {port} within {timeout_s:.0f} s")
+
+
+def stop_server(emulator: Emulator) -> None:
+    emulator.process.terminate()
+    try:
+        emulator.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        emulator.process.kill()
+
+
+@pytest.fixture(scope="session")
+def fakesnow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """A fakesnow server (in-memory databases) for the Snowflake code paths."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("fakesnow") / "server.log"
+    server = start_server([str(BIN / "fakesnow"), "-s", "-p", str(port)], port, log)
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """A moto server for S3, Batch, SageMaker, IAM and Step Functions."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    server = start_server([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, log)
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+def aws_env(moto_server: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    """Point every AWS client of this process (and its children) at the moto server."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_server.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return moto_server
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_cloud_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own cloud credentials never leak into a test."""
+    for name in list(os.environ):
+        if name.startswith(("SNOWFLAKE_", "METAFLOW_DATASTORE", "METAFLOW_BATCH", "COMET_API")):
+            monkeypatch.delenv(name, raising=False)
