@@ -32,8 +32,15 @@ def remove_comet_tracking(project_dir: Path, package: str) -> None:
     remove(project_dir, f"src/{package}/tracking_comet.py", "tests/test_tracking_comet.py")
 
 
+def remove_sagemaker(project_dir: Path, package: str) -> None:
+    """deployment=none: models are served only by the local endpoint, so the SageMaker deployer and
+    its test go (the Dockerfile stays: AWS Batch runs the flow's steps in that image)."""
+    remove(project_dir, f"src/{package}/sagemaker.py", "tests/test_sagemaker.py")
+
+
 REMOVERS: dict[tuple[str, str], Remover] = {
     ("tracking", "none"): remove_comet_tracking,
+    ("deployment", "none"): remove_sagemaker,
 }
 
 

@@ -99,8 +99,12 @@ def aws_env(moto_server: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
 
 
 @pytest.fixture(autouse=True)
-def _no_stray_cloud_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's own cloud credentials never leak into a test."""
+def _local_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start from the local defaults: a developer's own cloud settings never leak in, and dbt
+    runs here even in a project baked for dbt Cloud (its runner has its own tests)."""
     for name in list(os.environ):
-        if name.startswith(("SNOWFLAKE_", "METAFLOW_DATASTORE", "METAFLOW_BATCH", "COMET_API")):
+        if name.startswith(
+            ("SNOWFLAKE_", "METAFLOW_DATASTORE", "METAFLOW_BATCH", "COMET_API", "DBT_CLOUD_")
+        ):
             monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DBT_RUNNER", "core")

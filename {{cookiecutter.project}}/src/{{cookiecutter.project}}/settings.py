@@ -13,10 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Bake-time choices show as the modules the bake kept: without tracking_comet.py the default is no
-# tracking; with dbt_cloud.py the default runner is dbt Cloud.
+# Projects baked without Comet have no tracking_comet module: their default is no tracking.
 _COMET_BAKED = (Path(__file__).parent / "tracking_comet.py").exists()
-_DBT_CLOUD_BAKED = (Path(__file__).parent / "dbt_cloud.py").exists()
 
 
 class Settings(BaseSettings):
@@ -58,8 +56,7 @@ class Settings(BaseSettings):
     dbt_project_dir: Path = Field(Path("dbt"), description="dbt project folder")
     dbt_target: str = Field("local", description="dbt target in dbt/profiles.yml")
     dbt_runner: Literal["core", "cloud"] = Field(
-        default_factory=lambda: "cloud" if _DBT_CLOUD_BAKED else "core",
-        description="core runs dbt here; cloud triggers a dbt Cloud job",
+        "core", description="core runs dbt here; cloud triggers a dbt Cloud job (production)"
     )
     dbt_cloud_url: str = Field("https://cloud.getdbt.com", description="dbt Cloud API base URL")
     dbt_cloud_account_id: int | None = Field(None, description="dbt Cloud account id")
