@@ -6,6 +6,8 @@ UV ?= uv
 RUN := $(UV) run --frozen --no-sync
 DEMO_DIR := demo
 PYTEST_ARGS ?=
+BAKE_DIR := build/bake
+BAKE_ANSWERS ?=
 
 #################################################################################
 # Setup                                                                         #
@@ -48,6 +50,12 @@ test: setup ## Run every template test: bakes, hooks, repo checks, and a baked p
 test-quick: setup ## Run the template tests without installing a bake (-F; a minute or two)
 	$(RUN) pytest -F $(PYTEST_ARGS)
 
+.PHONY: test-bake
+test-bake: setup ## Bake BAKE_ANSWERS ("tracking=none ...") into build/ and run its lint and unit tests
+	rm -rf $(BAKE_DIR)
+	$(RUN) cookiecutter --no-input --output-dir $(BAKE_DIR) . $(BAKE_ANSWERS)
+	@project="$$(ls -d $(BAKE_DIR)/*/)" && $(MAKE) -C "$$project" setup lint test-quick
+
 .PHONY: lint
 lint: setup ## Check the hooks and the tests with ruff
 	$(RUN) ruff check hooks tests
@@ -60,7 +68,7 @@ format: setup ## Format the hooks and the tests with ruff
 
 .PHONY: clean
 clean: stop-demo ## Stop the demo's endpoint and delete the demo and test caches
-	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache
+	rm -rf $(DEMO_DIR) build .pytest_cache .ruff_cache
 
 #################################################################################
 # Help                                                                          #

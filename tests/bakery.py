@@ -62,3 +62,18 @@ def expected_files(context: Mapping[str, Any], scratch: Path) -> tuple[set[str],
     load_hook("post_gen_project").apply_removals(scratch, context)
     kept = files_under(scratch)
     return kept, every - kept
+
+
+def load_workflow_checks() -> ModuleType:
+    """The generated project's workflow checks (its tests/test_workflows.py), for reuse here.
+
+    The file is a template (its package imports are), so it is rendered first; its check functions
+    take any workflow file and use the tools installed beside this Python.
+    """
+    source = PROJECT_TEMPLATE / "tests" / "test_workflows.py"
+    env = StrictEnvironment(context={"cookiecutter": {"project": "project"}})
+    text = env.from_string(source.read_text()).render(cookiecutter={"project": "project"})
+    module = ModuleType("workflow_checks")
+    module.__file__ = str(source)
+    exec(compile(text, str(source), "exec"), module.__dict__)
+    return module

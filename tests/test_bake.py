@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bakery import CHOICES, TEMPLATE_DIR, expected_files, files_under
+from bakery import CHOICES, TEMPLATE_DIR, expected_files, files_under, load_workflow_checks
 from cookiecutter.exceptions import FailedHookException
 from pytest_cookies.plugin import Cookies, Result
 from ruff.__main__ import find_ruff_bin
@@ -136,6 +136,20 @@ def test_carries_the_project_name(baked: Result) -> None:
     assert (project / ".python-version").read_text().strip() == context["python_version"]
     assert context["project"] in (project / "Makefile").read_text()
     assert context["project_name"] in (project / "README.md").read_text()
+
+
+WORKFLOW_CHECKS = load_workflow_checks()
+
+
+def test_workflows_pass_the_static_checks(baked: Result, tmp_path: Path) -> None:
+    """Schema, zizmor, shellcheck and pinning on the workflows as this answer set renders them."""
+    workflows = sorted((project_of(baked) / ".github" / "workflows").glob("*.yml"))
+    assert [w.name for w in workflows] == ["main.yml", "pr.yml"]
+    for workflow in workflows:
+        assert not WORKFLOW_CHECKS.schema_problems(workflow), workflow.name
+        assert not WORKFLOW_CHECKS.audit_problems(workflow), workflow.name
+        assert not WORKFLOW_CHECKS.shell_problems(workflow, tmp_path), workflow.name
+        assert not WORKFLOW_CHECKS.unpinned_actions(workflow), workflow.name
 
 
 @pytest.mark.parametrize("answers,hint", list(BAD_ANSWERS.values()), ids=list(BAD_ANSWERS))

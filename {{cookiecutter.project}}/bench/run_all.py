@@ -1,6 +1,6 @@
 """Every benchmark in turn (what `make bench` runs); each prints its own figures.
 
-python bench/run_all.py [--quick]    (--quick: 100k sessions only for the data benchmarks)
+python bench/run_all.py [--quick]    (--quick: 100k sessions for the data benchmarks, 10 s load)
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ HERE = Path(__file__).parent
 
 def main(argv: list[str]) -> int:
     sizes = ["100000"] if "--quick" in argv else []
+    quick = ["--quick"] if "--quick" in argv else []  # the load test: 10 s instead of 60 s
     runs = [
         ("Synthetic generator", ["bench_generator.py", *sizes]),
         ("Load + dbt build + quality", ["bench_pipeline.py", *sizes]),
+        ("Bad inputs: refused, quarantined, lost", ["bench_bad_inputs.py"]),
         ("LSTM training and export", ["bench_training.py"]),
         ("Endpoint latency and throughput", ["bench_serving.py"]),
-        ("Model quality vs baselines", ["bench_models.py"]),
-        ("Models vs the known ceiling", ["bench_ceiling.py"]),
+        ("Endpoint under load, then SIGTERM", ["bench_load.py", *quick]),
+        # The default data size only: 10x (make bench-quality) takes ~10x as long.
+        ("Model quality vs baselines and the known ceiling", ["bench_models.py"]),
     ]
     failed = 0
     for title, (script, *args) in runs:

@@ -6,20 +6,26 @@ Steps:
     3. transform dbt build: staging and marts models plus their tests (card: the dbt DAG)
     4. quality   great-expectations suite on the training sessions (card: results)
     5. dataset   read the session table and split it by time (older train, newest test)
-    6. train     Keras LSTM on every prefix of every training session (card: curves)
-    7. evaluate  RecList suite: the LSTM and two baselines on the same test split (card)
-    8. gate      thresholds and baselines decide whether the model may be deployed (card)
-    9. deploy    start the SageMaker-contract endpoint and send it a smoke request (card)
-   10. end       summary
+    6. tune      foreach over the hyper-parameter grid: train on the older training days, score
+                 MRR@20 on the newest training days (never the test split)
+    7. choose    join: keep the configuration with the best validation MRR@20 (card: the grid)
+    8. train     Keras LSTM, the chosen configuration, on the whole train split (card: curves)
+    9. evaluate  RecList suite: the LSTM, two baselines and the deployed champion, re-scored on
+                 the same test split; behavioural tests (card)
+   10. gate      thresholds, baselines, champion and behavioural tests decide on deployment (card)
+   11. deploy    start the SageMaker-contract endpoint and send it a smoke request (card)
+   12. end       summary
 
 Each step calls the module named after its part of the stack; the logic lives there.
+With BATCH=true the model steps (@compute.heavy) run on AWS Batch: see compute.py.
 """
 
 from metaflow import FlowSpec, Parameter, card, current, step
 
-from {{ cookiecutter.project }} import cards
+from {{ cookiecutter.project }} import cards, compute
 from {{ cookiecutter.project }}.params import TrainParams
 from {{ cookiecutter.project }}.settings import get_settings
+from {{ cookiecutter.project }}.tuning import DEFAULT_GRID_JSON, VALIDATION_DAYS
 
 SETTINGS = get_settings()
 _P = TrainParams()  # the model's defaults
@@ -56,6 +62,17 @@ class RecsFlow(FlowSpec):
         "max_length", help="Most recent SKUs the model reads", default=_P.max_length
     )
     learning_rate = Parameter("learning_rate", help="Adam learning rate", default=_P.learning_rate)
+    tune_grid = Parameter(
+        "tune_grid",
+        help="JSON list of hyper-parameter overrides the tune step tries, e.g. "
+        "'[{}, {\"lstm_units\": 128}]' ({} = the parameters above)",
+        default=DEFAULT_GRID_JSON,
+    )
+    tune_days = Parameter(
+        "tune_days",
+        help="Newest training days that score each tuned configuration",
+        default=VALIDATION_DAYS,
+    )
     deploy_enabled = Parameter(
         "deploy_enabled", help="Deploy the model if it passes the gate", default=True
     )
@@ -66,8 +83,8 @@ class RecsFlow(FlowSpec):
         """Check the configuration and the warehouse connection."""
         from {{ cookiecutter.project }} import warehouse
 
-        self.settings = SETTINGS.model_dump(mode="json", exclude={"comet_api_key"})
-        warehouse.check_connection(SETTINGS.duckdb_path)
+        self.settings = cards.public_settings(SETTINGS)  # every secret field left out
+        warehouse.check_warehouse(SETTINGS)
         current.card.extend(cards.config_card(self.settings, current))
         self.next(self.ingest)
 
@@ -106,7 +123,7 @@ class RecsFlow(FlowSpec):
         """Check the training sessions against the expectation suite."""
         from {{ cookiecutter.project }} import quality, warehouse
 
-        sessions = warehouse.read_training_sessions(SETTINGS.duckdb_path)
+        sessions = warehouse.read_warehouse_sessions(SETTINGS)
         thresholds = quality.QualityThresholds.from_settings(SETTINGS)
         self.quality_report = quality.check_sessions(sessions, thresholds)
         print(quality.format_report(self.quality_report))
@@ -118,19 +135,16 @@ class RecsFlow(FlowSpec):
     @step
     def dataset(self):
         """Read the session table and split it by time."""
-        from {{ cookiecutter.project }} import dataset
+        from {{ cookiecutter.project }} import dataset, tuning
 
         self.split = dataset.load_split(SETTINGS, test_days=self.test_days)
         current.card.extend(cards.dataset_card(self.split))
-        self.next(self.train)
+        self.grid = tuning.parse_grid(self.tune_grid)
+        self.next(self.tune, foreach="grid")
 
-    @card(type="blank")
-    @step
-    def train(self):
-        """Train the LSTM on every prefix of the training sessions; export model.tar.gz."""
-        from {{ cookiecutter.project }} import model, tracking
-
-        params = model.TrainParams(
+    def _base_params(self):
+        """The model's parameters as this run's Parameters set them (before tuning)."""
+        return TrainParams(
             epochs=self.epochs,
             batch_size=self.batch_size,
             embedding_dim=self.embedding_dim,
@@ -139,6 +153,43 @@ class RecsFlow(FlowSpec):
             learning_rate=self.learning_rate,
             seed=self.seed,
         )
+
+    @compute.heavy(gpu=True)
+    @step
+    def tune(self):
+        """Train one grid configuration on the older training days; score the newest ones."""
+        from {{ cookiecutter.project }} import tuning
+
+        self.trial = tuning.run_trial(
+            self.split.train,
+            self._base_params(),
+            self.input,
+            days=self.tune_days,
+            max_examples=SETTINGS.eval_max_examples,
+            seed=self.seed,
+        )
+        self.next(self.choose)
+
+    @card(type="blank")
+    @step
+    def choose(self, inputs):
+        """Keep the configuration with the best validation MRR@20."""
+        from {{ cookiecutter.project }} import tuning
+
+        self.trials = [branch.trial for branch in inputs]
+        self.best = tuning.choose_best(self.trials)
+        self.merge_artifacts(inputs, exclude=["trial"])
+        current.card.extend(cards.tuning_card(self.trials, self.best))
+        self.next(self.train)
+
+    @card(type="blank")
+    @compute.heavy(gpu=True)
+    @step
+    def train(self):
+        """Train the chosen configuration on the whole train split; export model.tar.gz."""
+        from {{ cookiecutter.project }} import model, tracking, tuning
+
+        params = tuning.params_for(self._base_params(), self.best.overrides)
         tracker = tracking.from_settings(SETTINGS, f"{current.flow_name}-{current.run_id}")
         self.training = model.train_and_export(
             self.split.train, params, cards.step_dir(current), tracker
@@ -147,19 +198,26 @@ class RecsFlow(FlowSpec):
         self.next(self.evaluate)
 
     @card(type="blank")
+    @compute.heavy()
     @step
     def evaluate(self):
-        """Run the RecList suite on the LSTM and both baselines, on the same test prefixes."""
-        from {{ cookiecutter.project }} import baselines, ceiling, evaluation, model, tracking
+        """RecList suite on the LSTM, baselines and deployed champion, on the same test prefixes."""
+        from {{ cookiecutter.project }} import baselines, ceiling, evaluation, gate, model, tracking
 
         lstm = model.load_archive(self.training.model_archive, cards.step_dir(current))
         best = ceiling.ceiling_for(self.ingest_result.generator_model, self.split.test["skus"])
+        self.champion, champion = gate.load_champion(SETTINGS, cards.step_dir(current) / "champion")
         self.evaluation = evaluation.evaluate_split(
-            [lstm, *baselines.fit_baselines(self.split.train), *([best] if best else [])],
+            [lstm, *baselines.fit_baselines(self.split.train), *filter(None, (champion, best))],
             self.split,
             max_examples=SETTINGS.eval_max_examples,
             seed=self.seed,
             out_dir=cards.step_dir(current) / "reclist",
+            behaviour=evaluation.BehaviourConfig(
+                sample_size=SETTINGS.eval_behaviour_sample,
+                short_prefix_max=SETTINGS.eval_short_prefix_max,
+                seed=self.seed,
+            ),
         )
         tracker = tracking.from_settings(SETTINGS, f"{current.flow_name}-{current.run_id}-eval")
         self.evaluation_tracking = evaluation.log_report(tracker, self.evaluation)
@@ -169,10 +227,12 @@ class RecsFlow(FlowSpec):
     @card(type="blank")
     @step
     def gate(self):
-        """Decide whether the model may be deployed."""
+        """Decide whether the model may be deployed: thresholds, baselines, champion, behaviour."""
         from {{ cookiecutter.project }} import gate
 
-        self.gate_decision = gate.decide(self.evaluation, gate.thresholds_from_settings(SETTINGS))
+        self.gate_decision = gate.decide(
+            self.evaluation, gate.thresholds_from_settings(SETTINGS), champion=self.champion
+        )
         print(gate.format_decision(self.gate_decision))
         current.card.extend(cards.gate_card(self.gate_decision))
         self.next(self.deploy)
@@ -180,7 +240,7 @@ class RecsFlow(FlowSpec):
     @card(type="blank")
     @step
     def deploy(self):
-        """Start the endpoint on the model if it passed the gate, and smoke-test it."""
+        """Deploy the model to DEPLOY_TARGET if it passed the gate, smoke-test it, record it."""
         from {{ cookiecutter.project }} import deploy
 
         self.deployment = deploy.deploy_if_passed(
@@ -188,6 +248,9 @@ class RecsFlow(FlowSpec):
             self.training.model_archive,
             smoke_sessions=self.split.test["skus"].head(3).tolist(),
             enabled=self.deploy_enabled,
+            evaluation=self.evaluation,  # the champion record keeps the candidate's metrics
+            run_id=current.run_id,
+            flow=current.flow_name,
         )
         current.card.extend(cards.deploy_card(self.deployment))
         self.next(self.end)
@@ -199,4 +262,5 @@ class RecsFlow(FlowSpec):
 
 
 if __name__ == "__main__":
+    compute.preflight()  # seconds, where Metaflow would retry a wrong S3 setting for minutes
     RecsFlow()

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from {{ cookiecutter.project }} import coveo, data, warehouse
+from {{ cookiecutter.project }} import coveo, data, validation, warehouse
 from {{ cookiecutter.project }}.transform import run_dbt
 
 SAMPLE = Path(__file__).parent / "data" / "coveo" / "browsing_train.csv"
@@ -116,39 +116,98 @@ def test_a_wrong_header_names_the_file_and_the_columns(tmp_path: Path, header: s
     with pytest.raises(coveo.CoveoFormatError) as caught:
         coveo.convert_browsing(path, tmp_path / "out")
     message = str(caught.value)
-    assert str(path) in message and str(list(data.EVENT_COLUMNS)) in message
+    assert f"{path}, line 1:" in message and str(list(data.EVENT_COLUMNS)) in message
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("value", ["1550000O00000", "", "12.5"])
-def test_a_bad_timestamp_names_the_file_and_line(tmp_path: Path, value: str) -> None:
+def read_rejects(out_dir: Path) -> list[tuple[int, str, str]]:
+    """(line, reason, raw line) of every rejects file in out_dir, in line order."""
+    rows = [
+        (r["line_number"], r["reason"], r["raw_line"])
+        for path in sorted(out_dir.glob(validation.REJECTS_GLOB))
+        for r in pq.read_table(path).to_pylist()
+    ]
+    return sorted(rows)
+
+
+def converted_rows(paths: list[Path]) -> int:
+    return sum(pq.read_metadata(p).num_rows for p in paths)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("1550000O00000", "is not an integer"),
+        ("", "empty server_timestamp_epoch_ms"),
+        ("12.5", "is not an integer"),
+        ("-1550000000000", "is before 2000-01-01"),
+        ("99999999999999", "is after"),
+    ],
+)
+def test_a_bad_timestamp_is_quarantined_with_its_line(
+    tmp_path: Path, value: str, reason: str
+) -> None:
     lines = sample_lines()
     fields = lines[29].split(",")
     fields[4] = value
     lines[29] = ",".join(fields)
     path = write_csv(tmp_path / "browsing_train.csv", lines)
-    with pytest.raises(coveo.CoveoFormatError, match=f"{path} .* on line 30:"):
-        coveo.convert_browsing(path, tmp_path / "out", chunk_rows=8)
+    paths = coveo.convert_browsing(path, tmp_path / "out", chunk_rows=8)
+    assert converted_rows(paths) == SAMPLE_ROWS - 1
+    [(line, why, raw)] = read_rejects(tmp_path / "out")
+    assert (line, raw) == (30, lines[29]) and reason in why
 
 
-def test_a_bad_row_after_the_first_block_names_its_line(
+def test_line_numbers_hold_across_blocks_blank_lines_and_crlf(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(coveo, "_BLOCK_BYTES", 256)  # several blocks from the small sample
     lines = sample_lines()
-    lines[-1] = lines[-1].rsplit(",", 2)[0] + ",,x"
-    path = write_csv(tmp_path / "browsing_train.csv", lines)
-    with pytest.raises(coveo.CoveoFormatError, match=f"on line {len(lines)}:"):
-        coveo.convert_browsing(path, tmp_path / "out", chunk_rows=4)
-    assert list((tmp_path / "out").iterdir()) == []  # the chunks before it are removed
+    lines[5] = lines[5].rsplit(",", 1)[0]  # 5 fields
+    lines.insert(10, "")  # a blank line: skipped, but it is a line
+    lines[-1] = lines[-1].rsplit(",", 2)[0] + ",,x"  # after the first block
+    path = tmp_path / "browsing_train.csv"
+    path.write_bytes("\r\n".join(lines).encode())  # Windows line ends, no final one
+    paths = coveo.convert_browsing(path, tmp_path / "out", chunk_rows=4)
+    rejects = read_rejects(tmp_path / "out")
+    assert [(line, raw) for line, _, raw in rejects] == [(6, lines[5]), (len(lines), lines[-1])]
+    assert "5 fields instead of 6" in rejects[0][1] and "empty server_timestamp" in rejects[1][1]
+    assert converted_rows(paths) == SAMPLE_ROWS - 2
+    assert all(pq.read_metadata(p).num_rows == 4 for p in paths[:-1])
 
 
-def test_a_row_with_missing_fields_is_a_format_error(tmp_path: Path) -> None:
+def test_a_line_longer_than_a_block_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coveo, "_BLOCK_BYTES", 16)
     lines = sample_lines()
-    lines[5] = lines[5].rsplit(",", 1)[0]
     path = write_csv(tmp_path / "browsing_train.csv", lines)
-    with pytest.raises(coveo.CoveoFormatError, match="Expected 6 columns"):
-        coveo.convert_browsing(path, tmp_path / "out")
+    paths = coveo.convert_browsing(path, tmp_path / "out")
+    assert converted_rows(paths) == SAMPLE_ROWS and read_rejects(tmp_path / "out") == []
+
+
+def test_a_file_of_bad_rows_gives_an_empty_batch_with_its_rejects(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "bad.csv", [HEADER, "s,click,,,1550000000000,u", "s,pageview"])
+    [events] = coveo.convert_browsing(path, tmp_path / "out")
+    assert pq.read_metadata(events).num_rows == 0
+    assert pq.read_schema(events) == generator_schema()
+    assert [line for line, _, _ in read_rejects(tmp_path / "out")] == [2, 3]
+    db = tmp_path / "warehouse.duckdb"
+    [result] = warehouse.load_files([events], db, tenant="demo")
+    assert (result.rows, result.rejected) == (0, 2)
+    with duckdb.connect(str(db), read_only=True) as con:
+        rejects = con.execute("select source_file, line_number from raw.rejects").fetchall()
+    assert sorted(rejects) == [("bad.csv", 2), ("bad.csv", 3)]
+
+
+def test_reconverting_removes_the_old_rejects(tmp_path: Path) -> None:
+    lines = sample_lines()
+    path = write_csv(tmp_path / "browsing_train.csv", [*lines, "s,click,,,1550000000000,u"])
+    coveo.convert_browsing(path, tmp_path / "out")
+    assert len(read_rejects(tmp_path / "out")) == 1
+    write_csv(path, lines)
+    coveo.convert_browsing(path, tmp_path / "out")
+    assert read_rejects(tmp_path / "out") == []
 
 
 def test_find_browsing_file(tmp_path: Path) -> None:

@@ -4,23 +4,36 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import psutil
 import pytest
 from test_serving import build_tiny_model, free_port
 
+from {{ cookiecutter.project }} import cli
 from {{ cookiecutter.project }}.deploy import (
+    RELEASE_FILES,
+    ChampionUnavailable,
     DeployError,
+    Release,
     deploy_local,
+    deploy_model,
+    read_champion,
+    read_release,
     smoke_request,
     stop_local,
     unpack_model,
+    write_release,
 )
+from {{ cookiecutter.project }}.gate import GateCheck, GateDecision
+from {{ cookiecutter.project }}.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -168,21 +181,223 @@ def test_a_model_that_may_not_deploy_is_never_started(
     assert not (tmp_path / "endpoint").exists()
 
 
-def test_a_passed_model_is_deployed_and_smoke_tested(tmp_path: Path, model_tar: Path) -> None:
-    from {{ cookiecutter.project }}.deploy import deploy_if_passed
-    from {{ cookiecutter.project }}.settings import get_settings
+def local_settings(tmp_path: Path) -> Settings:
+    """Local deployment into tmp_path on a free port, whatever .env says."""
+    return Settings(_env_file=None, data_dir=tmp_path / "data", serving_port=free_port())
 
-    settings = get_settings()
+
+def test_a_passed_model_is_deployed_smoke_tested_and_becomes_the_champion(
+    tmp_path: Path, model_tar: Path
+) -> None:
+    from {{ cookiecutter.project }}.deploy import deploy_if_passed, load_champion_archive, read_champion
+
+    settings = local_settings(tmp_path)
+    assert read_champion(settings) is None and load_champion_archive(settings) is None
     deploy_dir = tmp_path / "endpoint"
-    port = free_port()
-    original = settings.serving_port
-    settings.serving_port = port
+    evaluation = {"models": {"lstm": {"metrics": {"mrr@20": 0.25}}, "markov": {"metrics": {}}}}
     try:
         outcome = deploy_if_passed(
-            _decision(True), model_tar.read_bytes(), [["sku"]], True, deploy_dir
+            _decision(True),
+            model_tar.read_bytes(),
+            [["sku"]],
+            True,
+            deploy_dir,
+            evaluation=evaluation,
+            run_id="7",
+            flow="RecsFlow",
+            settings=settings,
         )
-        assert outcome["deployed"] and outcome["url"].endswith(f":{port}")
+        assert outcome["deployed"] and outcome["url"].endswith(f":{settings.serving_port}")
+        assert outcome["endpoint"] == outcome["url"]
         assert len(outcome["smoke_answer"]["recommendations"]) == 1
     finally:
-        settings.serving_port = original
         stop_local(deploy_dir)
+    champion = read_champion(settings)
+    assert champion == outcome["champion"]
+    assert (champion["run_id"], champion["flow"], champion["target"]) == ("7", "RecsFlow", "local")
+    assert champion["metrics"] == {"mrr@20": 0.25}
+    assert champion["model_uri"] == str(settings.data_dir.resolve() / "deployments/model.tar.gz")
+    datetime.fromisoformat(champion["deployed_at"])
+    assert load_champion_archive(settings) == model_tar.read_bytes()
+
+
+def test_a_corrupt_champion_record_is_unavailable_not_absent(tmp_path: Path) -> None:
+    settings = local_settings(tmp_path)
+    (settings.data_dir / "deployments").mkdir(parents=True)
+    (settings.data_dir / "deployments" / "champion.json").write_text("{not json")
+    with pytest.raises(ChampionUnavailable, match="not JSON"):
+        read_champion(settings)
+
+
+# --- releases and the release / deploy / smoke commands ---------------------------------------
+
+
+def _release(archive: bytes, passed: bool) -> Release:
+    check = GateCheck("mrr@20", 0.3 if passed else 0.01, 0.05, passed, "reason")
+    return Release(
+        archive=archive,
+        decision=GateDecision("lstm", passed, (check,)),
+        evaluation={"models": {"lstm": {"metrics": {"mrr@20": check.value}}}},
+        smoke_sessions=[["sku-1", "sku-2"], ["sku-3"]],
+        flow="RecsFlow",
+        run_id="12",
+    )
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The CLI reads its settings from the environment: a tmp DATA_DIR and a free port."""
+    from {{ cookiecutter.project }}.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)  # no .env of the project
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SERVING_PORT", str(free_port()))
+    monkeypatch.setenv("DEPLOY_TARGET", "local")
+    get_settings.cache_clear()
+    yield tmp_path / "data"
+    stop_local(tmp_path / "data" / "deploy")
+    get_settings.cache_clear()
+
+
+def test_a_release_reads_back_what_was_written(tmp_path: Path) -> None:
+    release = _release(b"archive", passed=True)
+    paths = write_release(release, tmp_path / "release")
+    assert sorted(p.name for p in paths) == sorted(RELEASE_FILES)
+    assert read_release(tmp_path / "release") == release
+
+
+def test_deploy_refuses_a_release_that_failed_its_gate(
+    cli_env: Path, model_tar: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_release(_release(model_tar.read_bytes(), passed=False), cli_env / "release")
+    assert cli.main(["deploy", "--release", str(cli_env / "release")]) == 1
+    err = capsys.readouterr().err
+    assert "run 12 failed its gate" in err and "[FAIL] mrr@20" in err
+    assert not (cli_env / "deploy").exists() and not (cli_env / "deployments").exists()
+
+
+def test_deploy_refuses_an_edited_or_incomplete_release(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    release_dir = cli_env / "release"
+    write_release(_release(b"archive", passed=False), release_dir)
+    gate = json.loads((release_dir / "gate.json").read_text())
+    (release_dir / "gate.json").write_text(json.dumps(gate | {"passed": True}))
+    assert cli.main(["deploy", "--release", str(release_dir)]) == 1
+    assert "re-run the gate instead of editing" in capsys.readouterr().err
+    (release_dir / "smoke.json").unlink()
+    assert cli.main(["deploy", "--release", str(release_dir)]) == 1
+    assert "lacks smoke.json" in capsys.readouterr().err
+    assert not (cli_env / "deploy").exists()
+
+
+def test_deploy_and_smoke_commands_serve_a_passed_release(
+    cli_env: Path, model_tar: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_release(_release(model_tar.read_bytes(), passed=True), cli_env / "release")
+    assert cli.main(["deploy", "--release", str(cli_env / "release")]) == 0
+    out = capsys.readouterr().out
+    url = f"http://127.0.0.1:{os.environ['SERVING_PORT']}"
+    assert f"Endpoint: {url}" in out
+    champion = json.loads((cli_env / "deployments" / "champion.json").read_text())
+    assert (champion["run_id"], champion["metrics"]) == ("12", {"mrr@20": 0.3})
+
+    assert cli.main(["smoke", "--release", str(cli_env / "release")]) == 0
+    out = capsys.readouterr().out  # the release's two smoke sessions get two lists
+    assert f"{url} answered 2 recommendation list(s); the first starts: sku-" in out
+
+
+def test_smoke_without_an_endpoint_says_what_to_do(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["smoke"]) == 1
+    assert "No local endpoint is running" in capsys.readouterr().err
+
+
+def test_sagemaker_target_in_a_project_baked_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deployment=none removes sagemaker.py: DEPLOY_TARGET=sagemaker then says so."""
+    import {{ cookiecutter.project }}
+
+    monkeypatch.delattr({{ cookiecutter.project }}, "sagemaker", raising=False)
+    monkeypatch.setitem(sys.modules, "{{ cookiecutter.project }}.sagemaker", None)  # as if the file were gone
+    settings = local_settings(tmp_path).model_copy(update={"deploy_target": "sagemaker"})
+    with pytest.raises(DeployError, match="baked with deployment=sagemaker"):
+        deploy_model(b"archive", [["sku"]], settings)
+
+
+STAND_IN_FLOW = '''
+"""A RecsFlow with just the artifacts `release` reads: the command runs on a real Metaflow run."""
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+from metaflow import FlowSpec, step
+
+from {{ cookiecutter.project }}.evaluation import EvaluationReport, ModelResult
+from {{ cookiecutter.project }}.gate import GateCheck, GateDecision
+
+
+class RecsFlow(FlowSpec):
+    @step
+    def start(self):
+        self.split = SimpleNamespace(test=pd.DataFrame({"skus": [["a", "b"], ["c"], ["d"], ["e"]]}))
+        self.training = SimpleNamespace(model_archive=b"the archive")
+        metrics = {"mrr@20": 0.3}
+        result = ModelResult("lstm", metrics, {}, Path("report.json"), 0.1)
+        self.evaluation = EvaluationReport(20, 4, 5, {"lstm": result}, Path("."))
+        check = GateCheck("mrr@20", 0.3, 0.05, True, "ok")
+        self.gate_decision = GateDecision("lstm", True, (check,))
+        self.next(self.dataset)
+
+    @step
+    def dataset(self):
+        self.next(self.train)
+
+    @step
+    def train(self):
+        self.next(self.evaluate)
+
+    @step
+    def evaluate(self):
+        self.next(self.gate)
+
+    @step
+    def gate(self):
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+
+
+if __name__ == "__main__":
+    RecsFlow()
+'''
+
+
+def test_release_packs_the_latest_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "flow.py").write_text(STAND_IN_FLOW)
+    env = {**os.environ, "METAFLOW_USER": "tester"}
+    ran = subprocess.run(
+        [sys.executable, "flow.py", "--no-pylint", "run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)  # Metaflow's local runs live in ./.metaflow
+    monkeypatch.setenv("METAFLOW_USER", "tester")
+
+    assert cli.main(["release", "--out", "release"]) == 0
+    release = read_release(tmp_path / "release")
+    assert "(gate passed)" in capsys.readouterr().out
+    assert release.archive == b"the archive" and release.decision.passed
+    assert release.smoke_sessions == [["a", "b"], ["c"], ["d"]]
+    assert release.evaluation["models"]["lstm"]["metrics"] == {"mrr@20": 0.3}
+    assert (release.flow, release.run_id.isdigit()) == ("RecsFlow", True)

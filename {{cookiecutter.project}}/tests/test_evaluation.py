@@ -7,6 +7,7 @@ import math
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,16 +16,23 @@ from matplotlib.figure import Figure
 
 from {{ cookiecutter.project }}.evaluation import (
     PREFIX_BUCKETS,
+    SCALAR_TESTS,
+    BehaviourConfig,
     EvaluationError,
     EvaluationReport,
     Examples,
+    behaviour_probes,
     coverage_at_k,
     evaluate,
+    evaluate_split,
+    f1_at_k,
     hit_rate_at_k,
+    invalid_item_rate,
     item_popularity,
     load_report,
     mrr_at_k,
     next_item_examples,
+    overlap_at_k,
     plot_comparison,
     popularity_bias,
     popularity_segments,
@@ -47,6 +55,14 @@ class FixedList:
         return [list(top) for _ in sessions]
 
 
+class RotatesByLength(FixedList):
+    """Its list turns with the session's length: one more SKU moves the top 2 by one place."""
+
+    def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        ranking = self.ranking
+        return [[(ranking[(len(s) + i) % len(ranking)], 1.0) for i in range(k)] for s in sessions]
+
+
 class DropsOneSession(FixedList):
     def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
         return super().recommend(sessions, k)[1:]
@@ -55,11 +71,13 @@ class DropsOneSession(FixedList):
 # --- examples ----------------------------------------------------------------------------------
 
 
-def test_examples_are_every_prefix_with_its_next_item() -> None:
+def test_examples_are_every_prefix_with_its_next_and_later_items() -> None:
     examples = next_item_examples([["a", "b", "c"], ["d", "e"]], max_examples=10)
     assert examples.prefixes == [["a"], ["a", "b"], ["d"]]
     assert examples.targets == ["b", "c", "e"]
+    assert examples.later == [["b", "c"], ["c"], ["e"]]
     assert examples.prefix_lengths.tolist() == [1, 2, 1]
+    assert Examples([["a"]], ["b"]).later == [["b"]]  # without later items: the target alone
 
 
 def test_examples_read_the_skus_column_of_a_split_frame() -> None:
@@ -96,6 +114,8 @@ def test_examples_errors_say_what_to_do() -> None:
         next_item_examples([["a", "b"]], max_examples=0)
     with pytest.raises(EvaluationError, match="pair up"):
         Examples(prefixes=[["a"]], targets=[])
+    with pytest.raises(EvaluationError, match="start with them"):
+        Examples(prefixes=[["a"]], targets=["b"], later=[["c", "b"]])
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -131,6 +151,65 @@ def test_metric_input_errors() -> None:
         coverage_at_k([["a"]], catalogue_size=0, k=20)
     with pytest.raises(EvaluationError, match="popularity bias"):
         popularity_bias([], pd.Series({"a": 1}), k=20)
+
+
+def test_mrr_and_f1_follow_the_challenge_definitions_by_hand() -> None:
+    """Coveo SIGIR eCom 2021: MRR@k of the next item, F1@k against all later items of the session.
+
+    F1 uses the distinct later items; precision divides the hits by k even for a shorter list.
+    """
+    recommended = [["a", "b", "c"], ["x", "y"], ["c"]]
+    later = [["b", "c", "b", "d"], ["q"], ["c", "e"]]
+    # next items b, q, c: ranks 2, miss, 1
+    assert mrr_at_k(recommended, [items[0] for items in later], k=3) == pytest.approx(
+        (1 / 2 + 0 + 1) / 3
+    )
+    # 1: hits {b, c} of {b, c, d}: P 2/3, R 2/3, F1 2/3. 2: no hit. 3: hit c: P 1/3, R 1/2, F1 2/5.
+    assert f1_at_k(recommended, later, k=3) == pytest.approx((2 / 3 + 0 + 2 / 5) / 3)
+    # k = 1: 1: a misses. 3: c hits, P 1, R 1/2, F1 2/3.
+    assert f1_at_k(recommended, later, k=1) == pytest.approx((0 + 0 + 2 / 3) / 3)
+    # k = 20 on one list: 3 hits of 3 later items, P 3/20, R 1: F1 = 2 * 0.15 / 1.15
+    assert f1_at_k([["a", "b", "c"]], [["c", "a", "b"]], k=20) == pytest.approx(0.3 / 1.15)
+    with pytest.raises(EvaluationError, match="pair up"):
+        f1_at_k(recommended, later[:2], k=3)
+    with pytest.raises(EvaluationError, match="no examples"):
+        f1_at_k([], [], k=3)
+
+
+def test_invalid_items_are_padding_tokens_or_skus_unseen_in_training() -> None:
+    catalogue = pd.Index(["a", "b", "c"])
+    assert invalid_item_rate([["a", ""], ["unseen", "b"]], catalogue, k=2) == pytest.approx(0.5)
+    assert invalid_item_rate([["a", ""], ["unseen", "b"]], catalogue, k=1) == pytest.approx(0.5)
+    assert invalid_item_rate([["a", "b"], ["c"]], catalogue, k=20) == 0.0
+    assert math.isnan(invalid_item_rate([[]], catalogue, k=20))
+
+
+def test_overlap_is_the_share_of_the_top_k_in_common() -> None:
+    first, second = [["a", "b", "c"], ["a"]], [["c", "a", "x"], ["b"]]
+    assert overlap_at_k(first, second, k=3).tolist() == pytest.approx([2 / 3, 0.0])
+    assert overlap_at_k(first, second, k=1).tolist() == [0.0, 0.0]
+    assert overlap_at_k([[]], [[]], k=5).tolist() == [0.0]
+    with pytest.raises(EvaluationError, match="pair them up"):
+        overlap_at_k(first, second[:1], k=3)
+
+
+def test_probes_repeat_the_last_sku_or_slip_a_stray_view_before_it() -> None:
+    sessions = [[f"s{i}-{j}" for j in range(2 + i % 5)] for i in range(200)]
+    examples = next_item_examples(sessions, max_examples=500)
+    popularity = item_popularity(sessions)
+    probes = behaviour_probes(examples, popularity, BehaviourConfig(sample_size=50, seed=1))
+    assert probes == behaviour_probes(examples, popularity, BehaviourConfig(sample_size=50, seed=1))
+    assert len(probes.sample) == len(set(probes.sample)) == 50
+    for i, repeated, noisy in zip(probes.sample, probes.repeated, probes.noisy, strict=True):
+        prefix = examples.prefixes[i]
+        assert repeated == [*prefix, prefix[-1]]
+        assert len(noisy) == len(prefix) + 1 and noisy[-1] == prefix[-1]
+        stray = [sku for sku in noisy if sku not in prefix]
+        assert len(stray) <= 1 and set(stray) <= set(popularity.index)
+    capped = behaviour_probes(examples, popularity, BehaviourConfig(sample_size=10_000))
+    assert len(capped.sample) == len(examples)
+    with pytest.raises(EvaluationError, match="sample_size"):
+        BehaviourConfig(sample_size=0)
 
 
 def test_coverage_counts_distinct_items_in_the_top_k() -> None:
@@ -199,7 +278,11 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[EvaluationRepor
     workdir = root / "cwd"
     workdir.mkdir()
     examples = next_item_examples(TEST, max_examples=10)  # a->b, ab->c, d->a
-    models = [FixedList("good", ["b", "c", "a"]), FixedList("poor", ["d", "x"])]
+    models = [
+        FixedList("good", ["b", "c", "a"]),
+        FixedList("poor", ["d", "x"]),
+        RotatesByLength("fickle", ["a", "b", "c", "d"]),
+    ]
     # Run from an empty folder: nothing may land in the working directory.
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
@@ -218,12 +301,27 @@ def test_evaluate_scores_every_model_on_the_same_examples(report: EvaluationRepo
     assert good.metrics == {
         "hit_rate@2": pytest.approx(2 / 3),
         "mrr@2": pytest.approx((1 + 1 / 2) / 3),
+        # later items {b, c}: F1 1; {c}: P 1/2, R 1, F1 2/3; {a}: 0
+        "f1@2": pytest.approx((1 + 2 / 3) / 3),
         "coverage@2": pytest.approx(2 / 4),
         # train counts a 3, b 3, c 2, d 1: percentiles b 1.0, c 0.5
         "popularity_bias@2": pytest.approx(0.75),
+        "invalid_item_rate@2": 0.0,
+        # a fixed list never changes
+        "repeat_overlap@2": 1.0,
+        "noise_overlap@2": 1.0,
+        # every test prefix has 1 or 2 SKUs: the short slice is all of them
+        "short_prefix_mrr@2": pytest.approx((1 + 1 / 2) / 3),
     }
     assert poor.metrics["mrr@2"] == 0.0
+    assert poor.metrics["f1@2"] == 0.0
     assert poor.metrics["popularity_bias@2"] == pytest.approx((0.25 + 0) / 2)
+    assert poor.metrics["invalid_item_rate@2"] == pytest.approx(0.5)  # x was never trained on
+    # one more SKU turns fickle's list by one place: half of its top 2 stays
+    fickle = report.models["fickle"]
+    assert fickle.metrics["repeat_overlap@2"] == pytest.approx(0.5)
+    assert fickle.metrics["noise_overlap@2"] == pytest.approx(0.5)
+    assert report.behaviour == BehaviourConfig()
     assert good.slices["prefix_length"]["1"] == {"examples": 2, "hit_rate": 0.5, "mrr": 0.5}
     assert good.slices["prefix_length"]["2-3"] == {"examples": 1, "hit_rate": 1.0, "mrr": 0.5}
     assert set(good.slices["target_popularity"]) == {"head", "torso", "tail"}
@@ -245,10 +343,7 @@ def test_reclist_writes_its_reports_and_charts_under_out_dir(
         by_test = {row["name"]: row["result"] for row in written["data"]}
         assert by_test["mrr"] == pytest.approx(result.metrics["mrr@2"])
         assert set(by_test) == {
-            "hit_rate",
-            "mrr",
-            "coverage",
-            "popularity_bias",
+            *SCALAR_TESTS,
             "sliced_by_prefix_length",
             "sliced_by_target_popularity",
         }
@@ -263,7 +358,8 @@ def test_reclist_writes_its_reports_and_charts_under_out_dir(
 def test_combined_report_round_trips(report: EvaluationReport, tmp_path: Path) -> None:
     assert report.path.name == "report.json"
     combined = json.loads(report.path.read_text())
-    assert set(combined["models"]) == {"good", "poor"}
+    assert set(combined["models"]) == {"good", "poor", "fickle"}
+    assert combined["behaviour"] == {"sample_size": 1000, "short_prefix_max": 2, "seed": 0}
     assert combined["models"]["good"]["metrics"]["mrr@2"] == pytest.approx(0.5)
     assert load_report(report.path) == report
     assert pickle.loads(pickle.dumps(report)) == report
@@ -276,10 +372,20 @@ def test_plot_comparison_draws_metrics_and_slices(report: EvaluationReport, tmp_
         figure = plot_comparison(source)
         assert isinstance(figure, Figure)
         overall, by_length = figure.axes
-        assert len(overall.patches) == 2 * 3  # two models x HR, MRR, coverage
-        assert len(by_length.patches) == 2 * len(PREFIX_BUCKETS)
+        assert len(overall.patches) == 3 * 3  # three models x HR, MRR, coverage
+        assert len(by_length.patches) == 3 * len(PREFIX_BUCKETS)
         figure.savefig(tmp_path / "comparison.png")
         assert (tmp_path / "comparison.png").stat().st_size > 0
+
+
+def test_the_evaluation_card_lists_every_metric_per_model(report: EvaluationReport) -> None:
+    from {{ cookiecutter.project }}.cards import evaluation_card
+
+    table = evaluation_card(report)[1].render()
+    assert table["columns"] == ["metric", "good", "poor", "fickle"]
+    assert [row[0] for row in table["data"]] == [f"{name}@2" for name in SCALAR_TESTS]
+    rows = {row[0]: row[1:] for row in table["data"]}
+    assert rows["invalid_item_rate@2"] == ["0.0000", "0.5000", "0.0000"]
 
 
 def test_evaluate_rejects_bad_models(tmp_path: Path) -> None:
@@ -298,3 +404,14 @@ def test_evaluate_rejects_bad_models(tmp_path: Path) -> None:
         run(DropsOneSession("short", ["a"]))
     with pytest.raises(EvaluationError, match="no examples"):
         evaluate([FixedList("x", ["a"])], Examples([], []), TRAIN, out_dir=tmp_path)
+
+
+def test_evaluate_split_probes_with_the_split_seed(tmp_path: Path) -> None:
+    split = SimpleNamespace(
+        train=pd.DataFrame({"skus": TRAIN}), test=pd.DataFrame({"skus": [*TEST, ["c", "d", "a"]]})
+    )
+    models = [FixedList("good", ["b", "c", "a"])]
+    report = evaluate_split(models, split, max_examples=10, seed=7, out_dir=tmp_path)
+    assert report.behaviour == BehaviourConfig(seed=7)
+    assert report.n_examples == 5
+    assert report.models["good"].metrics["f1@20"] > 0

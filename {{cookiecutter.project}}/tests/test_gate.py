@@ -1,4 +1,5 @@
-"""The deployment gate: pass, fail, and every way a report can be incomplete."""
+"""The deployment gate: pass, fail, the champion, the behavioural checks, and every way a report
+can be incomplete."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
+from test_serving import build_tiny_model
 
-from {{ cookiecutter.project }}.evaluation import EvaluationReport, ModelResult
+from {{ cookiecutter.project }}.baselines import MostPopular
+from {{ cookiecutter.project }}.evaluation import EvaluationReport, ModelResult, evaluate, next_item_examples
 from {{ cookiecutter.project }}.gate import (
+    CHAMPION_NAME,
+    ChampionStatus,
     GateDecision,
     GateError,
     GateThresholds,
@@ -19,44 +25,85 @@ from {{ cookiecutter.project }}.gate import (
     decision_to_dict,
     format_decision,
     gate_exit_code,
+    load_champion,
+    thresholds_from_settings,
+)
+from {{ cookiecutter.project }}.settings import Settings
+
+FIRST = ChampionStatus("none", "no champion deployed yet")
+DEPLOYED = ChampionStatus(
+    "deployed",
+    "",
+    {
+        "run_id": "12",
+        "model_uri": "/x/model.tar.gz",
+        "deployed_at": "2026-11-01",
+        "target": "local",
+    },
 )
 
 
-def report(**models: tuple[Any, Any]) -> dict[str, Any]:
-    """A report in JSON form: model name -> (mrr@20, hit_rate@20)."""
+def metrics(mrr: Any, hit_rate: Any, **extra: Any) -> dict[str, Any]:
+    """A model's report metrics, healthy unless overridden (`coverage=` sets coverage@20)."""
+    values = {
+        "mrr": mrr,
+        "hit_rate": hit_rate,
+        "coverage": 0.3,
+        "short_prefix_mrr": mrr,
+        "repeat_overlap": 0.95,
+        "noise_overlap": 0.8,
+        "invalid_item_rate": 0.0,
+    } | extra
+    return {f"{name}@20": value for name, value in values.items()}
+
+
+POPULAR = metrics(0.02, 0.05, coverage=0.01)
+
+
+def report(**models: tuple[Any, Any] | dict[str, Any]) -> dict[str, Any]:
+    """A report in JSON form: model name -> (mrr@20, hit_rate@20) or a `metrics()` dict."""
     return {
         "k": 20,
         "models": {
-            name: {"metrics": {"mrr@20": mrr, "hit_rate@20": hit_rate}}
-            for name, (mrr, hit_rate) in models.items()
+            name: {"metrics": row if isinstance(row, dict) else metrics(*row)}
+            for name, row in models.items()
         },
     }
 
 
-HEALTHY = report(lstm=(0.25, 0.55), markov=(0.20, 0.50), most_popular=(0.02, 0.05))
+HEALTHY = report(lstm=(0.25, 0.55), markov=(0.20, 0.50), most_popular=POPULAR)
 
 
 def failed(decision: GateDecision) -> dict[str, str]:
     return {check.name: check.reason for check in decision.checks if not check.passed}
 
 
-def test_healthy_candidate_passes() -> None:
-    decision = decide(HEALTHY)
-    assert decision.passed
+def test_healthy_candidate_passes_as_a_first_deployment() -> None:
+    decision = decide(HEALTHY, champion=FIRST)
+    assert decision.passed, format_decision(decision)
     assert [check.name for check in decision.checks] == [
         "mrr@20",
         "hit_rate@20",
         "lift_over_best_baseline",
+        "vs_champion",
+        "no_invalid_items",
+        "robust_to_repeated_item",
+        "robust_to_stray_item",
+        "short_sessions_vs_most_popular",
+        "coverage_vs_most_popular",
     ]
     lift = decision.checks[2]
     assert lift.value == pytest.approx(0.25)
     assert "'markov'" in lift.reason
+    assert "first deployment" in decision.checks[3].reason
     assert gate_exit_code(decision) == 0
     assert format_decision(decision).startswith("Deployment gate PASSED for 'lstm'")
 
 
 def test_a_candidate_below_the_best_baseline_fails() -> None:
-    decision = decide(report(lstm=(0.19, 0.55), markov=(0.20, 0.50), most_popular=(0.02, 0.05)))
+    decision = decide(
+        report(lstm=(0.19, 0.55), markov=(0.20, 0.50), most_popular=POPULAR), champion=FIRST
+    )
     assert not decision.passed
     assert set(failed(decision)) == {"lift_over_best_baseline"}
     assert gate_exit_code(decision) == 1
@@ -65,21 +112,23 @@ def test_a_candidate_below_the_best_baseline_fails() -> None:
 
 
 def test_a_required_lift_must_be_reached() -> None:
-    slim_win = report(lstm=(0.205, 0.55), markov=(0.20, 0.50))
-    assert decide(slim_win).passed
-    strict = decide(slim_win, GateThresholds(min_lift_over_best_baseline=0.05))
+    slim_win = report(lstm=(0.205, 0.55), markov=(0.20, 0.50), most_popular=POPULAR)
+    assert decide(slim_win, champion=FIRST).passed
+    strict = decide(slim_win, GateThresholds(min_lift_over_best_baseline=0.05), champion=FIRST)
     assert set(failed(strict)) == {"lift_over_best_baseline"}
     assert "lift +2.5% < required +5.0%" in failed(strict)["lift_over_best_baseline"]
 
 
 def test_an_untrained_candidate_fails_the_default_floors() -> None:
     # Random ranking over 2,000 SKUs: HR@20 ~ 0.01, MRR@20 ~ 0.002.
-    decision = decide(report(lstm=(0.002, 0.01), most_popular=(0.001, 0.005)))
+    untrained = metrics(0.002, 0.01, short_prefix_mrr=0.05)
+    popular = metrics(0.001, 0.005, coverage=0.001)
+    decision = decide(report(lstm=untrained, most_popular=popular), champion=FIRST)
     assert set(failed(decision)) == {"mrr@20", "hit_rate@20"}
 
 
 def test_missing_candidate_fails_and_names_the_models() -> None:
-    decision = decide(HEALTHY, candidate="gru")
+    decision = decide(HEALTHY, candidate="gru", champion=FIRST)
     assert not decision.passed
     assert "'gru' is not in the report" in failed(decision)["candidate"]
     assert "markov" in failed(decision)["candidate"]
@@ -87,80 +136,234 @@ def test_missing_candidate_fails_and_names_the_models() -> None:
 
 @pytest.mark.parametrize("broken", [math.nan, None, "0.3", True, math.inf])
 def test_nan_or_missing_candidate_metrics_fail(broken: Any) -> None:
-    decision = decide(report(lstm=(broken, 0.5), markov=(0.2, 0.5)))
-    assert set(failed(decision)) == {"mrr@20", "lift_over_best_baseline"}
+    decision = decide(
+        report(
+            lstm=metrics(broken, 0.5, short_prefix_mrr=0.2), markov=(0.2, 0.5), most_popular=POPULAR
+        ),
+        champion=DEPLOYED,
+    )
+    # without its MRR the candidate can be compared with neither baselines nor the champion
+    assert set(failed(decision)) == {"mrr@20", "lift_over_best_baseline", "vs_champion"}
     assert "missing or NaN" in failed(decision)["mrr@20"]
 
 
 def test_metrics_at_another_k_do_not_count() -> None:
     data = {"models": {"lstm": {"metrics": {"mrr@10": 0.5, "hit_rate@10": 0.9}}}}
-    assert set(failed(decide(data))) == {"mrr@20", "hit_rate@20", "lift_over_best_baseline"}
+    decision = decide(data, champion=FIRST)
+    assert set(failed(decision)) == {check.name for check in decision.checks} - {"vs_champion"}
+
+
+def test_a_report_without_behavioural_results_fails_each_behavioural_check() -> None:
+    old = {"mrr@20": 0.3, "hit_rate@20": 0.6}  # a report written before the behavioural tests
+    models = {"lstm": {"metrics": old}, "most_popular": {"metrics": POPULAR}}
+    decision = decide({"models": models}, champion=FIRST)
+    assert set(failed(decision)) == {
+        "no_invalid_items",
+        "robust_to_repeated_item",
+        "robust_to_stray_item",
+        "short_sessions_vs_most_popular",
+        "coverage_vs_most_popular",
+    }
+    assert all("missing or NaN" in reason for reason in failed(decision).values())
 
 
 def test_no_baseline_fails() -> None:
-    decision = decide(report(lstm=(0.25, 0.55)))
+    decision = decide(report(lstm=(0.25, 0.55)), champion=FIRST)
     assert "no baseline" in failed(decision)["lift_over_best_baseline"]
-    named = decide(HEALTHY, baselines=[])
+    assert "'most_popular' is not in the report" in failed(decision)["coverage_vs_most_popular"]
+    named = decide(HEALTHY, baselines=[], champion=FIRST)
     assert not named.passed
 
 
 def test_a_broken_or_absent_baseline_fails_rather_than_being_skipped() -> None:
-    nan_baseline = decide(report(lstm=(0.25, 0.55), markov=(math.nan, 0.5), pop=(0.01, 0.02)))
+    nan_baseline = decide(
+        report(lstm=(0.25, 0.55), markov=(math.nan, 0.5), most_popular=POPULAR), champion=FIRST
+    )
     assert "['markov']" in failed(nan_baseline)["lift_over_best_baseline"]
-    absent = decide(HEALTHY, baselines=["markov", "gru4rec"])
+    absent = decide(HEALTHY, baselines=["markov", "gru4rec"], champion=FIRST)
     assert "['gru4rec']" in failed(absent)["lift_over_best_baseline"]
 
 
 def test_named_baselines_limit_the_comparison() -> None:
     decision = decide(
-        report(lstm=(0.1, 0.3), markov=(0.2, 0.5), pop=(0.05, 0.1)), baselines=["pop"]
+        report(lstm=(0.1, 0.3), markov=(0.2, 0.5), most_popular=metrics(0.05, 0.1, coverage=0.01)),
+        baselines=["most_popular"],
+        champion=FIRST,
     )
-    assert decision.passed
+    assert decision.passed, format_decision(decision)
     assert decision.checks[2].value == pytest.approx(1.0)
 
 
 def test_a_baseline_that_never_hits_is_beaten_by_any_positive_mrr() -> None:
-    decision = decide(report(lstm=(0.25, 0.55), pop=(0.0, 0.0)))
-    assert decision.passed
+    never = metrics(0.0, 0.0, coverage=0.01, short_prefix_mrr=0.0)
+    decision = decide(report(lstm=(0.25, 0.55), most_popular=never), champion=FIRST)
+    assert decision.passed, format_decision(decision)
     assert decision.checks[2].value is None
 
 
 @pytest.mark.parametrize("empty", [{}, {"models": {}}, {"models": []}, []])
 def test_an_empty_report_fails(empty: Any) -> None:
-    decision = decide(empty)
+    decision = decide(empty, champion=FIRST)
     assert not decision.passed
     assert "no models" in failed(decision)["report"]
 
 
 def test_accepts_an_evaluation_report(tmp_path: Path) -> None:
-    def result(name: str, mrr: float, hit_rate: float) -> ModelResult:
-        metrics = {"mrr@20": mrr, "hit_rate@20": hit_rate}
-        return ModelResult(name, metrics, {}, tmp_path / name, 0.1)
+    def result(name: str, values: dict[str, Any]) -> ModelResult:
+        return ModelResult(name, values, {}, tmp_path / name, 0.1)
 
     evaluation = EvaluationReport(
         k=20,
         n_examples=100,
         catalogue_size=50,
-        models={"lstm": result("lstm", 0.3, 0.6), "markov": result("markov", 0.2, 0.5)},
+        models={
+            "lstm": result("lstm", metrics(0.3, 0.6)),
+            "markov": result("markov", metrics(0.2, 0.5)),
+            "most_popular": result("most_popular", POPULAR),
+        },
         path=tmp_path / "report.json",
     )
-    assert decide(evaluation).passed
+    assert decide(evaluation, champion=FIRST).passed
+
+
+def test_the_ceiling_is_a_reference_not_a_baseline_to_beat() -> None:
+    decision = decide(
+        report(lstm=(0.30, 0.60), markov=(0.27, 0.55), most_popular=POPULAR, ceiling=(0.33, 0.7)),
+        champion=FIRST,
+    )
+    assert decision.passed, format_decision(decision)
+
+
+# --- champion / challenger ---------------------------------------------------------------------
+
+
+def with_champion(mrr: Any, challenger: float = 0.25) -> dict[str, Any]:
+    return report(
+        lstm=(challenger, 0.55),
+        markov=(0.20, 0.50),
+        most_popular=POPULAR,
+        **{CHAMPION_NAME: (mrr, 0.56)},
+    )
+
+
+def test_a_challenger_within_the_tolerance_of_the_champion_passes() -> None:
+    # 0.25 vs 0.254: -1.6%, inside the default 2%; the champion is no baseline to beat
+    decision = decide(with_champion(0.254), champion=DEPLOYED)
+    assert decision.passed, format_decision(decision)
+    check = decision.checks[3]
+    assert check.name == "vs_champion"
+    assert check.value == pytest.approx(0.25 / 0.254 - 1)
+    assert "champion (run 12) 0.2540" in check.reason
+    assert decision.comparison["mrr@20"] == {"challenger": 0.25, "champion": 0.254}
+    assert decision.comparison["hit_rate@20"] == {"challenger": 0.55, "champion": 0.56}
+    text = format_decision(decision)
+    assert "Champion: run 12 deployed 2026-11-01 to local" in text
+    assert "mrr@20" in text and "0.2500" in text and "0.2540" in text
+
+
+def test_the_gate_card_shows_challenger_and_champion_side_by_side() -> None:
+    from {{ cookiecutter.project }}.cards import gate_card
+
+    rendered = [part.render() for part in gate_card(decide(with_champion(0.27), champion=DEPLOYED))]
+    assert "FAILED" in rendered[0]["source"]
+    checks = {row[0]: row for row in rendered[1]["data"]}
+    assert checks["vs_champion"][3] == "FAIL"
+    assert "run 12 deployed 2026-11-01" in rendered[2]["source"]
+    side_by_side = {row[0]: row[1:] for row in rendered[3]["data"]}
+    assert rendered[3]["columns"] == ["metric", "challenger `lstm`", "champion"]
+    assert side_by_side["mrr@20"] == ["0.2500", "0.2700"]
+
+
+def test_a_degraded_challenger_fails_against_the_champion() -> None:
+    decision = decide(with_champion(0.27), champion=DEPLOYED)
+    assert set(failed(decision)) == {"vs_champion"}
+    assert "lift -7.4% < required -2.0%" in failed(decision)["vs_champion"]
+    lenient = decide(
+        with_champion(0.27), GateThresholds(max_regression_vs_champion=0.1), champion=DEPLOYED
+    )
+    assert lenient.passed
+
+
+def test_an_unreachable_champion_record_blocks_deployment() -> None:
+    unreachable = ChampionStatus("unavailable", "AWS refused reading s3://b/models/champion")
+    decision = decide(HEALTHY, champion=unreachable)
+    assert set(failed(decision)) == {"vs_champion"}
+    reason = failed(decision)["vs_champion"]
+    assert "champion record unreachable" in reason and "s3://b/models/champion" in reason
+    assert "does not deploy blind" in reason
+    assert "AWS refused" in format_decision(decision)
+
+
+def test_a_deployed_champion_must_be_rescored_on_the_same_split() -> None:
+    decision = decide(HEALTHY, champion=DEPLOYED)
+    assert set(failed(decision)) == {"vs_champion"}
+    assert "not re-scored on this test split" in failed(decision)["vs_champion"]
+    assert decision.comparison["mrr@20"] == {"challenger": 0.25, "champion": None}
+
+
+def test_a_nan_champion_metric_fails() -> None:
+    decision = decide(with_champion(math.nan), champion=DEPLOYED)
+    assert "'champion' is missing or NaN" in failed(decision)["vs_champion"]
+
+
+# --- behavioural checks ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad, check",
+    [
+        ({"invalid_item_rate": 0.01}, "no_invalid_items"),
+        ({"repeat_overlap": 0.5}, "robust_to_repeated_item"),
+        ({"noise_overlap": 0.2}, "robust_to_stray_item"),
+        ({"short_prefix_mrr": 0.019}, "short_sessions_vs_most_popular"),
+        ({"coverage": 0.015}, "coverage_vs_most_popular"),
+        ({"repeat_overlap": math.nan}, "robust_to_repeated_item"),
+    ],
+)
+def test_each_behavioural_test_blocks_deployment(bad: dict[str, float], check: str) -> None:
+    decision = decide(
+        report(lstm=metrics(0.25, 0.55, **bad), markov=(0.2, 0.5), most_popular=POPULAR),
+        champion=FIRST,
+    )
+    assert set(failed(decision)) == {check}
+    assert not decision.passed
+
+
+def test_behavioural_thresholds_are_parameters() -> None:
+    shaky = report(
+        lstm=metrics(0.25, 0.55, noise_overlap=0.4, coverage=0.015),
+        markov=(0.2, 0.5),
+        most_popular=POPULAR,
+    )
+    assert not decide(shaky, champion=FIRST).passed
+    relaxed = GateThresholds(min_noise_overlap=0.3, min_coverage_lift_over_most_popular=0.4)
+    assert decide(shaky, relaxed, champion=FIRST).passed
+
+
+# --- decisions on disk, thresholds --------------------------------------------------------------
 
 
 def test_decision_round_trips_through_json() -> None:
-    for decision in (decide(HEALTHY), decide(report(lstm=(math.nan, 0.5), pop=(0.0, 0.0)))):
+    decisions = (
+        decide(HEALTHY, champion=FIRST),
+        decide(with_champion(0.254), champion=DEPLOYED),
+        decide(report(lstm=(math.nan, 0.5), most_popular=POPULAR), champion=FIRST),
+    )
+    for decision in decisions:
         text = json.dumps(decision_to_dict(decision), allow_nan=False)
         assert decision_from_dict(json.loads(text)) == decision
 
 
 def test_a_hand_edited_or_malformed_decision_is_rejected() -> None:
-    data = decision_to_dict(decide(report(lstm=(0.01, 0.02), markov=(0.2, 0.5))))
+    data = decision_to_dict(decide(report(lstm=(0.01, 0.02), markov=(0.2, 0.5)), champion=FIRST))
     with pytest.raises(GateError, match="re-run the gate"):
         decision_from_dict(data | {"passed": True})
     with pytest.raises(GateError, match="not a gate decision"):
         decision_from_dict({"candidate": "lstm", "passed": False})
     with pytest.raises(GateError, match="not a gate decision"):
         decision_from_dict(data | {"checks": [{"name": "mrr@20"}]})
+    with pytest.raises(GateError, match="not a gate decision"):
+        decision_from_dict(data | {"champion": {"who": "me"}})
 
 
 def test_an_empty_check_list_never_passes() -> None:
@@ -175,6 +378,11 @@ def test_an_empty_check_list_never_passes() -> None:
         {"min_hit_rate_at_20": -0.1},
         {"min_lift_over_best_baseline": -2.0},
         {"min_lift_over_best_baseline": math.nan},
+        {"max_regression_vs_champion": -0.01},
+        {"max_regression_vs_champion": math.nan},
+        {"min_repeat_overlap": 1.1},
+        {"max_invalid_item_rate": 2.0},
+        {"min_coverage_lift_over_most_popular": -3.0},
     ],
 )
 def test_thresholds_out_of_range_are_rejected(bad: dict[str, float]) -> None:
@@ -182,6 +390,82 @@ def test_thresholds_out_of_range_are_rejected(bad: dict[str, float]) -> None:
         GateThresholds(**bad)
 
 
-def test_the_ceiling_is_a_reference_not_a_baseline_to_beat() -> None:
-    decision = decide(report(lstm=(0.30, 0.60), markov=(0.27, 0.55), ceiling=(0.33, 0.70)))
-    assert decision.passed, format_decision(decision)
+def test_thresholds_come_from_gate_settings_with_defaults_for_the_rest() -> None:
+    thresholds = thresholds_from_settings(Settings(gate_min_mrr_at_20=0.2))
+    assert thresholds.min_mrr_at_20 == 0.2
+    assert thresholds.max_regression_vs_champion == GateThresholds().max_regression_vs_champion
+
+
+# --- the champion record, read for real ---------------------------------------------------------
+
+
+def test_load_champion_states(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from {{ cookiecutter.project }}.deploy import CHAMPION_FILE, write_champion
+
+    settings = Settings(data_dir=tmp_path / "data", deploy_target="local")
+    work = tmp_path / "work"
+    assert load_champion(settings, work) == (FIRST, None)
+
+    record = {"run_id": "7", "metrics": {"mrr@20": 0.3}, "deployed_at": "t", "target": "local"}
+    write_champion(settings, record, b"not a tar archive")
+    status, model = load_champion(settings, work)
+    assert (status.state, model) == ("unavailable", None)
+    assert "cannot be loaded" in status.reason
+
+    store = settings.data_dir / "deployments"
+    (store / CHAMPION_FILE).write_text("{ torn")
+    status, _ = load_champion(settings, work)
+    assert status.state == "unavailable" and "not JSON" in status.reason
+
+    (store / CHAMPION_FILE).write_text(json.dumps(record))
+    (store / "model.tar.gz").unlink()
+    status, _ = load_champion(settings, work)
+    assert status.state == "unavailable" and "no model archive" in status.reason
+
+
+@pytest.mark.cloud
+def test_an_unreachable_s3_record_store_fails_the_gate(aws_env: Any, tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, deploy_target="sagemaker", model_bucket="no-such-bucket-s6"
+    )
+    status, model = load_champion(settings, tmp_path / "work")
+    assert (status.state, model) == ("unavailable", None)
+    assert "no-such-bucket-s6" in status.reason
+    decision = decide(HEALTHY, champion=status)
+    assert not decision.passed and "unreachable" in failed(decision)["vs_champion"]
+
+
+def test_the_champion_is_rescored_from_its_archive_on_the_new_split(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Deploy record -> load_champion -> evaluate beside the challenger -> gate compares them."""
+    from {{ cookiecutter.project }}.deploy import write_champion
+
+    _, tar_path = build_tiny_model(tmp_path_factory)
+    settings = Settings(data_dir=tmp_path / "data", deploy_target="local")
+    record = {"run_id": "3", "metrics": {}, "deployed_at": "then", "target": "local"}
+    write_champion(settings, record, tar_path.read_bytes())
+
+    status, champion = load_champion(settings, tmp_path / "work")
+    assert status.state == "deployed" and status.record["run_id"] == "3"
+    assert champion is not None and champion.name == CHAMPION_NAME
+
+    # the tiny model's world: SKU i is mostly followed by SKU i + 1 (see test_serving)
+    skus = [f"sku-{i}" for i in range(20)]
+    train = [[skus[(s + j) % 20] for j in range(2 + s % 4)] for s in range(300)]
+    test = [[skus[(s + j) % 20] for j in range(4)] for s in range(40)]
+    examples = next_item_examples(test, max_examples=100)
+    popular = MostPopular().fit(pd.DataFrame({"skus": train}))
+    evaluation = evaluate([champion, popular], examples, train, out_dir=tmp_path / "eval")
+    assert set(evaluation.models) == {CHAMPION_NAME, "most_popular"}
+    rescored = evaluation.to_dict()
+    # the same model as challenger: no regression against itself
+    rescored["models"]["lstm"] = rescored["models"][CHAMPION_NAME]
+    decision = decide(
+        rescored,
+        GateThresholds(min_mrr_at_20=0.0, min_hit_rate_at_20=0.0),
+        baselines=["most_popular"],
+        champion=status,
+    )
+    assert decision.checks[3].passed and decision.checks[3].value == pytest.approx(0.0)
+    assert decision.comparison["mrr@20"]["challenger"] == decision.comparison["mrr@20"]["champion"]

@@ -163,6 +163,16 @@ def test_recommend_returns_ranked_known_skus_only(trained: TrainedModel) -> None
         LstmRecommender(trained).recommend(sessions, 0)
 
 
+def test_the_sessions_last_sku_is_never_recommended(trained: TrainedModel) -> None:
+    """Sequences collapse consecutive repeats, so the next SKU always differs from the last."""
+    sessions = [[sku] for sku in trained.vocabulary[:30]] + [trained.vocabulary[5:9]]
+    results = LstmRecommender(trained).recommend(sessions, 20)
+    for session, ranked in zip(sessions, results, strict=True):
+        assert session[-1] not in [sku for sku, _ in ranked]
+    everything = LstmRecommender(trained).recommend([trained.vocabulary[:1]], 10_000)[0]
+    assert dict(everything)[trained.vocabulary[0]] < 1e-6  # ranked last, with no probability
+
+
 # --- export ----------------------------------------------------------------------------------
 
 

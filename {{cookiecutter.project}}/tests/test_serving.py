@@ -6,9 +6,11 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -167,6 +169,7 @@ GOOD = [
         {"sessions": [["never-seen", ""]], "k": 1},
         Request("sessions", [["never-seen", ""]], 1),
     ),
+    (JSON, {"sessions": [["é", "商品"]], "k": 3.0}, Request("sessions", [["é", "商品"]], 3)),
 ]
 
 
@@ -201,7 +204,11 @@ BAD = [
     (JSON, b'{"sessions": [["a"]], "k": 0}', 422, "max_k=10"),
     (JSON, b'{"sessions": [["a"]], "k": 11}', 422, "max_k=10"),
     (JSON, b'{"sessions": [["a"]], "k": "5"}', 422, "max_k=10"),
-    (JSON, b'{"sessions": [["a"]], "k": 2.0}', 422, "max_k=10"),
+    (JSON, b'{"sessions": [["a"]], "k": 2.5}', 422, "max_k=10"),
+    (JSON, b'{"sessions": [["a"]], "k": NaN}', 422, "max_k=10"),
+    (JSON, b"[" * 1_900, 400, "nested too deeply"),
+    (JSON, '"x"'.encode("utf-16"), 400, "not valid UTF-8"),
+    (JSON, b'{"sessions": [["a", "\\ud800"]]}', 422, "sessions[0][1] holds a lone surrogate"),
     (JSON, b'{"sessions": [["a"]], "k": true}', 422, "max_k=10"),
 ]
 
@@ -214,6 +221,13 @@ def test_parse_rejects_with_a_reason(
         parse_request(body, content_type, LIMITS)
     assert caught.value.status == status
     assert says in str(caught.value)
+
+
+def test_a_number_too_long_to_convert_is_a_bad_request() -> None:
+    body = b'{"sessions": [["a"]], "k": ' + b"9" * 5_000 + b"}"  # over Python's 4,300 digits
+    with pytest.raises(RequestError, match="not valid UTF-8 JSON.*4300 digits") as caught:
+        parse_request(body, JSON, Limits())
+    assert caught.value.status == 400
 
 
 # --- pure core: format and invoke ------------------------------------------------------------
@@ -571,6 +585,20 @@ def test_sigterm_during_requests_exits_cleanly(model_dir: Path) -> None:
     assert "drained" in log
 
 
+def test_sigterm_under_load_drops_no_request_and_exits_in_time(model_dir: Path) -> None:
+    """bench/bench_load.py for a few seconds (8 clients in another process), then SIGTERM."""
+    script = Path(__file__).parents[1] / "bench" / "bench_load.py"
+    command = [sys.executable, str(script), "--seconds", "3", "--concurrency", "8"]
+    command += ["--model-dir", str(model_dir), "--k", "5", "--json"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert done.returncode == 0, (result, done.stderr[-2000:])
+    assert result["requests"] > 100 and result["failed"] == 0, result
+    assert result["exit_code"] == 0 and result["exit_seconds"] < 30 and result["drained"], result
+    assert result["refused_after_sigterm"] > 0  # the clients were still sending when it stopped
+
+
 # --- configuration -----------------------------------------------------------------------------
 
 
@@ -597,3 +625,57 @@ def test_a_taken_port_is_a_clear_error(caplog: pytest.LogCaptureFixture) -> None
             create_server(Path("."), "127.0.0.1", port, LIMITS)
         assert main(["--host", "127.0.0.1", "--port", str(port), "--model-dir", "."]) == 2
     assert "--port" in caplog.text
+
+
+def test_a_model_that_cannot_load_is_unhealthy_and_the_log_says_why(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """The real process, as SageMaker runs it, on a half-unpacked archive and on no model at all."""
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    pb = broken / "saved_model.pb"
+    pb.write_bytes(pb.read_bytes()[:1000])  # a truncated archive member
+    shutil.rmtree(broken / "variables")
+    for directory, says in [(broken, "could not load"), (tmp_path / "absent", "does not exist")]:
+        port = free_port()
+        log_path = tmp_path / f"{directory.name}.log"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        with log_path.open("wb") as log:
+            command = serving.command(directory, "127.0.0.1", port)
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            status, body = wait_ping("127.0.0.1", port)
+            assert (status, body["state"]) == (503, "failed")
+            assert says in body["error"] and str(directory) in body["error"]
+            assert process.poll() is None  # still answering: the deployer reads the reason
+        finally:
+            process.terminate()
+            process.wait(30)
+        log_text = log_path.read_text()
+        assert f"ERROR {says}" in log_text or f"ERROR model directory {directory}" in log_text
+        assert says in log_text, log_text
+
+
+def test_a_sent_oversized_body_still_gets_its_413(live: InferenceServer) -> None:
+    """The client sends the whole body before reading: the server must not reset it meanwhile."""
+    for size in (LIMITS.max_body_bytes + 1, 3_000_000):
+        status, body = request(
+            *live.server_address[:2], "POST", "/invocations", b" " * size, {"Content-Type": JSON}
+        )
+        assert status == 413
+        assert "max_body_bytes=2000" in json.loads(body)["error"]
+
+
+def test_expect_100_continue_is_refused_before_an_oversized_body() -> None:
+    server = create_server(Path("."), "127.0.0.1", 0, LIMITS, loader=lambda d: EchoRecommender())
+    with running(server), socket.create_connection(server.server_address[:2], timeout=30) as sock:
+        head = "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"{head}Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n".encode())
+        answer = sock.recv(65536)  # no body sent: the answer comes from the headers alone
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+
+
+def test_the_server_serves_its_openapi_description(live: InferenceServer) -> None:
+    status, body = request(*live.server_address[:2], "GET", "/openapi.json")
+    assert status == 200
+    assert json.loads(body) == serving.openapi_document(LIMITS)  # this server's limits

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 # tracking_comet comes first: it sets Comet's environment before comet_ml loads.
 from {{ cookiecutter.project }} import tracking_comet
@@ -66,3 +70,40 @@ def test_the_final_evaluation_goes_to_an_offline_experiment(tmp_path: Path) -> N
     with zipfile.ZipFile(archive) as zipped:
         logged = "".join(zipped.read(name).decode(errors="ignore") for name in zipped.namelist())
     assert "markov/mrr@20" in logged
+
+
+def test_comet_with_a_key_goes_online_and_keeps_the_run_if_comet_is_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """COMET_API_KEY set: the online Experiment is created first. Comet's server here is a local
+    port nothing listens on (refused at once, no retries), so the run falls back to an archive."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    for name, value in {
+        "COMET_URL_OVERRIDE": f"http://127.0.0.1:{port}/clientlib/",
+        "COMET_TIMEOUT_HTTP": "2",
+        "COMET_HTTP_SESSION_RETRY_TOTAL": "0",
+        "COMET_GET_OR_ADD_EXPERIMENT_RETRY_TOTAL": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    hosts: list[Any] = []
+    watching = True
+
+    def audit(event: str, args: tuple[Any, ...]) -> None:
+        if watching and event == "socket.connect":
+            hosts.append(args[1][0] if isinstance(args[1], tuple) else args[1])
+
+    sys.addaudithook(audit)
+    started = time.monotonic()
+    try:
+        tracker = start_tracking("comet", "0123456789abcdef01234567", "proj", tmp_path, "run-1")
+        tracker.log_metrics({"loss": 1.0}, step=1)
+        location = tracker.end()
+    finally:
+        watching = False
+    assert time.monotonic() - started < 20
+    assert hosts and set(hosts) == {"127.0.0.1"}  # it tried Comet (here: local) and nothing else
+    assert "Comet is unreachable: run 'run-1' goes to an offline archive" in capsys.readouterr().err
+    assert location is not None and Path(location).parent == tmp_path
+    assert zipfile.is_zipfile(location)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -192,3 +194,80 @@ def test_read_training_sessions_gives_python_lists(tmp_path) -> None:
 )
 def test_as_list_normalises_array_values(value) -> None:
     assert as_list(value) == ["a", "b"]
+
+
+# A loader in its own process: it reports each committed file and, with "pause", waits after it.
+LOADER = """
+import sys, time
+from pathlib import Path
+from {{ cookiecutter.project }}.warehouse import load_files
+
+def report(result):
+    print("committed", result.path.name, flush=True)
+    if sys.argv[2] == "pause":
+        time.sleep(60)
+
+load_files([Path(p) for p in sys.argv[3:]], Path(sys.argv[1]), "demo", progress=report)
+print("done", flush=True)
+"""
+
+
+def consistent_loads(db: Path) -> int:
+    """Number of complete loads; fails if any load is partial or rows lack their load record."""
+    with connect(db, read_only=True) as con:
+        per_load = con.execute(
+            """
+            select l.load_id, l.row_count, count(e.load_id)
+            from raw.loads l left join raw.events e using (load_id)
+            group by all
+            """
+        ).fetchall()
+        orphans = con.execute(
+            "select count(*) from raw.events where load_id not in (select load_id from raw.loads)"
+        ).fetchone()[0]
+    assert orphans == 0
+    assert all(expected == found for _, expected, found in per_load)
+    return len(per_load)
+
+
+@pytest.fixture(scope="module")
+def big_event_files(tmp_path_factory) -> list[Path]:
+    """Files big enough that loading one takes a while, so a kill can land inside it."""
+    config = GeneratorConfig(n_sessions=24_000, n_products=500, batch_sessions=8_000, days=3)
+    return write_events(config, tmp_path_factory.mktemp("big")).paths
+
+
+@pytest.mark.parametrize(
+    ("mode", "delay_s"),
+    # A file takes ~0.5-1 s to load here, so "run" kills inside the second file's transaction.
+    [("pause", 0.0), ("run", 0.02)],
+    ids=["between-files", "inside-the-next-file"],
+)
+def test_a_load_killed_half_way_then_rerun_has_no_duplicates_and_no_gaps(
+    big_event_files, tmp_path, mode: str, delay_s: float
+) -> None:
+    db = tmp_path / "warehouse.duckdb"
+    command = [sys.executable, "-c", LOADER, str(db), mode, *map(str, big_event_files)]
+    loader = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert loader.stdout is not None
+        assert loader.stdout.readline().startswith("committed events-00000")
+        time.sleep(delay_s)
+        loader.send_signal(signal.SIGKILL)  # kill -9: no cleanup, no rollback by the loader
+    finally:
+        loader.wait()
+    assert loader.returncode == -signal.SIGKILL
+    done_before = consistent_loads(db)
+    assert 1 <= done_before < len(big_event_files)  # killed before the load was over
+
+    again = load_files(big_event_files, db, tenant="demo")
+    assert [r.skipped for r in again] == [i < done_before for i in range(len(big_event_files))]
+    assert consistent_loads(db) == len(big_event_files)
+    file_rows = [pq.read_metadata(p).num_rows for p in big_event_files]
+    assert counts(db) == (sum(file_rows), len(big_event_files))
+    with connect(db, read_only=True) as con:
+        loaded = con.execute(
+            "select source_file, count(*) from raw.events join raw.loads using (load_id) "
+            "group by source_file order by source_file"
+        ).fetchall()
+    assert loaded == [(p.name, n) for p, n in zip(big_event_files, file_rows, strict=True)]

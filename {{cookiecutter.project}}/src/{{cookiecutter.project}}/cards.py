@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from metaflow.cards import Image, Markdown, Table
+from pydantic import BaseModel, SecretBytes, SecretStr
 
 from .settings import get_settings
 
@@ -34,6 +35,24 @@ def _cell(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return "" if value is None else str(value)
+
+
+def public_settings(settings: BaseModel) -> dict[str, Any]:
+    """The settings as JSON values without any secret field (every SecretStr / SecretBytes one):
+    what a run may record and show (its artifacts and cards are readable by every user)."""
+    secret = {
+        name
+        for name, field in type(settings).model_fields.items()
+        if _is_secret_type(field.annotation)
+    }
+    return settings.model_dump(mode="json", exclude=secret)
+
+
+def _is_secret_type(annotation: Any) -> bool:
+    """True for SecretStr, SecretBytes, and unions such as `SecretStr | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, SecretStr | SecretBytes):
+        return True
+    return any(_is_secret_type(arg) for arg in get_args(annotation))
 
 
 def config_card(settings: Mapping[str, Any], current: Any) -> Components:
@@ -75,9 +94,11 @@ def dbt_card(result: Any) -> Components:
         (n.resource_type, n.label, n.status, n.execution_time, n.failures, n.message or "")
         for n in result.executed
     ]
+    run_url = getattr(result, "run_url", None)  # results pickled before the field had none
+    where = f"\n\ndbt Cloud run: [{run_url}]({run_url})" if run_url else ""
     return [
-        Markdown(f"# dbt {result.command} {verdict}\n{counts} in {result.elapsed_s:.1f} s"),
-        Image.from_matplotlib(plot_dbt_dag(result)),
+        Markdown(f"# dbt {result.command} {verdict}\n{counts} in {result.elapsed_s:.1f} s{where}"),
+        *([Image.from_matplotlib(plot_dbt_dag(result))] if result.nodes else []),
         _table(rows, ["type", "node", "status", "seconds", "failures", "message"]),
     ]
 
@@ -115,6 +136,25 @@ def dataset_card(split: Any) -> Components:
     ]
 
 
+def tuning_card(trials: Sequence[Any], best: Any) -> Components:
+    from .tuning import K, plot_trials, trial_rows
+
+    first = trials[0]
+    return [
+        Markdown(
+            f"# Hyper-parameter search\n{len(trials)} configuration(s), each trained on "
+            f"{first.n_fit_sessions:,} older training sessions and scored on "
+            f"{first.n_validation_examples:,} prefixes of the newest training days (the test "
+            f"split is not used). Chosen: **{best.label}** (validation MRR@{K} {best.mrr:.4f})."
+        ),
+        _table(
+            trial_rows(trials, best),
+            ["configuration", f"MRR@{K}", f"HR@{K}", "epochs", "seconds", ""],
+        ),
+        Image.from_matplotlib(plot_trials(trials, best)),
+    ]
+
+
 def training_card(training: Any) -> Components:
     from .model import plot_history
 
@@ -149,39 +189,63 @@ def evaluation_card(report: Any) -> Components:
         )
     else:
         reference = "No ceiling: the events do not all come from the saved synthetic generator."
-    metrics = sorted({m for r in report.models.values() for m in r.metrics})
+    metrics = list(dict.fromkeys(m for r in report.models.values() for m in r.metrics))
     rows = [[metric, *(report.models[n].metrics.get(metric) for n in names)] for metric in metrics]
+    behaviour = report.behaviour
     return [
         Markdown(
             f"# RecList evaluation\nNext-item task on {report.n_examples:,} test prefixes; "
             f"catalogue of {report.catalogue_size:,} SKUs; report: `{report.path}`\n\n{reference}"
         ),
         _table(rows, ["metric", *names]),
+        Markdown(
+            "Behavioural tests: `invalid_item_rate` is the share of recommended slots holding a "
+            "padding token or a SKU never seen in training; `repeat_overlap` and `noise_overlap` "
+            "are the share of the top list kept when the last SKU is repeated or a stray product "
+            f"view is slipped in before it ({behaviour.sample_size:,} sampled prefixes); "
+            f"`short_prefix_mrr` is MRR on prefixes of 1 to {behaviour.short_prefix_max} SKUs; "
+            "`f1` scores the list against all later items of the session (challenge definition)."
+        ),
         Image.from_matplotlib(plot_comparison(report)),
     ]
 
 
 def gate_card(decision: Any) -> Components:
+    from .gate import ChampionStatus
+
     rows = [
         (c.name, c.value, c.threshold, "pass" if c.passed else "FAIL", c.reason)
         for c in decision.checks
     ]
     verdict = "PASSED: the model may be deployed" if decision.passed else "FAILED: no deployment"
-    return [
+    parts = [
         Markdown(f"# Deployment gate {verdict}\nCandidate: `{decision.candidate}`"),
         _table(rows, ["check", "value", "threshold", "result", "reason"]),
     ]
+    if decision.champion:
+        champion = ChampionStatus(**decision.champion)
+        scored = " Both scored on this run's test split." if champion.state == "deployed" else ""
+        side_by_side = [
+            (metric, row["challenger"], row["champion"])
+            for metric, row in decision.comparison.items()
+        ]
+        parts += [
+            Markdown(f"## Challenger vs champion\nChampion: {champion.describe()}.{scored}"),
+            _table(side_by_side, ["metric", f"challenger `{decision.candidate}`", "champion"]),
+        ]
+    return parts
 
 
 def deploy_card(deployment: Mapping[str, Any]) -> Components:
     import json
 
     parts = [Markdown(f"# Deployment\n{deployment['reason']}")]
-    if deployment.get("url"):
+    endpoint = deployment.get("endpoint") or deployment.get("url")  # SageMaker: endpoint name
+    if endpoint:
         parts += [
             _table(
                 [
-                    ("endpoint", deployment["url"]),
+                    ("endpoint", endpoint),
                     ("smoke latency (ms)", deployment["smoke_latency_ms"]),
                 ],
                 ["", ""],

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .settings import get_settings
+
+if TYPE_CHECKING:
+    from .gate import GateDecision
 
 FLOW_NAME = "RecsFlow"
 
@@ -55,6 +59,19 @@ def _quality(args: argparse.Namespace) -> int:
     report = quality.check_warehouse(get_settings())
     print(quality.format_report(report))
     return 0 if report.success else 1
+
+
+def _rejects(args: argparse.Namespace) -> int:
+    from . import warehouse
+
+    settings = get_settings()
+    if settings.warehouse != "duckdb":
+        raise CliError(
+            "make rejects reads the DuckDB raw log; on Snowflake query it there: select reason, "
+            "count(*) from raw.rejects group by reason order by 2 desc."
+        )
+    print(warehouse.describe_rejects(settings.duckdb_path))
+    return 0
 
 
 def _latest_run(run_id: str | None):
@@ -110,6 +127,9 @@ def _summary(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     run = _latest_run(None)
+    if args.markdown:
+        print(_run_markdown(run))
+        return 0
     print(f"\nRun {FLOW_NAME}/{run.id}: {'finished' if run.successful else 'did not finish'}")
     if "gate" in run and run["gate"].task.successful:
         print(gate.format_decision(run["gate"].task.data.gate_decision))
@@ -119,6 +139,45 @@ def _summary(args: argparse.Namespace) -> int:
     print(f"Cards:    {(settings.data_dir / 'cards' / run.id).resolve()}/<step>.html (make cards)")
     print(f"Data:     {settings.data_dir.resolve()}/ (events, runs, warehouse)")
     return 0
+
+
+SUMMARY_METRICS = ("mrr@20", "hit_rate@20", "coverage@20")
+
+
+def summary_markdown(
+    run_name: str,
+    finished: bool,
+    evaluation: Mapping[str, Any] | None,
+    decision: GateDecision | None,
+) -> str:
+    """A run's RecList metrics and gate decision as Markdown (CI job summary, PR comment)."""
+    lines = [f"### {run_name} ({'finished' if finished else 'did not finish'})", ""]
+    if evaluation is not None:
+        lines += ["| model | " + " | ".join(SUMMARY_METRICS) + " |"]
+        lines += ["|---" * (len(SUMMARY_METRICS) + 1) + "|"]
+        for name, model in evaluation["models"].items():
+            values = [model["metrics"].get(key) for key in SUMMARY_METRICS]
+            cells = ["n/a" if value is None else f"{value:.4f}" for value in values]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if decision is None:
+        lines.append("**No gate decision**: the run stopped before the gate step.")
+        return "\n".join(lines)
+    verdict = "PASSED" if decision.passed else "FAILED"
+    lines += [f"**Deployment gate {verdict}** for `{decision.candidate}`", ""]
+    lines += [
+        f"- {'pass' if check.passed else '**FAIL**'} `{check.name}`: {check.reason}"
+        for check in decision.checks
+    ]
+    return "\n".join(lines)
+
+
+def _run_markdown(run: Any) -> str:
+    done = {name: run[name].task for name in ("evaluate", "gate") if name in run}
+    done = {name: task for name, task in done.items() if task.successful}
+    evaluation = done["evaluate"].data.evaluation.to_dict() if "evaluate" in done else None
+    decision = done["gate"].data.gate_decision if "gate" in done else None
+    return summary_markdown(f"{FLOW_NAME}/{run.id}", run.successful, evaluation, decision)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -138,6 +197,49 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release(args: argparse.Namespace) -> int:
+    from . import deploy
+
+    run = _latest_run(args.run_id)
+    if "gate" not in run or not run["gate"].task.successful:
+        raise CliError(f"Run {run.id} has no gate decision (it stopped before the gate step).")
+    release = deploy.Release(
+        archive=run["train"].task.data.training.model_archive,
+        decision=run["gate"].task.data.gate_decision,
+        evaluation=run["evaluate"].task.data.evaluation.to_dict(),
+        smoke_sessions=run["dataset"].task.data.split.test["skus"].head(3).map(list).tolist(),
+        flow=FLOW_NAME,
+        run_id=run.id,
+    )
+    for path in deploy.write_release(release, args.out):
+        print(path)
+    verdict = "passed" if release.decision.passed else "FAILED"
+    print(f"Release of run {run.id} in {args.out} (gate {verdict})")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from . import deploy
+
+    outcome = deploy.deploy_release(args.release)
+    print(outcome["reason"])
+    print(f"Endpoint: {outcome['endpoint']}")
+    return 0
+
+
+def _smoke(args: argparse.Namespace) -> int:
+    from . import deploy
+
+    sessions = deploy.DEFAULT_SMOKE_SESSIONS
+    if args.release:
+        sessions = deploy.read_release(args.release).smoke_sessions or sessions
+    endpoint, answer = deploy.smoke_endpoint(sessions=sessions)
+    lists = answer["recommendations"]
+    top = ", ".join(item["sku"] for item in lists[0][:5]) if lists and lists[0] else "-"
+    print(f"{endpoint} answered {len(lists)} recommendation list(s); the first starts: {top}")
+    return 0
+
+
 class CliError(RuntimeError):
     """A command that cannot run; the message says why."""
 
@@ -149,11 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
         "data": (_data, "load events into the warehouse: synthetic, or the Coveo files"),
         "dbt": (_dbt, "build the dbt models and run their tests"),
         "quality": (_quality, "run the expectation suite on the training sessions"),
+        "rejects": (_rejects, "show the rows the loader quarantined, by reason"),
         "gate": (_gate, "print a run's gate decision; exit 1 if the model failed"),
         "cards": (_cards, "write every card of a run as HTML"),
         "summary": (_summary, "where the latest run's results are"),
         "serve": (_serve, "serve a model in the foreground (SageMaker contract)"),
         "stop": (_stop, "stop the local endpoint started by the flow"),
+        "release": (_release, "write a run's model, gate decision and metrics for deployment"),
+        "deploy": (_deploy, "deploy a release to DEPLOY_TARGET if its gate passed"),
+        "smoke": (_smoke, "send one request to the deployed endpoint"),
     }
     for name, (handler, help_text) in commands.items():
         command = sub.add_parser(name, help=help_text)
@@ -166,8 +272,24 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--coveo-dir", type=Path, help="load the real Coveo files instead (COVEO_DIR)"
             )
+        if name == "summary":
+            command.add_argument(
+                "--markdown", action="store_true", help="metrics and gate as Markdown (for CI)"
+            )
         if name in ("gate", "cards"):
             command.add_argument("--run", help="run id (default: the latest run)")
+        if name == "release":
+            command.add_argument("--run-id", help="run id (default: the latest run)")
+            command.add_argument(
+                "--out", type=Path, default=Path("data/release"), help="release folder"
+            )
+        if name in ("deploy", "smoke"):
+            command.add_argument(
+                "--release",
+                type=Path,
+                default=Path("data/release") if name == "deploy" else None,
+                help="release folder written by `release`",
+            )
         if name == "serve":
             command.add_argument("--model-dir", type=Path, help="unpacked model.tar.gz folder")
             command.add_argument("--port", type=int, help="port (default SERVING_PORT)")

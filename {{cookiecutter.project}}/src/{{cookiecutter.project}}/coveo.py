@@ -1,36 +1,43 @@
 """The real Coveo SIGIR eCom 2021 `browsing_train.csv`, converted to the generator's Parquet files.
 
-The CSV is several GB, so it is streamed: read in blocks with explicit column types, cut into
-chunks of `chunk_rows` rows and written as `events-00000.parquet`, ... with exactly the schema of
-`data.write_events` (dictionary-encoded strings, nulls for empty fields), so `warehouse.load_files`
-takes them unchanged. The same CSV gives byte-identical files, hence the same load ids: converting
-and loading again adds nothing.
+The CSV is several GB, so it is streamed: read in blocks of whole lines, split into fields and
+checked with the row rules of `validation`, cut into chunks of `chunk_rows` good rows and written as
+`events-00000.parquet`, ... with exactly the schema of `data.write_events` (dictionary-encoded
+strings, nulls for empty fields), so `warehouse.load_files` takes them unchanged. Rows that break a
+rule go, with their line number, reason and raw text, to `rejects-00000.parquet` beside the chunk
+they were read with; `warehouse.load_files` quarantines them in `raw.rejects`. A wrong header (or
+an empty file) refuses the whole file. The same CSV gives byte-identical files, hence the same load
+ids: converting and loading again adds nothing.
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .data import EVENT_COLUMNS, EVENTS_GLOB
+from .validation import (
+    NOT_UTF8,
+    REJECTS_GLOB,
+    REJECTS_SCHEMA,
+    TIMESTAMP,
+    RowRules,
+    field_count_reason,
+    rejects_path,
+    rejects_table,
+    row_reasons,
+    to_events,
+)
 
 BROWSING_FILE = "browsing_train.csv"
-_TIMESTAMP = "server_timestamp_epoch_ms"
-_COLUMN_TYPES = {c: pa.int64() if c == _TIMESTAMP else pa.string() for c in EVENT_COLUMNS}
-_BLOCK_BYTES = 8 << 20  # CSV bytes parsed at a time; bigger blocks parse faster, up to a point
-_CONVERT = pacsv.ConvertOptions(
-    column_types=_COLUMN_TYPES,
-    include_columns=list(EVENT_COLUMNS),  # the generator's column order
-    null_values=[""],  # empty fields become nulls, as the generator writes them
-    strings_can_be_null=True,
-    quoted_strings_can_be_null=True,
-)
+_BLOCK_BYTES = 8 << 20  # CSV bytes split at a time; bigger blocks go faster, up to a point
+_HEADER_BYTES = 64 << 10  # a first line longer than this is no browsing_train.csv header
 
 
 class CoveoError(ValueError):
@@ -42,7 +49,14 @@ class CoveoDataMissingError(CoveoError):
 
 
 class CoveoFormatError(CoveoError):
-    """A file that is not in the browsing_train.csv format."""
+    """A file refused whole: it is not in the browsing_train.csv format (the line and the rule)."""
+
+    def __init__(self, path: Path, line: int, rule: str) -> None:
+        super().__init__(
+            f"{path}, line {line}: {rule}. The whole file was refused and nothing of it was "
+            "converted; fix the file or use the challenge's unmodified browsing_train.csv."
+        )
+        self.path, self.line, self.rule = path, line, rule
 
 
 def find_browsing_file(coveo_dir: Path) -> Path:
@@ -65,128 +79,206 @@ def convert_browsing(
     out_dir: Path,
     chunk_rows: int = 1_000_000,
     progress: Callable[[int, int], None] | None = None,
+    rules: RowRules | None = None,
 ) -> list[Path]:
     """Convert browsing_train.csv into out_dir/events-00000.parquet, ... of chunk_rows rows each.
 
-    Memory holds one chunk at a time. Earlier event files in out_dir are removed first (it holds one
-    data set, as the generator's folder does) and each file appears under its final name only once
-    complete; on an error none is left. `progress(bytes_read, total_bytes)` is called after each
-    file. Raises CoveoFormatError for a wrong header, a malformed row or a non-integer timestamp.
+    Memory holds one chunk at a time. Earlier event and rejects files in out_dir are removed first
+    (it holds one data set, as the generator's folder does) and each file appears under its final
+    name only once complete, a chunk's rejects before its events; on an error none is left.
+    `progress(bytes_read, total_bytes)` is called after each chunk. `rules` bound the event times
+    (default: no later than a day from now). Raises CoveoFormatError for an empty file or a wrong
+    header; bad rows do not raise, they go to the rejects files (`validation.rejects_path`).
     """
     if chunk_rows < 1:
         raise CoveoError(f"chunk_rows must be at least 1, not {chunk_rows}.")
-    columns = _read_header(csv_path)
+    rules = rules or RowRules.as_of()
+    positions, data_start = _read_header(csv_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob(EVENTS_GLOB):
+    for old in [*out_dir.glob(EVENTS_GLOB), *out_dir.glob(REJECTS_GLOB)]:
         old.unlink()
     total = csv_path.stat().st_size
     paths: list[Path] = []
-    with pa.OSFile(str(csv_path)) as source:
-        try:
-            for table in _chunks(source, chunk_rows, csv_path, columns):
-                path = out_dir / f"events-{len(paths):05d}.parquet"
-                partial = path.with_name(path.name + ".partial")
-                # As data.write_events: statistics only where readers use them (time filters).
-                pq.write_table(_encode(table), partial, write_statistics=[_TIMESTAMP])
-                partial.replace(path)
-                paths.append(path)
-                if progress is not None:
-                    progress(min(source.tell(), total), total)
-        except BaseException:
-            # A half-converted file must not be loaded as if it were the whole data set.
-            for path in paths:
-                path.unlink()
-            raise
+    written: list[Path] = []
+    blocks = _blocks(csv_path, data_start, positions, rules)
+    try:
+        for events, rejects, bytes_read in _chunks(blocks, chunk_rows):
+            path = out_dir / f"events-{len(paths):05d}.parquet"
+            if rejects.num_rows:
+                written.append(_write(rejects, rejects_path(path)))
+            # As data.write_events: statistics only where readers use them (time filters).
+            written.append(_write(_encode(events), path, write_statistics=[TIMESTAMP]))
+            paths.append(path)
+            if progress is not None:
+                progress(bytes_read, total)
+    except BaseException:
+        # A half-converted file must not be loaded as if it were the whole data set.
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return paths
 
 
-def _read_header(csv_path: Path) -> list[str]:
-    """The CSV's column names; CoveoFormatError unless they are exactly EVENT_COLUMNS."""
+def _read_header(csv_path: Path) -> tuple[dict[str, int], int]:
+    """Position of each event column in the header, and the byte offset of the first data line.
+
+    Columns are matched by name, so their order does not matter; a missing, unexpected or repeated
+    column refuses the file (CoveoFormatError on line 1).
+    """
     try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), [])
-    except (OSError, UnicodeDecodeError) as e:
-        raise CoveoFormatError(f"Cannot read {csv_path} as a text CSV file: {e}") from e
+        with csv_path.open("rb") as f:
+            first = f.readline(_HEADER_BYTES)
+    except OSError as e:
+        raise CoveoError(f"Cannot read {csv_path}: {e}") from e
+    if not first.strip():
+        raise CoveoFormatError(csv_path, 1, "the file is empty: there is no header line")
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CoveoFormatError(csv_path, 1, f"the header line is not UTF-8 text ({e})") from e
+    header = next(csv.reader([text.rstrip("\r\n")]), [])
     missing = [c for c in EVENT_COLUMNS if c not in header]
     unexpected = [c for c in header if c not in EVENT_COLUMNS]
     repeated = sorted({c for c in header if header.count(c) > 1})
     if missing or unexpected or repeated:
         raise CoveoFormatError(
-            f"{csv_path} does not have the browsing_train.csv header: missing "
-            f"{missing or 'none'}, unexpected {unexpected or 'none'}, repeated "
-            f"{repeated or 'none'}. Its first line must name exactly the columns "
-            f"{list(EVENT_COLUMNS)} (any order); use the challenge's unmodified browsing_train.csv."
+            csv_path,
+            1,
+            f"the header must name exactly the columns {list(EVENT_COLUMNS)} (any order), but "
+            f"misses {missing or 'none'}, adds {unexpected or 'none'} and repeats "
+            f"{repeated or 'none'}",
         )
-    return header
+    return {column: header.index(column) for column in EVENT_COLUMNS}, len(first)
+
+
+def _blocks(
+    csv_path: Path, data_start: int, positions: dict[str, int], rules: RowRules
+) -> Iterator[tuple[pa.Table, pa.Table, int]]:
+    """(good rows as events, rejects, bytes read so far) for each block of whole lines."""
+    line = 2  # the header is line 1
+    with csv_path.open("rb") as f:
+        f.seek(data_start)
+        carry = b""
+        while True:
+            block = f.read(_BLOCK_BYTES)
+            data = carry + block
+            if not block:  # end of file: what is left is a last line without a newline
+                if not data:
+                    return
+                data += b"\n"
+            cut = data.rfind(b"\n") + 1
+            data, carry = data[:cut], data[cut:]
+            if not data:  # a line longer than a block: read on
+                continue
+            lines = pc.split_pattern(pa.array([data], pa.binary()), b"\n")[0].values[:-1]
+            yield (*_check_lines(lines, line, positions, rules, csv_path.name), f.tell())
+            line += len(lines)
+
+
+def _check_lines(
+    lines: pa.Array, first_line: int, positions: dict[str, int], rules: RowRules, source: str
+) -> tuple[pa.Table, pa.Table]:
+    """Split lines (binary, without newlines) into the good rows as events and the rejects.
+
+    The usual block has no bad line: each step that filters rows is skipped when it would keep all.
+    """
+    numbers = pa.array(np.arange(first_line, first_line + len(lines), dtype=np.int64))
+    ends_cr = pc.ends_with(lines, b"\r")  # Windows line ends
+    if pc.any(ends_cr).as_py():
+        lines = pc.if_else(ends_cr, pc.binary_slice(lines, 0, -1), lines)
+    filled = pc.greater(pc.binary_length(lines), 0)  # blank lines carry no row: skipped
+    if not pc.all(filled).as_py():
+        lines, numbers = lines.filter(filled), numbers.filter(filled)
+    text, utf8 = _as_text(lines)
+    parts = pc.split_pattern(text, ",")
+    counts = pc.list_value_length(parts)
+    # Why a line cannot even be split into the event fields (null: it can).
+    unsplit = pa.nulls(len(lines), pa.string())
+    wrong_count = pc.not_equal(counts, len(EVENT_COLUMNS))
+    if pc.any(wrong_count).as_py():
+        unsplit = pc.if_else(wrong_count, field_count_reason(counts), unsplit)
+    if not pc.all(utf8).as_py():
+        unsplit = pc.if_else(utf8, unsplit, NOT_UTF8)
+    rejected = [_rejected(source, unsplit, numbers, text)]
+    split = pc.is_null(unsplit)
+    if not pc.all(split).as_py():
+        parts, numbers, text = parts.filter(split), numbers.filter(split), text.filter(split)
+    fields = pa.table({c: pc.list_element(parts, i) for c, i in positions.items()})
+    reasons = row_reasons(fields, rules)
+    rejected.append(_rejected(source, reasons, numbers, text))
+    if reasons.null_count < len(reasons):
+        fields = fields.filter(pc.is_null(reasons))
+    return to_events(fields), pa.concat_tables(rejected).sort_by("line_number")
+
+
+def _rejected(source: str, reasons: pa.Array, numbers: pa.Array, text: pa.Array) -> pa.Table:
+    """The rejects among lines: those with a reason."""
+    if reasons.null_count == len(reasons):
+        return REJECTS_SCHEMA.empty_table()
+    bad = pc.is_valid(reasons)
+    return rejects_table(source, numbers.filter(bad), reasons.filter(bad), text.filter(bad))
+
+
+def _as_text(lines: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Lines as strings, and which were valid UTF-8 (bad bytes of the others are escaped)."""
+    try:
+        text = lines.cast(pa.string())
+        return text, pa.array(np.ones(len(text), dtype=bool))
+    except pa.ArrowInvalid:  # rare: decode this block line by line to find the bad ones
+        raw = lines.to_pylist()
+        valid = [_is_utf8(line) for line in raw]
+        decoded = [line.decode("utf-8", "backslashreplace") for line in raw]
+        return pa.array(decoded, pa.string()), pa.array(valid, pa.bool_())
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _chunks(
-    source: pa.NativeFile, chunk_rows: int, csv_path: Path, columns: list[str]
-) -> Iterator[pa.Table]:
-    """Tables of exactly chunk_rows rows (the last one fewer) of the CSV's record batches."""
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    for batch in _batches(source, csv_path, columns):
-        while batch.num_rows:
-            take = min(batch.num_rows, chunk_rows - pending_rows)
-            pending.append(batch.slice(0, take))
-            pending_rows += take
-            batch = batch.slice(take)
-            if pending_rows == chunk_rows:
-                yield pa.Table.from_batches(pending)
-                pending, pending_rows = [], 0
-    if pending_rows:
-        yield pa.Table.from_batches(pending)
+    blocks: Iterator[tuple[pa.Table, pa.Table, int]], chunk_rows: int
+) -> Iterator[tuple[pa.Table, pa.Table, int]]:
+    """(events of exactly chunk_rows rows, the last fewer; the rejects read with them; bytes read).
 
-
-def _batches(source: pa.NativeFile, csv_path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """The CSV's typed record batches; bad rows and missing timestamps are CoveoFormatError."""
-    reader, rows = None, 0
-    while True:
-        try:
-            # Opening already parses the first block, so it can fail on a row too.
-            reader = reader or pacsv.open_csv(
-                source,
-                read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
-                convert_options=_CONVERT,
-            )
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except pa.ArrowInvalid as e:
-            raise _row_error(csv_path, columns, rows, str(e)) from e
-        if batch.column(_TIMESTAMP).null_count:
-            raise _row_error(csv_path, columns, rows, f"empty {_TIMESTAMP}")
-        rows += batch.num_rows
-        yield batch
-
-
-def _row_error(csv_path: Path, columns: list[str], rows_before: int, why: str) -> CoveoFormatError:
-    """The error for a bad row at or after data row rows_before, naming its line where it can.
-
-    The streaming reader does not say which line failed, so the file is read again from there:
-    slow, but only on the way to an error.
+    Rejects go with the chunk being filled when they were read; a file of bad rows only still
+    gives one (empty) events chunk, so its rejects have a batch to be loaded with.
     """
-    where = f"in the rows after line {rows_before + 1}"
-    line = _first_bad_timestamp_line(csv_path, columns.index(_TIMESTAMP), rows_before)
-    if line is not None:
-        where = f"on line {line}"
-    return CoveoFormatError(
-        f"{csv_path} is not a valid browsing_train.csv {where}: {why}. Every row needs "
-        f"{len(EVENT_COLUMNS)} fields and an integer {_TIMESTAMP} (epoch milliseconds); fix or "
-        "re-download the file."
-    )
+    pending: list[pa.Table] = []
+    rejects: list[pa.Table] = []
+    pending_rows, bytes_read = 0, 0
+    for events, block_rejects, bytes_read in blocks:
+        rejects.append(block_rejects)
+        while events.num_rows:
+            take = min(events.num_rows, chunk_rows - pending_rows)
+            pending.append(events.slice(0, take))
+            pending_rows += take
+            events = events.slice(take)
+            if pending_rows == chunk_rows:
+                yield _concat(pending), _concat_rejects(rejects), bytes_read
+                pending, rejects, pending_rows = [], [], 0
+    if pending_rows or any(table.num_rows for table in rejects):
+        yield _concat(pending), _concat_rejects(rejects), bytes_read
 
 
-def _first_bad_timestamp_line(csv_path: Path, column: int, rows_before: int) -> int | None:
-    """The 1-based line of the first data row after rows_before whose timestamp is no integer."""
-    with csv_path.open(newline="", encoding="utf-8-sig") as f:
-        rows = itertools.islice(csv.reader(f), rows_before + 1, None)  # + 1: the header
-        for line, row in enumerate(rows, start=rows_before + 2):
-            value = row[column].strip() if len(row) > column else ""
-            if not value.lstrip("-").isdigit():
-                return line
-    return None
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    empty = to_events(pa.table({c: pa.array([], pa.string()) for c in EVENT_COLUMNS}))
+    return pa.concat_tables([empty, *tables])
+
+
+def _concat_rejects(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables([REJECTS_SCHEMA.empty_table(), *tables])
+
+
+def _write(table: pa.Table, path: Path, **options: object) -> Path:
+    """Write a Parquet file that appears under its name only once complete."""
+    partial = path.with_name(path.name + ".partial")
+    pq.write_table(table, partial, **options)
+    partial.replace(path)
+    return path
 
 
 def _encode(table: pa.Table) -> pa.Table:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .settings import Settings
-from .warehouse import read_training_sessions
+from .warehouse import read_warehouse_sessions
 
 
 class DatasetError(ValueError):
@@ -53,4 +53,4 @@ def split_by_time(sessions: pd.DataFrame, test_days: int) -> Split:
 
 def load_split(settings: Settings, test_days: int) -> Split:
     """Read the training sessions from the warehouse and split them by time."""
-    return split_by_time(read_training_sessions(settings.duckdb_path), test_days)
+    return split_by_time(read_warehouse_sessions(settings), test_days)

@@ -1,6 +1,9 @@
 """Next-item evaluation: examples, metrics, the RecList suite and the side-by-side report.
 
-The task is the challenge's: given a session prefix, rank the next item (MRR@20, HR@20).
+The task is the challenge's: given a session prefix, rank the next item (MRR@20, HR@20, and
+F1@20 against all later items of the session). Behavioural tests probe what accuracy hides: no
+padding or unknown SKUs in the lists, stable lists under harmless changes of the session, and
+short sessions served at least as well as by the popularity list; the gate reads them all.
 Metrics live here because RecList 2.1.0's own metric modules do not import; RecList runs the suite
 and writes one `report.json` (plus charts) per model, and `evaluate` writes a combined
 `report.json` beside them. Figures are built on `matplotlib.figure.Figure` (Agg canvas), never
@@ -14,7 +17,7 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +30,18 @@ from reclist.logs import RecLogger
 from reclist.reclist import CHART_TYPE, RecList, rec_test
 
 PREFIX_BUCKETS = ("1", "2-3", "4-7", "8+")
+SCALAR_TESTS = (
+    "hit_rate",
+    "mrr",
+    "f1",
+    "coverage",
+    "popularity_bias",
+    "invalid_item_rate",
+    "repeat_overlap",
+    "noise_overlap",
+    "short_prefix_mrr",
+)
+"""The suite's one-number tests: each is reported as `<name>@<k>` in the report's metrics."""
 POPULARITY_SEGMENTS = ("head", "torso", "tail")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -76,15 +91,30 @@ def as_session_lists(sessions: Sessions) -> Sequence[Sequence[str]]:
 
 @dataclass(frozen=True)
 class Examples:
-    """Next-item examples: `prefixes[i]` (SKUs in time order) is followed by `targets[i]`."""
+    """Next-item examples: `prefixes[i]` (SKUs in time order) is followed by `targets[i]`.
+
+    `later[i]` holds every SKU after the prefix, the target first (the ground truth of F1@k);
+    left out, it is each target alone.
+    """
 
     prefixes: list[list[str]]
     targets: list[str]
+    later: list[list[str]] | None = None
 
     def __post_init__(self) -> None:
         if len(self.prefixes) != len(self.targets):
             raise EvaluationError(
                 f"{len(self.prefixes)} prefixes but {len(self.targets)} targets; they must pair up"
+            )
+        if self.later is None:
+            object.__setattr__(self, "later", [[target] for target in self.targets])
+        elif len(self.later) != len(self.targets) or any(
+            not items or items[0] != target
+            for items, target in zip(self.later, self.targets, strict=True)
+        ):
+            raise EvaluationError(
+                "later items must pair up with the targets and start with them; "
+                "build the examples with next_item_examples()"
             )
 
     def __len__(self) -> int:
@@ -96,7 +126,7 @@ class Examples:
 
 
 def next_item_examples(sessions: Sessions, max_examples: int = 50_000, seed: int = 0) -> Examples:
-    """Every prefix of every session (lengths 1..n-1) with its next item, subsampled by `seed`.
+    """Every prefix of every session (lengths 1..n-1) with its next and later items, by `seed`.
 
     The sample is drawn over example indices, so only the chosen prefixes are materialised even
     when the test split holds millions of sessions; examples keep session order.
@@ -124,11 +154,13 @@ def next_item_examples(sessions: Sessions, max_examples: int = 50_000, seed: int
     lengths = chosen - (ends[owners] - per_session[owners]) + 1
     prefixes: list[list[str]] = []
     targets: list[str] = []
+    later: list[list[str]] = []
     for owner, length in zip(owners.tolist(), lengths.tolist(), strict=True):
         session = session_list[owner]
         prefixes.append(list(session[:length]))
         targets.append(session[length])
-    return Examples(prefixes=prefixes, targets=targets)
+        later.append(list(session[length:]))
+    return Examples(prefixes=prefixes, targets=targets, later=later)
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -169,6 +201,37 @@ def hit_rate_at_k(recommended: Sequence[Sequence[str]], targets: Sequence[str], 
 def mrr_at_k(recommended: Sequence[Sequence[str]], targets: Sequence[str], k: int) -> float:
     """Mean reciprocal rank of the target, counting 0 when it is not in the top k."""
     return _mrr(target_ranks(recommended, targets, k))
+
+
+def f1_scores(
+    recommended: Sequence[Sequence[str]], later: Sequence[Sequence[str]], k: int
+) -> np.ndarray:
+    """Per example, F1 of the top-k list against the distinct later items of the session.
+
+    The Coveo challenge's definition: precision divides the hits by k (also when a list is
+    shorter), recall by the number of distinct later items; F1 is 0 without a hit.
+    """
+    check_k(k)
+    if len(recommended) != len(later):
+        raise EvaluationError(
+            f"{len(recommended)} recommendation lists for {len(later)} sets of later items; "
+            "they must pair up"
+        )
+    if not later:
+        raise EvaluationError("no examples to score: build them with next_item_examples()")
+    scores = np.zeros(len(later), dtype=np.float64)
+    for i, (items, truth) in enumerate(zip(recommended, later, strict=True)):
+        distinct = set(truth)
+        hits = len(distinct.intersection(items[:k]))
+        if hits:
+            precision, recall = hits / k, hits / len(distinct)
+            scores[i] = 2 * precision * recall / (precision + recall)
+    return scores
+
+
+def f1_at_k(recommended: Sequence[Sequence[str]], later: Sequence[Sequence[str]], k: int) -> float:
+    """Mean F1@k over all later items of each session (the challenge's subsequent-items task)."""
+    return float(f1_scores(recommended, later, k).mean())
 
 
 def coverage_at_k(recommended: Sequence[Sequence[str]], catalogue_size: int, k: int) -> float:
@@ -271,6 +334,99 @@ def _none_if_nan(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+# --- behavioural tests -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BehaviourConfig:
+    """How the behavioural tests probe a model; what the results must reach is the gate's call."""
+
+    sample_size: int = 1_000
+    """Test prefixes perturbed per robustness test (the same ones for every model)."""
+    short_prefix_max: int = 2
+    """Prefixes of 1 to this many SKUs form the short-session slice."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sample_size < 1 or self.short_prefix_max < 1:
+            raise EvaluationError(
+                "sample_size and short_prefix_max must be at least 1, got "
+                f"{self.sample_size} and {self.short_prefix_max}"
+            )
+
+
+@dataclass(frozen=True)
+class Probes:
+    """Perturbed copies of a sample of test prefixes, built once and put to every model."""
+
+    sample: list[int]
+    """Indices of the perturbed examples."""
+    repeated: list[list[str]]
+    """The prefix with its last SKU repeated: an uncollapsed duplicate event."""
+    noisy: list[list[str]]
+    """The prefix with one stray product view (drawn by popularity) before its last SKU."""
+
+
+def behaviour_probes(
+    examples: Examples, popularity: pd.Series, config: BehaviourConfig | None = None
+) -> Probes:
+    """The robustness probes for `examples`, deterministic by `config.seed`.
+
+    The stray view goes before the last SKU, never after it: the last SKU is the context the next
+    item depends on most, so replacing it should change the list, while a stray view earlier in
+    the session should not.
+    """
+    config = config or BehaviourConfig()
+    if len(examples) == 0:
+        raise EvaluationError("no examples to probe: build them with next_item_examples()")
+    rng = np.random.default_rng(config.seed)
+    size = min(config.sample_size, len(examples))
+    sample = np.sort(rng.choice(len(examples), size=size, replace=False)).tolist()
+    prefixes = [examples.prefixes[i] for i in sample]
+    strays = rng.choice(
+        popularity.index.to_numpy(dtype=object), size=size, p=popularity / popularity.sum()
+    )
+    noisy = []
+    for prefix, stray in zip(prefixes, strays.tolist(), strict=True):
+        position = int(rng.integers(len(prefix)))  # 0 .. len - 1: before the last SKU
+        noisy.append([*prefix[:position], stray, *prefix[position:]])
+    return Probes(
+        sample=sample, repeated=[[*prefix, prefix[-1]] for prefix in prefixes], noisy=noisy
+    )
+
+
+def overlap_at_k(
+    first: Sequence[Sequence[str]], second: Sequence[Sequence[str]], k: int
+) -> np.ndarray:
+    """Per pair of lists, the share of the top k they have in common (1 = same items)."""
+    check_k(k)
+    if len(first) != len(second):
+        raise EvaluationError(f"{len(first)} lists to compare with {len(second)}; pair them up")
+    return np.fromiter(
+        (
+            len(set(a[:k]).intersection(b[:k])) / max(len(a[:k]), len(b[:k]), 1)
+            for a, b in zip(first, second, strict=True)
+        ),
+        dtype=np.float64,
+        count=len(first),
+    )
+
+
+def invalid_item_rate(recommended: Sequence[Sequence[str]], catalogue: pd.Index, k: int) -> float:
+    """Share of top-k slots holding an empty (padding) token or a SKU never seen in training.
+
+    A model can only have learned SKUs of its training sessions; anything else in a list is a
+    padding/OOV id leaking through the vocabulary lookup. NaN when all lists are empty.
+    """
+    check_k(k)
+    slots = [sku for items in recommended for sku in items[:k]]
+    if not slots:
+        return math.nan
+    known = catalogue.get_indexer(slots) >= 0
+    valid = known & np.fromiter((bool(sku) for sku in slots), dtype=bool, count=len(slots))
+    return float(1.0 - valid.mean())
+
+
 # --- RecList suite -----------------------------------------------------------------------------
 
 
@@ -314,8 +470,8 @@ def _slice_summary(slices: dict[str, dict[str, Any]]) -> str:
 class SessionRecList(RecList):
     """The next-item RecList: one rec_test per metric, on one model's top-k lists.
 
-    The model answers once, in batches, when the suite is built; each rec_test then scores those
-    lists. Calling the suite writes
+    The model answers once, in batches, when the suite is built (the test prefixes, then the
+    perturbed probes); each rec_test then scores those lists. Calling the suite writes
     `<out_dir>/SessionRecList/<model>/<epoch ms>/results/report.json` and a PNG per sliced test
     under `plots/`.
     """
@@ -329,6 +485,8 @@ class SessionRecList(RecList):
         out_dir: Path,
         k: int = 20,
         batch_size: int = 4096,
+        behaviour: BehaviourConfig | None = None,
+        probes: Probes | None = None,
     ) -> None:
         super().__init__(model_name=model.name)
         # RecList reads its folder from the class (cwd-relative `.reclist`); keep runs in out_dir.
@@ -339,9 +497,20 @@ class SessionRecList(RecList):
         self.recommended = recommend_in_batches(model, examples.prefixes, k, batch_size)
         self.recommend_seconds = time.perf_counter() - started
         self.ranks = target_ranks(self.recommended, examples.targets, k)
+        self.f1_scores = f1_scores(self.recommended, examples.later, k)
         self.popularity = popularity
         self.prefix_buckets = prefix_length_buckets(examples.prefix_lengths)
         self.target_segments = target_segments(examples.targets, popularity_segments(popularity))
+        self.behaviour = behaviour or BehaviourConfig()
+        self.is_short = examples.prefix_lengths <= self.behaviour.short_prefix_max
+        probes = probes or behaviour_probes(examples, popularity, self.behaviour)
+        unchanged = [self.recommended[i] for i in probes.sample]
+        self.repeat_overlaps = overlap_at_k(
+            unchanged, recommend_in_batches(model, probes.repeated, k, batch_size), k
+        )
+        self.noise_overlaps = overlap_at_k(
+            unchanged, recommend_in_batches(model, probes.noisy, k, batch_size), k
+        )
 
     @rec_test(test_type="hit_rate", display_type=CHART_TYPE.SCALAR)
     def hit_rate(self) -> float:
@@ -353,6 +522,11 @@ class SessionRecList(RecList):
         """MRR@k: mean reciprocal rank of the next item (0 outside the top k)"""
         return _mrr(self.ranks)
 
+    @rec_test(test_type="f1", display_type=CHART_TYPE.SCALAR)
+    def f1(self) -> float:
+        """F1@k: top k vs all later items of the session (the challenge's subsequent-items task)"""
+        return float(self.f1_scores.mean())
+
     @rec_test(test_type="coverage", display_type=CHART_TYPE.SCALAR)
     def coverage(self) -> float:
         """Coverage@k: distinct recommended SKUs / SKUs seen in training"""
@@ -362,6 +536,27 @@ class SessionRecList(RecList):
     def popularity_bias(self) -> float | None:
         """Mean training-popularity percentile of recommended SKUs (1 = only the top SKU)"""
         return _none_if_nan(popularity_bias(self.recommended, self.popularity, self.k))
+
+    @rec_test(test_type="invalid_item_rate", display_type=CHART_TYPE.SCALAR)
+    def invalid_item_rate(self) -> float | None:
+        """Share of top-k slots with a padding/empty token or a SKU unseen in training (want 0)"""
+        return _none_if_nan(invalid_item_rate(self.recommended, self.popularity.index, self.k))
+
+    @rec_test(test_type="repeat_overlap", display_type=CHART_TYPE.SCALAR)
+    def repeat_overlap(self) -> float:
+        """Mean share of the top k kept when the last SKU is repeated (a duplicate event)"""
+        return float(self.repeat_overlaps.mean())
+
+    @rec_test(test_type="noise_overlap", display_type=CHART_TYPE.SCALAR)
+    def noise_overlap(self) -> float:
+        """Mean share of the top k kept when a stray product view precedes the last SKU"""
+        return float(self.noise_overlaps.mean())
+
+    @rec_test(test_type="short_prefix_mrr", display_type=CHART_TYPE.SCALAR)
+    def short_prefix_mrr(self) -> float | None:
+        """MRR@k on short sessions (prefixes of 1 to short_prefix_max SKUs)"""
+        short = self.ranks[self.is_short]
+        return _mrr(short) if short.size else None
 
     @rec_test(test_type="sliced_by_prefix_length", display_type=CHART_TYPE.BARS)
     def sliced_by_prefix_length(self) -> dict[str, dict[str, Any]]:
@@ -433,6 +628,7 @@ class EvaluationReport:
     catalogue_size: int
     models: dict[str, ModelResult]
     path: Path
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to `report.json` (NaN becomes null)."""
@@ -440,6 +636,7 @@ class EvaluationReport:
             "k": self.k,
             "n_examples": self.n_examples,
             "catalogue_size": self.catalogue_size,
+            "behaviour": asdict(self.behaviour),
             "models": {
                 name: {
                     "metrics": result.metrics,
@@ -471,6 +668,7 @@ class EvaluationReport:
                 catalogue_size=int(data["catalogue_size"]),
                 models=models,
                 path=Path(path),
+                behaviour=BehaviourConfig(**data.get("behaviour", {})),
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise EvaluationError(
@@ -505,31 +703,39 @@ def evaluate(
     *,
     out_dir: Path,
     batch_size: int = 4096,
+    behaviour: BehaviourConfig | None = None,
 ) -> EvaluationReport:
     """Run the RecList suite for each model on the same examples; write `out_dir/report.json`.
 
-    `train_sessions` define popularity (bias, head/torso/tail) and the catalogue (coverage).
+    `train_sessions` define popularity (bias, head/torso/tail, stray views) and the catalogue
+    (coverage, invalid items); every model gets the same perturbed probes.
     """
     check_k(k)
     _check_models(models)
     if len(examples) == 0:
         raise EvaluationError("no examples to evaluate on: build them with next_item_examples()")
     popularity = item_popularity(train_sessions)
+    behaviour = behaviour or BehaviourConfig()
+    probes = behaviour_probes(examples, popularity, behaviour)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, ModelResult] = {}
     for model in models:
         suite = SessionRecList(
-            model, examples, popularity, out_dir=out_dir, k=k, batch_size=batch_size
+            model,
+            examples,
+            popularity,
+            out_dir=out_dir,
+            k=k,
+            batch_size=batch_size,
+            behaviour=behaviour,
+            probes=probes,
         )
         suite()
         found = suite.results
         results[model.name] = ModelResult(
             name=model.name,
-            metrics={
-                f"{metric}@{k}": found[metric]
-                for metric in ("hit_rate", "mrr", "coverage", "popularity_bias")
-            },
+            metrics={f"{metric}@{k}": found[metric] for metric in SCALAR_TESTS},
             slices={
                 "prefix_length": found["sliced_by_prefix_length"],
                 "target_popularity": found["sliced_by_target_popularity"],
@@ -543,6 +749,7 @@ def evaluate(
         catalogue_size=len(popularity),
         models=results,
         path=out_dir / "report.json",
+        behaviour=behaviour,
     )
     report.path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False))
     return report
@@ -596,11 +803,17 @@ def plot_comparison(report: EvaluationReport | Mapping[str, Any]) -> Figure:
 
 
 def evaluate_split(
-    models: Sequence[Recommender], split: Any, max_examples: int, seed: int, out_dir: Path
+    models: Sequence[Recommender],
+    split: Any,
+    max_examples: int,
+    seed: int,
+    out_dir: Path,
+    behaviour: BehaviourConfig | None = None,
 ) -> EvaluationReport:
     """Every model on the same next-item examples drawn from the split's test sessions."""
     examples = next_item_examples(split.test, max_examples=max_examples, seed=seed)
-    return evaluate(models, examples, split.train, out_dir=out_dir)
+    behaviour = behaviour or BehaviourConfig(seed=seed)
+    return evaluate(models, examples, split.train, out_dir=out_dir, behaviour=behaviour)
 
 
 def log_report(tracker: Any, report: EvaluationReport) -> str | None:

@@ -1,22 +1,45 @@
-"""Deployment gate: the candidate ships only if it clears absolute floors and beats the baselines.
+"""Deployment gate: the challenger ships only if it clears every check, each with its reason.
+
+Checks: absolute floors (MRR@20, HR@20), a lift over the best baseline, no regression against the
+deployed champion re-scored on the same test split, and the RecList behavioural tests (no invalid
+items, stable lists under harmless session changes, short sessions at least as well served as by
+the popularity list, more coverage than that list).
 
 The gate never passes by default: a missing report, candidate, baseline or metric (or a NaN) is a
-failed check whose reason says what is missing.
+failed check whose reason says what is missing, and so is a champion record that cannot be read:
+the gate never deploys blind.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
 
+from .baselines import MostPopular
 from .ceiling import CEILING_NAME
-from .evaluation import EvaluationReport
+from .evaluation import EvaluationReport, Recommender
 from .settings import Settings
 
-MRR = "mrr@20"
-HIT_RATE = "hit_rate@20"
+K = 20
+MRR = f"mrr@{K}"
+HIT_RATE = f"hit_rate@{K}"
+CHAMPION_NAME = "champion"
+"""The deployed model's name in the evaluation report (re-scored on the new test split)."""
+COMPARED = (
+    MRR,
+    HIT_RATE,
+    f"f1@{K}",
+    f"coverage@{K}",
+    f"popularity_bias@{K}",
+    f"short_prefix_mrr@{K}",
+    f"repeat_overlap@{K}",
+    f"noise_overlap@{K}",
+    f"invalid_item_rate@{K}",
+)
+"""Metrics shown side by side for challenger and champion."""
 
 
 class GateError(ValueError):
@@ -25,7 +48,10 @@ class GateError(ValueError):
 
 @dataclass(frozen=True)
 class GateThresholds:
-    """What the candidate must reach; floors sit far above an untrained model (~1/catalogue)."""
+    """What the challenger must reach; floors sit far above an untrained model (~1/catalogue).
+
+    Each field can be set by a `GATE_<FIELD>` variable (see `thresholds_from_settings`).
+    """
 
     min_mrr_at_20: float = 0.05
     min_hit_rate_at_20: float = 0.10
@@ -35,17 +61,68 @@ class GateThresholds:
     On the default synthetic data a Markov chain already reaches ~90% of the Bayes-optimal MRR@20
     (0.41 of 0.45), so a 5% lift would leave almost no room; raise it on richer data.
     """
+    max_regression_vs_champion: float = 0.02
+    """Largest relative MRR@20 drop accepted against the champion on the same split (0.02 = 2%).
+
+    Retraining on newer data moves MRR@20 by about a percent from noise alone; a larger drop is
+    a worse model, not bad luck.
+    """
+    max_invalid_item_rate: float = 0.0
+    """Share of recommended slots allowed to hold padding/OOV tokens or unseen SKUs: none."""
+    min_repeat_overlap: float = 0.8
+    """Top-20 overlap kept when the last SKU is repeated (uncollapsed duplicate events)."""
+    min_noise_overlap: float = 0.5
+    """Top-20 overlap kept when a stray product view is inserted before the last SKU."""
+    min_short_prefix_lift_over_most_popular: float = 0.0
+    """Relative MRR@20 gain over most-popular on 1-2 SKU prefixes; 0 = not worse."""
+    min_coverage_lift_over_most_popular: float = 1.0
+    """Relative coverage gain over most-popular (1.0 = twice its catalogue share): a model that
+    collapsed onto a popularity list personalises nothing."""
 
     def __post_init__(self) -> None:
-        for name in ("min_mrr_at_20", "min_hit_rate_at_20"):
+        for name in (
+            "min_mrr_at_20",
+            "min_hit_rate_at_20",
+            "max_regression_vs_champion",
+            "max_invalid_item_rate",
+            "min_repeat_overlap",
+            "min_noise_overlap",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise GateError(f"{name} must be between 0 and 1, got {value}")
-        if not self.min_lift_over_best_baseline >= -1.0:
-            raise GateError(
-                "min_lift_over_best_baseline must be -1 or more (a relative change), "
-                f"got {self.min_lift_over_best_baseline}"
-            )
+        for name in (
+            "min_lift_over_best_baseline",
+            "min_short_prefix_lift_over_most_popular",
+            "min_coverage_lift_over_most_popular",
+        ):
+            value = getattr(self, name)
+            if not value >= -1.0:
+                raise GateError(f"{name} must be -1 or more (a relative change), got {value}")
+
+
+@dataclass(frozen=True)
+class ChampionStatus:
+    """What the gate knows of the deployed model.
+
+    `state`: `deployed` (a record and a loadable archive), `none` (nothing deployed yet) or
+    `unavailable` (the record store or archive cannot be read: the gate fails). `record` is the
+    champion record (run_id, model_uri, metrics at its deployment, deployed_at, target).
+    """
+
+    state: Literal["deployed", "none", "unavailable"]
+    reason: str
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line: which model is the champion."""
+        if self.state != "deployed":
+            return self.reason
+        record = self.record
+        return (
+            f"run {record.get('run_id')} deployed {record.get('deployed_at')} "
+            f"to {record.get('target')}"
+        )
 
 
 @dataclass(frozen=True)
@@ -62,13 +139,24 @@ class GateDecision:
     candidate: str
     passed: bool
     checks: tuple[GateCheck, ...]
+    champion: dict[str, Any] = field(default_factory=dict)
+    """`ChampionStatus` as a dict ({} when the decision predates champion checks)."""
+    comparison: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    """Metric -> {"challenger": value, "champion": value on the same split (None if none)}."""
 
 
-def _decision(candidate: str, checks: Sequence[GateCheck]) -> GateDecision:
+def _decision(
+    candidate: str,
+    checks: Sequence[GateCheck],
+    champion: Mapping[str, Any] | None = None,
+    comparison: Mapping[str, Mapping[str, float | None]] | None = None,
+) -> GateDecision:
     return GateDecision(
         candidate=candidate,
         passed=bool(checks) and all(check.passed for check in checks),
         checks=tuple(checks),
+        champion=dict(champion or {}),
+        comparison={metric: dict(row) for metric, row in (comparison or {}).items()},
     )
 
 
@@ -81,14 +169,59 @@ def _metric(model: Any, key: str) -> float | None:
     return float(value)
 
 
-def _floor_check(models: Mapping[str, Any], candidate: str, key: str, floor: float) -> GateCheck:
+def _missing(key: str, model: str) -> str:
+    return f"{key} of {model!r} is missing or NaN; re-run the evaluation"
+
+
+def _bound_check(
+    models: Mapping[str, Any], candidate: str, name: str, key: str, bound: float, upper: bool
+) -> GateCheck:
+    """The candidate's `key` must be at least `bound` (or at most, when `upper`)."""
     value = _metric(models[candidate], key)
     if value is None:
-        reason = f"{key} of {candidate!r} is missing or NaN; re-run the evaluation"
-        return GateCheck(key, None, floor, False, reason)
-    passed = value >= floor
-    reason = f"{value:.4f} {'>=' if passed else '<'} floor {floor:.4f}"
-    return GateCheck(key, value, floor, passed, reason)
+        return GateCheck(name, None, bound, False, _missing(key, candidate))
+    passed = value <= bound if upper else value >= bound
+    if upper:
+        reason = f"{key} {value:.4f} {'<=' if passed else '>'} maximum {bound:.4f}"
+    else:
+        reason = f"{key} {value:.4f} {'>=' if passed else '<'} minimum {bound:.4f}"
+    return GateCheck(name, value, bound, passed, reason)
+
+
+def _relative_check(
+    models: Mapping[str, Any],
+    candidate: str,
+    name: str,
+    key: str,
+    reference: str,
+    label: str,
+    required: float,
+) -> GateCheck:
+    """The candidate's `key` relative to the `reference` model's must be `required` or more."""
+    value = _metric(models[candidate], key)
+    if value is None:
+        return GateCheck(name, None, required, False, _missing(key, candidate))
+    if reference not in models:
+        reason = (
+            f"{label} is not in the report (models: {sorted(models)}); "
+            "evaluate it together with the candidate"
+        )
+        return GateCheck(name, None, required, False, reason)
+    base = _metric(models[reference], key)
+    if base is None:
+        return GateCheck(name, None, required, False, _missing(key, reference))
+    if base == 0.0:
+        # A relative change from 0 is undefined: more than 0 beats it, 0 only ties it.
+        passed = value > 0.0 or required <= 0.0
+        reason = f"{label} has {key} 0; candidate has {value:.4f}"
+        return GateCheck(name, None, required, passed, reason)
+    lift = value / base - 1.0
+    passed = lift >= required
+    reason = (
+        f"{key} {value:.4f} vs {label} {base:.4f}: "
+        f"lift {lift:+.1%} {'>=' if passed else '<'} required {required:+.1%}"
+    )
+    return GateCheck(name, lift, required, passed, reason)
 
 
 def _lift_check(
@@ -104,23 +237,29 @@ def _lift_check(
         reason = f"{MRR} missing or NaN for baseline(s) {unusable}; re-run the evaluation"
         return GateCheck(name, None, required, False, reason)
     best = max(scores, key=lambda b: scores[b])
-    best_mrr = scores[best]
-    mrr = _metric(models[candidate], MRR)
-    if mrr is None:
-        reason = f"{MRR} of {candidate!r} is missing or NaN; re-run the evaluation"
-        return GateCheck(name, None, required, False, reason)
-    if best_mrr == 0.0:
-        # A relative lift over 0 is undefined; any positive MRR beats a baseline that never hits.
-        passed = mrr > 0.0
-        reason = f"best baseline {best!r} has {MRR} 0; candidate has {mrr:.4f}"
-        return GateCheck(name, None, required, passed, reason)
-    lift = mrr / best_mrr - 1.0
-    passed = lift >= required
-    reason = (
-        f"{MRR} {mrr:.4f} vs best baseline {best!r} {best_mrr:.4f}: "
-        f"lift {lift:+.1%} {'>=' if passed else '<'} required {required:+.1%}"
-    )
-    return GateCheck(name, lift, required, passed, reason)
+    return _relative_check(models, candidate, name, MRR, best, f"best baseline {best!r}", required)
+
+
+def _champion_check(
+    models: Mapping[str, Any], candidate: str, champion: ChampionStatus, tolerance: float
+) -> GateCheck:
+    name = "vs_champion"
+    if champion.state == "none":
+        return GateCheck(name, None, -tolerance, True, f"first deployment: {champion.reason}")
+    if champion.state == "unavailable":
+        reason = (
+            f"champion record unreachable ({champion.reason}); the gate does not deploy blind: "
+            "restore access to the record store and run again"
+        )
+        return GateCheck(name, None, -tolerance, False, reason)
+    if CHAMPION_NAME not in models:
+        reason = (
+            f"the champion ({champion.describe()}) was not re-scored on this test split; "
+            f"evaluate it as {CHAMPION_NAME!r} together with the candidate"
+        )
+        return GateCheck(name, None, -tolerance, False, reason)
+    label = f"champion (run {champion.record.get('run_id')})"
+    return _relative_check(models, candidate, name, MRR, CHAMPION_NAME, label, -tolerance)
 
 
 def decide(
@@ -128,46 +267,149 @@ def decide(
     thresholds: GateThresholds | None = None,
     candidate: str = "lstm",
     baselines: Sequence[str] | None = None,
+    *,
+    champion: ChampionStatus,
 ) -> GateDecision:
-    """Check the candidate's MRR@20 and HR@20 floors and its MRR@20 lift over the best baseline.
+    """Every check of the module docstring for `candidate`, against `champion`.
 
     `report` is an `EvaluationReport` or its JSON form; `baselines` default to every other model
-    in the report.
+    in the report except the champion and the ceiling. `champion` comes from `load_champion`;
+    when one is deployed, the report must hold it re-scored as `CHAMPION_NAME`.
     """
     thresholds = thresholds or GateThresholds()
     data = report.to_dict() if isinstance(report, EvaluationReport) else report
     models = data.get("models") if isinstance(data, Mapping) else None
+    champion_info = asdict(champion)
     if not isinstance(models, Mapping) or not models:
         reason = "the evaluation report lists no models; run the evaluate step first"
-        return _decision(candidate, [GateCheck("report", None, 0.0, False, reason)])
+        checks = [GateCheck("report", None, 0.0, False, reason)]
+        return _decision(candidate, checks, champion_info)
     if candidate not in models:
         reason = (
             f"candidate {candidate!r} is not in the report (models: {sorted(models)}); "
             "evaluate it or name the right candidate"
         )
-        return _decision(candidate, [GateCheck("candidate", None, 0.0, False, reason)])
+        checks = [GateCheck("candidate", None, 0.0, False, reason)]
+        return _decision(candidate, checks, champion_info)
     if baselines is None:
-        # the ceiling is a reference (best achievable), not a baseline to beat
-        baselines = [name for name in models if name not in (candidate, CEILING_NAME)]
-    return _decision(
-        candidate,
-        [
-            _floor_check(models, candidate, MRR, thresholds.min_mrr_at_20),
-            _floor_check(models, candidate, HIT_RATE, thresholds.min_hit_rate_at_20),
-            _lift_check(models, candidate, baselines, thresholds.min_lift_over_best_baseline),
-        ],
-    )
+        # the ceiling is a reference (best achievable) and the champion has its own check
+        baselines = [n for n in models if n not in (candidate, CEILING_NAME, CHAMPION_NAME)]
+    t = thresholds
+    popular = MostPopular.name
+    checks = [
+        _bound_check(models, candidate, MRR, MRR, t.min_mrr_at_20, upper=False),
+        _bound_check(models, candidate, HIT_RATE, HIT_RATE, t.min_hit_rate_at_20, upper=False),
+        _lift_check(models, candidate, baselines, t.min_lift_over_best_baseline),
+        _champion_check(models, candidate, champion, t.max_regression_vs_champion),
+        _bound_check(
+            models,
+            candidate,
+            "no_invalid_items",
+            f"invalid_item_rate@{K}",
+            t.max_invalid_item_rate,
+            upper=True,
+        ),
+        _bound_check(
+            models,
+            candidate,
+            "robust_to_repeated_item",
+            f"repeat_overlap@{K}",
+            t.min_repeat_overlap,
+            upper=False,
+        ),
+        _bound_check(
+            models,
+            candidate,
+            "robust_to_stray_item",
+            f"noise_overlap@{K}",
+            t.min_noise_overlap,
+            upper=False,
+        ),
+        _relative_check(
+            models,
+            candidate,
+            "short_sessions_vs_most_popular",
+            f"short_prefix_mrr@{K}",
+            popular,
+            repr(popular),
+            t.min_short_prefix_lift_over_most_popular,
+        ),
+        _relative_check(
+            models,
+            candidate,
+            "coverage_vs_most_popular",
+            f"coverage@{K}",
+            popular,
+            repr(popular),
+            t.min_coverage_lift_over_most_popular,
+        ),
+    ]
+    comparison = {
+        metric: {
+            "challenger": _metric(models[candidate], metric),
+            "champion": _metric(models.get(CHAMPION_NAME), metric),
+        }
+        for metric in COMPARED
+    }
+    return _decision(candidate, checks, champion_info, comparison)
+
+
+def load_champion(settings: Settings, work_dir: Path) -> tuple[ChampionStatus, Recommender | None]:
+    """The deployed champion's status and, when there is one, the model to re-score as it.
+
+    Never raises for an unreadable store or archive: that is an `unavailable` status, which the
+    gate turns into a failed check with its reason (the evaluation still runs without it).
+    """
+    from . import deploy
+
+    try:
+        record = deploy.read_champion(settings)
+        if record is None:
+            return ChampionStatus("none", "no champion deployed yet"), None
+        archive = deploy.load_champion_archive(settings)
+    except deploy.ChampionUnavailable as error:
+        return ChampionStatus("unavailable", str(error)), None
+    if archive is None:
+        reason = (
+            f"the champion record (run {record.get('run_id')}) has no model archive beside it; "
+            "deploy a model again to rewrite both"
+        )
+        return ChampionStatus("unavailable", reason, record), None
+    from . import model  # TensorFlow: imported only when there is a model to load
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        recommender = model.load_archive(archive, work_dir)
+    except (model.ModelError, deploy.DeployError, OSError, ValueError) as error:
+        reason = f"the champion's model archive cannot be loaded ({error}); deploy a model again"
+        return ChampionStatus("unavailable", reason, record), None
+    recommender.name = CHAMPION_NAME  # scored under its role, whatever the class calls itself
+    return ChampionStatus("deployed", "", record), recommender
 
 
 def format_decision(decision: GateDecision) -> str:
-    """A short text block for the flow log, the card and the CLI."""
+    """A short text block for the flow log, the card and the CLI (`make gate`)."""
     verdict = "PASSED" if decision.passed else "FAILED"
     lines = [f"Deployment gate {verdict} for {decision.candidate!r}"]
     lines += [
         f"  [{'pass' if check.passed else 'FAIL'}] {check.name}: {check.reason}"
         for check in decision.checks
     ]
+    if decision.champion:
+        champion = ChampionStatus(**decision.champion)
+        lines.append(f"  Champion: {champion.describe()}")
+    if decision.comparison:
+        lines.append(f"  {'metric':<24}{'challenger':>12}{'champion':>12}")
+        lines += [
+            f"  {metric:<24}{_number(row['challenger']):>12}{_number(row['champion']):>12}"
+            for metric, row in decision.comparison.items()
+        ]
     return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def decision_to_dict(decision: GateDecision) -> dict[str, Any]:
@@ -189,11 +431,17 @@ def decision_from_dict(data: Mapping[str, Any]) -> GateDecision:
             for row in data["checks"]
         )
         candidate, stored_passed = str(data["candidate"]), bool(data["passed"])
-    except (KeyError, TypeError, ValueError) as error:
+        stored_champion = data.get("champion")
+        champion = asdict(ChampionStatus(**stored_champion)) if stored_champion else {}
+        comparison = {
+            str(metric): {"challenger": row["challenger"], "champion": row["champion"]}
+            for metric, row in (data.get("comparison") or {}).items()
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise GateError(
             f"not a gate decision ({error!r}); write it with decision_to_dict()"
         ) from error
-    decision = _decision(candidate, checks)
+    decision = _decision(candidate, checks, champion, comparison)
     if decision.passed != stored_passed:
         # A hand-edited "passed" must not override the checks.
         raise GateError(
@@ -209,9 +457,7 @@ def gate_exit_code(decision: GateDecision) -> int:
 
 
 def thresholds_from_settings(settings: Settings) -> GateThresholds:
-    """The gate's thresholds as configured (GATE_* variables)."""
+    """The gate's thresholds as configured: field `x` comes from setting `gate_x` (GATE_X)."""
     return GateThresholds(
-        min_mrr_at_20=settings.gate_min_mrr_at_20,
-        min_hit_rate_at_20=settings.gate_min_hit_rate_at_20,
-        min_lift_over_best_baseline=settings.gate_min_lift_over_best_baseline,
+        **{f.name: getattr(settings, f"gate_{f.name}") for f in fields(GateThresholds)}
     )

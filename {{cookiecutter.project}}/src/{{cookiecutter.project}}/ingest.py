@@ -65,8 +65,8 @@ def ingest(
             progress=lambda done, total: say(f"  {done:,}/{total:,} sessions generated"),
         )
         generated, model_path = written.sessions, written.model_path
-        say(f"Loading {len(written.paths)} file(s) into {settings.duckdb_path} ...")
-        results = warehouse.load_files(written.paths, settings.duckdb_path, settings.tenant)
+        say(f"Loading {len(written.paths)} file(s) into {warehouse.warehouse_name(settings)} ...")
+        results = warehouse.load_to_warehouse(written.paths, settings)
     if source == "coveo":
         if settings.coveo_dir is None:
             raise IngestError("source 'coveo' needs COVEO_DIR: the folder with browsing_train.csv.")
@@ -78,9 +78,9 @@ def ingest(
             events_dir,
             progress=lambda done, total: say(f"  {done / max(total, 1):.0%} of the file read"),
         )
-        say(f"Loading {len(paths)} file(s) into {settings.duckdb_path} ...")
-        results = warehouse.load_files(paths, settings.duckdb_path, settings.tenant)
-    rows_total, loads_total = warehouse.raw_log_size(settings.duckdb_path)
+        say(f"Loading {len(paths)} file(s) into {warehouse.warehouse_name(settings)} ...")
+        results = warehouse.load_to_warehouse(paths, settings)
+    rows_total, loads_total = warehouse.warehouse_log_size(settings)
     result = IngestResult(
         source=source,
         events_dir=events_dir,

@@ -3,7 +3,8 @@
 Ids: 0 = padding, 1 = out-of-vocabulary (OOV), then the SKUs of the training sessions by descending
 frequency (`TrainedModel.vocabulary[i]` has id i + 2). The model reads the last `max_length` items
 of a session, left-padded with 0 and masked, and returns a softmax over all ids; recommendations
-never include the padding or OOV ids.
+never include the padding or OOV ids, nor the session's last SKU (sequences collapse consecutive
+repeats, so the next SKU always differs from it).
 
 The serving export is a TensorFlow SavedModel holding the SKU lookup, the network and the top-k, so
 a caller sends SKU strings and gets SKU strings back (see `export_model`).
@@ -131,10 +132,13 @@ def split_validation(train_df: pd.DataFrame, fraction: float) -> tuple[pd.DataFr
 
 
 def build_network(n_ids: int, params: TrainParams) -> keras.Model:
-    """Embedding (masking padding) -> LSTM, joined by the last item's embedding -> softmax.
+    """Embedding (masking padding) -> LSTM, joined by the last item's and the mean embedding ->
+    softmax over every id except padding, OOV and the session's last item.
 
-    The skip connection hands the output layer the most recent item directly (the strongest
-    signal of the next one); the LSTM adds what the rest of the session says.
+    Three views of the session feed the output: the last item (the strongest signal of the next
+    one), the LSTM (what the order of the whole session says) and the mean of its items' embeddings
+    (what the session is about, whatever the order). Sequences collapse consecutive repeats, so the
+    next item is never the last one: its logit, like padding's and OOV's, is pushed to -1e9.
     """
     inputs = keras.Input(shape=(params.max_length,), dtype="int32", name="item_ids")
     embedded = keras.layers.Embedding(
@@ -142,9 +146,18 @@ def build_network(n_ids: int, params: TrainParams) -> keras.Model:
     )(inputs)
     session = keras.layers.LSTM(params.lstm_units, name="lstm")(embedded)
     last_item = embedded[:, -1, :]  # left padding puts the most recent item in the last column
-    joined = keras.layers.Concatenate(name="session_and_last_item")([session, last_item])
+    # Mean over the items present; an empty session (all padding) gets zeros, not 0 / 0.
+    present = keras.ops.expand_dims(keras.ops.cast(inputs != PAD_ID, "float32"), -1)
+    mean_item = keras.ops.sum(embedded * present, axis=1) / keras.ops.maximum(
+        keras.ops.sum(present, axis=1), 1.0
+    )
+    joined = keras.layers.Concatenate(name="session_views")([session, last_item, mean_item])
     joined = keras.layers.Dropout(params.dropout, seed=params.seed, name="dropout")(joined)
-    outputs = keras.layers.Dense(n_ids, activation="softmax", name="next_item")(joined)
+    logits = keras.layers.Dense(n_ids, name="logits")(joined)
+    never = np.zeros(n_ids, dtype="float32")
+    never[[PAD_ID, OOV_ID]] = 1.0
+    blocked = keras.ops.minimum(keras.ops.one_hot(inputs[:, -1], n_ids) + never, 1.0)
+    outputs = keras.layers.Activation("softmax", name="next_item")(logits - 1e9 * blocked)
     return keras.Model(inputs, outputs, name="session_lstm")
 
 

@@ -1,8 +1,9 @@
 """Data quality of the session table (dbt model `training_sessions`) with great-expectations.
 
 The expectation suite is built once (`build_suite`) and knows nothing about where the data lives:
-here it runs on a pandas DataFrame (GX's SQL engine fails on DuckDB through duckdb-engine); on
-Snowflake the same suite can run through GX's SQLAlchemy datasource. Results are turned into plain
+here it runs on a pandas DataFrame read from the configured warehouse (GX's SQL engine fails on
+DuckDB through duckdb-engine; on Snowflake it would need snowflake-sqlalchemy, not a dependency, and
+the derived `action_set` column as a SQL expression). Results are turned into plain
 dataclasses (`QualityReport`) so that they pickle as a Metaflow artifact and render in a card.
 """
 
@@ -34,7 +35,7 @@ from great_expectations.data_context.types.base import (  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .warehouse import TRAINING_COLUMNS, read_training_sessions  # noqa: E402
+from .warehouse import TRAINING_COLUMNS, read_warehouse_sessions  # noqa: E402
 
 if TYPE_CHECKING:
     from great_expectations.core.batch_definition import BatchDefinition
@@ -278,7 +279,7 @@ def check_sessions(
 def check_warehouse(settings: Settings) -> QualityReport:
     """Run the suite on the dbt model `training_sessions` in the configured warehouse."""
     return check_sessions(
-        read_training_sessions(settings.duckdb_path), QualityThresholds.from_settings(settings)
+        read_warehouse_sessions(settings), QualityThresholds.from_settings(settings)
     )
 
 

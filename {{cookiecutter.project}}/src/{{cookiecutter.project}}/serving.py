@@ -7,6 +7,8 @@ The same server runs in the container (`serve`, port 8080 or `SAGEMAKER_BIND_TO_
 * `POST /invocations` (application/json), either style:
   `{"sessions": [["sku", ...], ...], "k": 20}` → `{"recommendations": [[{"sku", "score"}, ...]]}`
   `{"instances": [["sku", ...] | {"skus": [...]}, ...], "k": 20}` → `{"predictions": [...]}`
+* `GET /openapi.json`: the OpenAPI description of both (openapi.json beside this module), with the
+  limits this server runs with.
 
 The HTTP layer is thin: `invoke()` (parse → predict → format) is a pure function that unit tests
 call without a socket. The model loads in a background thread so the port opens at once.
@@ -20,14 +22,17 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import Message
+from functools import cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -35,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path("/opt/ml/model")
 DEFAULT_PORT = 8080
+LINGER_S = 5.0  # longest time a refused body is read and dropped (see `_Handler._linger`)
 
 
 class Recommender(Protocol):
@@ -59,6 +65,39 @@ class Limits:
     default_k: int = 20
     read_timeout_s: float = 30.0  # a started request must arrive within this
     idle_timeout_s: float = 300.0  # keep-alive connections idle longer than this are closed
+
+
+OPENAPI_FILE = "openapi.json"
+
+# Where each limit sits in openapi.json: the served copy shows the server's own limits, and a test
+# checks that the file holds the defaults of `Limits`, so the description cannot drift.
+OPENAPI_LIMITS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "max_body_bytes": (("paths", "/invocations", "post", "requestBody", "x-max-body-bytes"),),
+    "max_sessions": (
+        ("components", "schemas", "SessionsRequest", "properties", "sessions", "maxItems"),
+        ("components", "schemas", "InstancesRequest", "properties", "instances", "maxItems"),
+    ),
+    "max_session_length": (("components", "schemas", "Session", "maxItems"),),
+    "max_k": (("components", "schemas", "K", "maximum"),),
+    "default_k": (("components", "schemas", "K", "default"),),
+}
+
+
+@cache
+def _openapi_text() -> str:
+    return resources.files(__package__).joinpath(OPENAPI_FILE).read_text()
+
+
+def openapi_document(limits: Limits) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the endpoints, showing `limits`."""
+    document = json.loads(_openapi_text())
+    for name, locations in OPENAPI_LIMITS.items():
+        for *parents, key in locations:
+            node = document
+            for part in parents:
+                node = node[part]
+            node[key] = getattr(limits, name)
+    return document
 
 
 class ServingError(Exception):
@@ -101,10 +140,11 @@ def parse_request(body: bytes, content_type: str, limits: Limits) -> Request:
     if not body.strip():
         raise RequestError(HTTPStatus.BAD_REQUEST, f"request body is empty: send e.g. {_EXAMPLE}")
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        payload = json.loads(body.decode("utf-8"))  # decoded first: json.loads would guess UTF-16
+    except (ValueError, RecursionError) as exc:  # also: a 5,000-digit number, [[[[... nested deep
+        reason = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
         raise RequestError(
-            HTTPStatus.BAD_REQUEST, f"body is not valid UTF-8 JSON ({exc}): send e.g. {_EXAMPLE}"
+            HTTPStatus.BAD_REQUEST, f"body is not valid UTF-8 JSON ({reason}): send e.g. {_EXAMPLE}"
         ) from None
     if not isinstance(payload, dict):
         raise _shape_error(f"the body must be a JSON object, got {_json_type(payload)}")
@@ -216,12 +256,27 @@ def _parse_session(item: Any, where: str, style: str, limits: Limits) -> list[st
     for j, sku in enumerate(item):
         if not isinstance(sku, str):
             raise _shape_error(f"{where}[{j}] is {_json_type(sku)}: SKUs must be strings")
+        if not sku.isascii() and not _is_unicode_text(sku):
+            raise _shape_error(
+                f"{where}[{j}] holds a lone surrogate escape (e.g. \\ud800): SKUs must be text"
+            )
     return item
+
+
+def _is_unicode_text(text: str) -> bool:
+    """False for strings that JSON escapes can make but UTF-8 cannot encode (lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _parse_k(value: Any, limits: Limits) -> int:
     if value is None:
         return limits.default_k
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 5.0 is an integer to JSON Schema and to JavaScript clients
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limits.max_k:
         raise _shape_error(f'"k" must be an integer from 1 to max_k={limits.max_k}, got {value!r}')
     return value
@@ -363,12 +418,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle(self) -> None:
         self.server._connection_opened(+1)
+        self.input_left_unread = False
         try:
             self.close_connection = False
             while not self.close_connection and self._next_request_arrived():
                 self.handle_one_request()
+            if self.input_left_unread:
+                self._linger()
         finally:
             self.server._connection_opened(-1)
+
+    def _linger(self) -> None:
+        """Close our side, then read and drop what the client still sends (at most LINGER_S).
+
+        A client that is still sending a refused body (e.g. one over max_body_bytes) would
+        otherwise get a TCP reset from our close and never read the error we answered with."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(1.0)
+            deadline = time.monotonic() + LINGER_S
+            while time.monotonic() < deadline and self.connection.recv(65536):
+                pass
+        except OSError:
+            pass  # the client closed or went quiet: nothing left to protect
 
     def _next_request_arrived(self) -> bool:
         """Wait for the next request; False when the server stops or the connection idles out."""
@@ -397,11 +470,13 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()  # always, so an unread body never corrupts the next request
         except RequestError as exc:
             self.close_connection = True  # what is left of the body is unread: drop the connection
+            self.input_left_unread = True
             response = error_response(exc.status, str(exc))
         else:
             if route is None:
                 response = error_response(
-                    HTTPStatus.NOT_FOUND, f"no such path {path}: use /ping or /invocations"
+                    HTTPStatus.NOT_FOUND,
+                    f"no such path {path}: use /ping, /invocations or /openapi.json",
                 )
             elif self.command != route[0]:
                 response = error_response(
@@ -422,6 +497,9 @@ class _Handler(BaseHTTPRequestHandler):
             return error_response(HTTPStatus.SERVICE_UNAVAILABLE, model.problem, state=model.state)
         return Response(HTTPStatus.OK, b"")
 
+    def _openapi(self, body: bytes) -> Response:
+        return Response(HTTPStatus.OK, json.dumps(openapi_document(self.server.limits)).encode())
+
     def _invocations(self, body: bytes) -> Response:
         model = self.server.model
         content_type = self.headers.get("Content-Type", "")
@@ -431,10 +509,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Read the body, checking Content-Length first so an oversized body is never read."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the body with Content-Length")
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            length = -1
+        declared = self.headers.get("Content-Length", "0").strip()
+        length = int(declared) if declared.isascii() and declared.isdecimal() else -1
         if length < 0:
             raise RequestError(HTTPStatus.BAD_REQUEST, "Content-Length must be an integer >= 0")
         limits = self.server.limits
@@ -446,6 +522,13 @@ class _Handler(BaseHTTPRequestHandler):
                 HTTPStatus.REQUEST_TIMEOUT,
                 f"the body did not arrive within read_timeout_s={limits.read_timeout_s}",
             ) from None
+
+    def handle_expect_100(self) -> bool:
+        """Refuse an oversized body before the client sends it: no 100 Continue, just the 413."""
+        declared = self.headers.get("Content-Length", "0").strip()
+        if declared.isdecimal() and int(declared) > self.server.limits.max_body_bytes:
+            return True  # `_read_body` answers 413 and closes the connection
+        return super().handle_expect_100()
 
     def _send(self, response: Response) -> None:
         self.send_response(response.status)
@@ -464,6 +547,7 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Malformed HTTP (bad request line, other methods): JSON like every other error."""
         self.close_connection = True  # the request was not read to its end
+        self.input_left_unread = True
         if code == HTTPStatus.NOT_IMPLEMENTED:  # the base class's answer to a method with no do_X
             code, message = (
                 HTTPStatus.METHOD_NOT_ALLOWED,
@@ -481,6 +565,7 @@ class _Handler(BaseHTTPRequestHandler):
 _ROUTES: dict[str, tuple[str, Callable[[_Handler, bytes], Response]]] = {
     "/ping": ("GET", _Handler._ping),
     "/invocations": ("POST", _Handler._invocations),
+    "/openapi.json": ("GET", _Handler._openapi),
 }
 
 
@@ -556,7 +641,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.serve_forever()
     drained = server.close(grace_s=20.0)  # SageMaker sends SIGKILL 30 s after SIGTERM
     logger.info("stopped (%s)", "drained" if drained else "requests still running were dropped")
-    return 0
+    # Skip the interpreter's teardown: TensorFlow's takes seconds (over 10 on a busy machine) and
+    # SageMaker kills the container 30 s after SIGTERM; nothing is left to clean up.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,30 @@ class Settings(BaseSettings):
     gate_min_lift_over_best_baseline: float = Field(
         0.0, description="Gate: MRR@20 lift over the best baseline (0.05 = 5% better)"
     )
+    gate_max_regression_vs_champion: float = Field(
+        0.02, description="Gate: largest MRR@20 drop vs the deployed champion (0.02 = 2%)"
+    )
+    gate_max_invalid_item_rate: float = Field(
+        0.0, description="Gate: share of recommended slots allowed to hold unknown SKUs"
+    )
+    gate_min_repeat_overlap: float = Field(
+        0.8, description="Gate: top-20 overlap kept when the last SKU is repeated"
+    )
+    gate_min_noise_overlap: float = Field(
+        0.5, description="Gate: top-20 overlap kept with a stray product view inserted"
+    )
+    gate_min_short_prefix_lift_over_most_popular: float = Field(
+        0.0, description="Gate: MRR@20 lift over most-popular on 1-2 SKU prefixes"
+    )
+    gate_min_coverage_lift_over_most_popular: float = Field(
+        1.0, description="Gate: catalogue coverage lift over most-popular (1.0 = twice)"
+    )
+    eval_behaviour_sample: int = Field(
+        1000, ge=10, description="Test prefixes perturbed per robustness test"
+    )
+    eval_short_prefix_max: int = Field(
+        2, ge=1, description="Longest prefix of the short-session slice"
+    )
 
     # --- compute: Metaflow on AWS Batch (the S3 datastore comes from METAFLOW_* variables) ----
     batch: bool = Field(False, description="Run the heavy steps on AWS Batch")
@@ -120,6 +144,9 @@ class Settings(BaseSettings):
     model_prefix: str = Field("models", description="S3 key prefix of the model archives")
     sagemaker_timeout_s: int = Field(
         1800, ge=1, description="Longest wait for the endpoint to be InService"
+    )
+    sagemaker_poll_s: float = Field(
+        15.0, gt=0, description="Seconds between checks of the endpoint's status"
     )
 
 

@@ -7,6 +7,7 @@ do not have it). The API key is handed to comet-ml and never printed or logged.
 from __future__ import annotations
 
 import os
+import sys
 
 # Before comet_ml is imported (it reads these at import): no crash reports sent to Comet's error
 # tracker (a network call, even offline), and no patching of Keras/TF; users may override.
@@ -47,15 +48,32 @@ def experiment_spec(
     }
 
 
+def _create(api_key: str | None, project: str, offline_dir: Path) -> comet_ml.CometExperiment:
+    experiment_class, options = experiment_spec(api_key, project, offline_dir)
+    return experiment_class(**options)
+
+
 class CometTracker:
     """A `tracking.Tracker` writing to one Comet experiment."""
 
     def __init__(self, api_key: str | None, project: str, offline_dir: Path, run_name: str) -> None:
-        self._offline_dir = None if api_key else Path(offline_dir)
-        if self._offline_dir is not None:
+        self._offline_dir = Path(offline_dir)
+        self._online = bool(api_key)
+        if api_key:
+            experiment = _create(api_key, project, self._offline_dir)
+            if not experiment.alive:
+                # Comet could not be reached: keep the run in an archive rather than lose it.
+                experiment.end()
+                self._online = False
+                print(
+                    f"Comet is unreachable: run {run_name!r} goes to an offline archive in "
+                    f"{offline_dir} instead; send it later with `comet upload <archive>`.",
+                    file=sys.stderr,
+                )
+        if not self._online:
             self._offline_dir.mkdir(parents=True, exist_ok=True)
-        experiment_class, options = experiment_spec(api_key, project, Path(offline_dir))
-        self._experiment = experiment_class(**options)
+            experiment = _create(None, project, self._offline_dir)
+        self._experiment = experiment
         self._experiment.set_name(run_name)
 
     def log_parameters(self, parameters: Mapping[str, Any]) -> None:
@@ -70,7 +88,7 @@ class CometTracker:
     def end(self) -> str | None:
         """End the run; return its URL, or the offline archive to send with `comet upload PATH`."""
         self._experiment.end()
-        if self._offline_dir is None:
+        if self._online:
             return self._experiment.url
         archives = sorted(
             self._offline_dir.glob(f"{self._experiment.id}*.zip"), key=lambda p: p.stat().st_mtime

@@ -73,6 +73,7 @@ class DbtRunResult:
     output_dir: str  # holds target/ (manifest, compiled SQL) and logs/dbt.log
     nodes: list[DbtNode]
     edges: list[tuple[str, str]]  # (parent unique_id, child unique_id)
+    run_url: str | None = None  # the dbt Cloud run's page, when dbt ran there (DBT_RUNNER=cloud)
 
     @property
     def executed(self) -> list[DbtNode]:
@@ -97,6 +98,7 @@ def run_dbt(
     vars: Mapping[str, Any] | None = None,
     check: bool = True,
     memory_limit: str = "3GB",
+    env: Mapping[str, str] | None = None,
 ) -> DbtRunResult:
     """Run one dbt command on the project and return every node's result.
 
@@ -132,7 +134,9 @@ def run_dbt(
     from dbt.cli.main import dbtRunner  # slow import: only when dbt runs
 
     started = time.perf_counter()
-    with _environment(DUCKDB_PATH=str(duckdb_path), DUCKDB_MEMORY_LIMIT=memory_limit):
+    # profiles.yml reads its settings (and secrets) from variables set only while dbt runs.
+    extra = dict(env or {})
+    with _environment(DUCKDB_PATH=str(duckdb_path), DUCKDB_MEMORY_LIMIT=memory_limit, **extra):
         try:
             outcome = dbtRunner().invoke(args)
         finally:
@@ -161,8 +165,33 @@ def build(settings: Settings, output_dir: Path) -> DbtRunResult:
     """`dbt build` of the configured project and target, with the settings' session-length cap.
 
     Returns even when models or tests fail, so the caller can report the result first; then call
-    `raise_on_failure`.
+    `raise_on_failure`. DBT_RUNNER=cloud runs the dbt Cloud job instead (`dbt_cloud.build`).
     """
+    if settings.dbt_runner == "cloud":
+        try:
+            from . import dbt_cloud
+        except ModuleNotFoundError as error:
+            if error.name != f"{__package__}.dbt_cloud":
+                raise
+            raise DbtError(
+                "DBT_RUNNER=cloud needs a project baked with dbt_runner=cloud, and this one was "
+                "baked without it: set DBT_RUNNER=core to run dbt locally."
+            ) from None
+        return dbt_cloud.build(settings, output_dir)
+    # The targets of the committed profiles.yml; other (user-added) targets are not second-guessed.
+    targets = {"duckdb": "local", "snowflake": "snowflake"}
+    expected = targets[settings.warehouse]
+    if settings.dbt_target in targets.values() and settings.dbt_target != expected:
+        raise DbtError(
+            f"WAREHOUSE={settings.warehouse} with DBT_TARGET={settings.dbt_target}: dbt would "
+            "build the models in another warehouse than the one loaded and read. Set "
+            f"DBT_TARGET={expected}."
+        )
+    env = None
+    if settings.warehouse == "snowflake":
+        from . import snowflake
+
+        env = snowflake.dbt_environment(settings)
     return run_dbt(
         "build",
         project_dir=settings.dbt_project_dir,
@@ -172,6 +201,7 @@ def build(settings: Settings, output_dir: Path) -> DbtRunResult:
         vars={"max_session_length": settings.max_session_length},
         check=False,
         memory_limit=settings.duckdb_memory_limit,
+        env=env,
     )
 
 
@@ -194,6 +224,8 @@ def describe(result: DbtRunResult) -> str:
         f"dbt {result.command} on target {result.target!r} {outcome} in {result.elapsed_s:.1f} s: "
         f"{_counts(result)}"
     ]
+    if result.run_url:
+        lines.append(f"  dbt Cloud run: {result.run_url}")
     by_message: dict[str, list[DbtNode]] = defaultdict(list)
     for node in result.failed:
         by_message[_cause(node)].append(node)

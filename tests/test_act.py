@@ -1,0 +1,327 @@
+"""Run a baked project's GitHub workflows with act, on this machine, against test doubles.
+
+act runs each job on the host (`-P ubuntu-latest=-self-hosted`) in a copy of the bake's git tree.
+Every action the workflows use is replaced by a composite double from tests/act_doubles/ (see its
+README), given to act with `--local-repository owner/repo@<sha>=<folder>`; `gh` and the Makefile's
+`uv` are doubles on PATH. AWS is a moto server started here; the jobs run with BATCH=false (no
+containers on this host: the repository variable that real CI leaves at its default, true).
+
+The jobs reuse a prepared Python environment instead of `make setup`: TEMPLATE_TEST_VENV names one
+that holds the project's dependencies (its tests import the bake's own src/ through PYTHONPATH);
+without it the bake's environment is made once with `uv sync` (network, minutes).
+
+The act tests are slow (whole flow runs): marked bake_run, so the speed flag -F skips them, and
+`act` (`pytest -m act` runs only them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from bakery import TEMPLATE_DIR
+from cookiecutter.main import cookiecutter
+
+DOUBLES = TEMPLATE_DIR / "tests" / "act_doubles"
+TOOLS = Path(sys.executable).parent
+# The actions the generated workflows pin, each with the double that stands in for it.
+ACTIONS = {
+    "actions/checkout": "checkout",
+    "astral-sh/setup-uv": "setup-uv",
+    "actions/upload-artifact": "upload-artifact",
+    "actions/download-artifact": "download-artifact",
+    "aws-actions/configure-aws-credentials": "configure-aws-credentials",
+}
+REPO = "acme/session_recs"
+ACT_TIMEOUT_S = 40 * 60
+LEAKY_VARIABLES = ("VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+MARKER = "<!-- smoke-run-report -->"
+PASSING_GATE = {
+    "GATE_MIN_MRR_AT_20": "0",
+    "GATE_MIN_HIT_RATE_AT_20": "0",
+    "GATE_MIN_LIFT_OVER_BEST_BASELINE": "-1",
+}
+
+
+def pinned_uses(project: Path) -> set[str]:
+    """Every `owner/repo@sha` the project's workflows use."""
+    found = set()
+    for workflow in (project / ".github" / "workflows").glob("*.yml"):
+        for job in yaml.safe_load(workflow.read_text())["jobs"].values():
+            found |= {step["uses"] for step in job.get("steps", []) if "uses" in step}
+    return found
+
+
+@dataclass
+class Bake:
+    """A baked project committed to git, and where act leaves what the doubles record."""
+
+    project: Path
+    artifacts: Path
+    cache: Path
+    venv: Path
+
+    def act(
+        self,
+        event_name: str,
+        workflow: str,
+        event: Mapping[str, Any],
+        job: str | None = None,
+        variables: Mapping[str, str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """Run one workflow with act; return its exit code and log."""
+        event_file = self.cache / f"{workflow}-event.json"
+        event_file.write_text(json.dumps(event))
+        command = [
+            str(TOOLS / "act"), event_name, "--workflows", f".github/workflows/{workflow}",
+            "--eventpath", str(event_file), "-P", "ubuntu-latest=-self-hosted",
+            "--cache-server-addr", "127.0.0.1", "--artifact-server-addr", "127.0.0.1",
+            "--env-file", os.devnull, "--var-file", os.devnull, "--secret-file", os.devnull,
+        ]  # fmt: skip
+        if job:
+            command += ["--job", job]
+        for uses in sorted(pinned_uses(self.project)):
+            action = uses.split("@")[0]
+            assert action in ACTIONS, f"no act double for {action}: add one to {DOUBLES}"
+            command += ["--local-repository", f"{uses}={DOUBLES / ACTIONS[action]}"]
+        job_env = {
+            "ACT_ARTIFACTS": str(self.artifacts),
+            "UV": str(DOUBLES / "bin" / "uv-prepared"),
+            "UV_PROJECT_ENVIRONMENT": str(self.venv),
+            "PYTHONPATH": "src",  # the bake's own code, ahead of what the environment holds
+            **(extra_env or {}),
+        }
+        for key, value in job_env.items():
+            command += ["--env", f"{key}={value}"]
+        for key, value in (variables or {}).items():
+            command += ["--var", f"{key}={value}"]
+        env = {key: value for key, value in os.environ.items() if key not in LEAKY_VARIABLES}
+        env |= {
+            "XDG_CACHE_HOME": str(self.cache),
+            "PATH": f"{DOUBLES / 'bin'}{os.pathsep}{env['PATH']}",
+        }
+        log = self.cache / f"act-{workflow}-{job or 'all'}.log"
+        with log.open("w") as out:
+            proc = subprocess.run(
+                command, cwd=self.project, env=env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, timeout=ACT_TIMEOUT_S,
+            )  # fmt: skip
+        return proc.returncode, log.read_text(errors="replace")
+
+
+def step_report(log: str) -> str:
+    """The report a job wrote to $GITHUB_STEP_SUMMARY, as act logs it: it is also the step's
+    `markdown` output (act deletes a job's summary file when the job ends)."""
+    marker = "::set-output:: markdown="
+    assert marker in log, "no report step output in the log"
+    return log.split(marker, 1)[1]
+
+
+def git(project: Path, *args: str) -> None:
+    identity = ["-c", "user.name=act test", "-c", "user.email=act@example.invalid"]
+    subprocess.run(["git", *identity, *args], cwd=project, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def project_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Python environment with the generated project's dependencies."""
+    prepared = os.environ.get("TEMPLATE_TEST_VENV")
+    if prepared:
+        return Path(prepared)
+    scratch = tmp_path_factory.mktemp("venv-bake")
+    project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(scratch)))
+    venv = scratch / "venv"
+    env = {key: value for key, value in os.environ.items() if key not in LEAKY_VARIABLES}
+    subprocess.run(
+        ["uv", "sync", "--frozen", "--all-extras"],
+        cwd=project,
+        env=env | {"UV_PROJECT_ENVIRONMENT": str(venv)},
+        check=True,
+    )
+    return venv
+
+
+@pytest.fixture
+def bake(tmp_path: Path, project_venv: Path) -> Bake:
+    """The defaults baked into a git repository whose remote names the test's GitHub repo."""
+    project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(tmp_path)))
+    git(project, "init", "--quiet", "--initial-branch", "main")
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "--message", "bake")
+    git(project, "remote", "add", "origin", f"https://github.com/{REPO}.git")
+    artifacts, cache = tmp_path / "artifacts", tmp_path / "act-cache"
+    artifacts.mkdir()
+    cache.mkdir()
+    return Bake(project, artifacts, cache, project_venv)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def start_moto(moto_server: Path, log: Path) -> tuple[str, subprocess.Popen]:
+    """Start moto's server, wait until it listens, create the buckets the workflows use."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 120
+    while not listening(port):
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError(f"moto_server did not start:\n{log.read_text()[-2000:]}")
+        time.sleep(0.3)
+    for bucket in ("flows", "models"):  # moto takes unsigned requests
+        urllib.request.urlopen(urllib.request.Request(f"{url}/{bucket}", method="PUT"))
+    return url, server
+
+
+@pytest.fixture
+def moto(project_venv: Path, tmp_path: Path) -> Iterator[str]:
+    """A moto server (a dev dependency of the generated project) for the workflows' AWS calls."""
+    url, server = start_moto(project_venv / "bin" / "moto_server", tmp_path / "moto.log")
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def aws_variables(moto: str) -> dict[str, str]:
+    """Repository variables of a project that trains on AWS (moto) without Batch."""
+    return {
+        "BATCH": "false",
+        "AWS_REGION": "us-east-1",
+        "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/github-ci",
+        "METAFLOW_DATASTORE_SYSROOT_S3": "s3://flows/metaflow",
+        "METAFLOW_S3_ENDPOINT_URL": moto,
+        "MODEL_BUCKET": "models",
+        "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/sagemaker",
+        "SAGEMAKER_IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/session-recs:1",
+    }
+
+
+DISPATCH = {"inputs": {"n_sessions": "1500", "epochs": "1"}, "ref": "refs/heads/main"}
+PULL_REQUEST = {
+    "pull_request": {
+        "number": 7,
+        "head": {"repo": {"full_name": REPO}, "ref": "feature"},
+        "base": {"ref": "main"},
+    },
+    "repository": {"full_name": REPO},
+}
+
+
+def test_pr_comment_is_updated_not_duplicated(tmp_path: Path) -> None:
+    """The comment step edits the comment that carries the marker (quick: no act, no flow)."""
+    project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(tmp_path)))
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "pr.yml").read_text())
+    script = workflow["jobs"]["comment"]["steps"][0]["run"]
+    (tmp_path / "gh-existing-comment").write_text("4242\n")
+    env = os.environ | {
+        "PATH": f"{DOUBLES / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "ACT_ARTIFACTS": str(tmp_path),
+        "GH_TOKEN": "token",
+        "REPO": REPO,
+        "PR": "7",
+        "REPORT": "### RecsFlow/1 (finished)",
+        "RUN_URL": "https://github.com/acme/session_recs/actions/runs/1",
+    }
+    subprocess.run(["bash", "-eo", "pipefail", "-c", script], env=env, check=True)
+    calls = (tmp_path / "gh-calls.txt").read_text().splitlines()
+    assert len(calls) == 2
+    assert calls[1].startswith(f"api --method PATCH repos/{REPO}/issues/comments/4242 -f body=")
+    body = (tmp_path / "pr-comment.md").read_text()
+    assert body.startswith(MARKER + "\n### RecsFlow/1 (finished)")
+    assert body.rstrip().endswith("actions/runs/1")
+
+
+@pytest.mark.bake_run
+@pytest.mark.act
+def test_pr_workflow_uploads_cards_and_comments_the_gate(bake: Bake) -> None:
+    code, log = bake.act("pull_request", "pr.yml", PULL_REQUEST, job="comment")
+    assert code == 0, log[-6000:]
+    cards = {path.name for path in (bake.artifacts / "cards").rglob("*.html")}
+    assert {"train.html", "evaluate.html", "gate.html"} <= cards, cards
+    comment = (bake.artifacts / "pr-comment.md").read_text()
+    assert comment.startswith(MARKER)
+    assert "| lstm |" in comment and "**Deployment gate" in comment
+    assert "**Deployment gate" in step_report(log)
+    calls = (bake.artifacts / "gh-calls.txt").read_text().splitlines()
+    assert calls[0].startswith(f"api --paginate repos/{REPO}/issues/7/comments")
+    assert calls[1].startswith(f"api --method POST repos/{REPO}/issues/7/comments")
+
+
+def queue_smoke_answers(moto: str, *sizes: int) -> None:
+    """What moto's invoke_endpoint answers next: one answer per size, that many lists, in order.
+
+    moto answers each new request body with the next queued answer (and replays it for the same
+    body); the deploy's smoke test must get as many lists as it sent sessions.
+    """
+    answer = [{"sku": "sku-1", "score": 0.9}]
+    bodies = [json.dumps({"recommendations": [answer] * size}) for size in sizes]
+    results = [{"Body": body, "ContentType": "application/json"} for body in bodies]
+    request = urllib.request.Request(
+        f"{moto}/moto-api/static/sagemaker/endpoint-results",
+        data=json.dumps({"results": results}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+
+
+@pytest.mark.bake_run
+@pytest.mark.act
+def test_main_workflow_deploys_a_model_that_passes_the_gate(bake: Bake, moto: str) -> None:
+    # `make deploy` sends the release's three test sessions, then `make smoke` one default session.
+    queue_smoke_answers(moto, 3, 1)
+    variables = aws_variables(moto) | PASSING_GATE
+    code, log = bake.act("workflow_dispatch", "main.yml", DISPATCH, variables=variables,
+                         extra_env={"ACT_AWS_ENDPOINT_URL": moto})  # fmt: skip
+    assert code == 0, log[-6000:]
+    release = {path.name for path in (bake.artifacts / "release").iterdir()}
+    assert {"model.tar.gz", "gate.json", "run.json"} <= release, release
+    assert "Success - Main make deploy" in log and "Success - Main make smoke" in log
+    roles = (bake.artifacts / "aws-role.txt").read_text().split()
+    assert roles == [variables["AWS_ROLE_ARN"]] * 2  # train and deploy, from the variable
+    assert "**Deployment gate PASSED**" in step_report(log)
+    assert "Success - Main Summary" in log  # the deploy job's summary
+
+
+@pytest.mark.bake_run
+@pytest.mark.act
+def test_main_workflow_skips_deploy_when_the_gate_fails(bake: Bake, moto: str) -> None:
+    variables = aws_variables(moto) | {"GATE_MIN_MRR_AT_20": "0.99"}
+    code, log = bake.act("workflow_dispatch", "main.yml", DISPATCH, variables=variables,
+                         extra_env={"ACT_AWS_ENDPOINT_URL": moto})  # fmt: skip
+    assert code == 0, log[-6000:]
+    report = step_report(log)
+    assert "**Deployment gate FAILED**" in report and "0.9900" in report  # the MRR@20 floor
+    assert "**Not deployed**: the model failed its gate" in report
+    assert "the deploy job is skipped" in log  # the warning annotation
+    assert "make deploy" not in log
+    assert not (bake.artifacts / "release").exists()

@@ -1,0 +1,114 @@
+"""Model quality at the default data size and at 10x: LSTM, both baselines and the known ceiling.
+
+    python bench/bench_quality.py [--sessions N [N ...]]   (default: N_SESSIONS and 10 x N_SESSIONS)
+
+Sessions are the generator's product chains (what dbt's `training_sessions` recovers); the newest
+quarter is the test split. Every model is scored by the same RecList suite on the same (up to
+50,000) test prefixes. Prints MRR@20 and HR@20 per model, the LSTM's share of the ceiling, its lift
+over the best baseline and the LSTM's training time. Targets: LSTM >= 90% of the ceiling's MRR@20
+and >= 10% over the best baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from {{ cookiecutter.project }} import baselines, ceiling, data, evaluation, model
+from {{ cookiecutter.project }}.settings import get_settings
+
+TARGET_CEILING_SHARE, TARGET_LIFT = 0.90, 0.10
+MAX_EXAMPLES = 50_000
+
+
+@dataclass(frozen=True)
+class Quality:
+    """One data size: every model's metrics on the same test prefixes, and the LSTM's cost."""
+
+    sessions: int
+    report: evaluation.EvaluationReport
+    train_seconds: float
+    epochs: int
+    samples_per_second: float
+
+    def mrr(self, name: str) -> float:
+        return self.report.models[name].metrics["mrr@20"]
+
+    @property
+    def ceiling_share(self) -> float:
+        return self.mrr("lstm") / self.mrr(ceiling.CEILING_NAME)
+
+    @property
+    def lift(self) -> float:
+        best = max(self.mrr(name) for name in ("markov", "most_popular"))
+        return self.mrr("lstm") / best - 1
+
+
+def measure(n_sessions: int, params: model.TrainParams | None = None) -> Quality:
+    """Train the LSTM on the older three quarters of `n_sessions` sessions; score every model."""
+    config = data.GeneratorConfig(n_sessions=n_sessions)
+    sessions = data.latent_training_frame(config)
+    cut = int(len(sessions) * 0.75)
+    split = SimpleNamespace(train=sessions.iloc[:cut], test=sessions.iloc[cut:])
+    started = time.perf_counter()
+    trained = model.train(split.train, params or model.TrainParams(), progress=lambda e, logs: None)
+    train_seconds = time.perf_counter() - started
+    models = [
+        model.LstmRecommender(trained),
+        *baselines.fit_baselines(split.train),
+        ceiling.ceiling_recommender(data.build_model(config)),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        report = evaluation.evaluate_split(models, split, MAX_EXAMPLES, seed=0, out_dir=Path(tmp))
+    return Quality(
+        sessions=n_sessions,
+        report=report,
+        train_seconds=train_seconds,
+        epochs=len(trained.history["loss"]),
+        samples_per_second=trained.samples_per_second,
+    )
+
+
+def print_quality(result: Quality) -> None:
+    """One size's table: MRR@20 / HR@20 per model, then the LSTM's share, lift and cost."""
+    report = result.report
+    print(f"\n{result.sessions:,} sessions; {report.n_examples:,} test prefixes")
+    print(f"{'model':<14} {'MRR@20':>8} {'HR@20':>8} {'coverage@20':>12}")
+    for name, scored in report.models.items():
+        m = scored.metrics
+        print(f"{name:<14} {m['mrr@20']:>8.4f} {m['hit_rate@20']:>8.4f} {m['coverage@20']:>12.4f}")
+    ratio = ceiling.ceiling_ratio(report)
+    share_met = "met" if result.ceiling_share >= TARGET_CEILING_SHARE else "MISSED"
+    lift_met = "met" if result.lift >= TARGET_LIFT else "MISSED"
+    print(
+        f"LSTM / ceiling: MRR@20 {ratio['mrr@20']:.1%}, HR@20 {ratio['hit_rate@20']:.1%} "
+        f"(target {TARGET_CEILING_SHARE:.0%} of MRR@20: {share_met})"
+    )
+    print(
+        f"LSTM MRR@20 lift over the best baseline: {result.lift:+.1%} "
+        f"(target +{TARGET_LIFT:.0%}: {lift_met})"
+    )
+    print(
+        f"LSTM training: {result.train_seconds:.0f} s, {result.epochs} epochs, "
+        f"{result.samples_per_second:,.0f} samples/s on {os.cpu_count()} CPUs"
+    )
+
+
+def main() -> None:
+    default = get_settings().n_sessions
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[default, 10 * default])
+    args = parser.parse_args()
+    for n_sessions in args.sessions:
+        started = time.perf_counter()
+        print_quality(measure(n_sessions))
+        print(f"({time.perf_counter() - started:.0f} s for this size in all)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Hyper-parameter search: a small grid, scored on the newest days of the training period.
+
+The flow's `tune` step runs one `run_trial` per grid entry (a Metaflow foreach); its join picks
+the best by validation MRR@20 (`choose_best`), and `train` then fits the winner on the whole
+training split. Validation days are cut from the *training* split, so the test days never
+influence which configuration is chosen.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .dataset import DatasetError, split_by_time
+from .params import TrainParams
+
+K = 20
+VALIDATION_DAYS = 3  # newest days of the training period that score each configuration
+# A short default grid (the demo trains each one, so none is slower than the defaults): the
+# defaults, a faster learning rate (stops sooner) and a narrower net.
+DEFAULT_GRID: list[dict[str, Any]] = [
+    {},
+    {"learning_rate": 0.005},
+    {"embedding_dim": 32, "lstm_units": 32},
+]
+DEFAULT_GRID_JSON = json.dumps(DEFAULT_GRID)
+_TUNABLE = {f.name: f.type for f in fields(TrainParams)}
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+class TuningError(ValueError):
+    """A grid or validation period that cannot be used; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One grid configuration, trained on the older training days, scored on the newest."""
+
+    overrides: dict[str, Any]
+    params: dict[str, Any]
+    mrr: float  # validation MRR@K
+    hit_rate: float  # validation HR@K
+    epochs: int
+    seconds: float
+    n_fit_sessions: int
+    n_validation_examples: int
+
+    @property
+    def label(self) -> str:
+        """The overrides as short text (`defaults` for the empty one)."""
+        return ", ".join(f"{k}={v}" for k, v in self.overrides.items()) or "defaults"
+
+
+def _check_value(name: str, value: Any) -> str | None:
+    """Why `value` does not fit the TrainParams field `name`, or None when it does."""
+    if name not in _TUNABLE:
+        return f"unknown parameter {name!r} (tunable: {', '.join(sorted(_TUNABLE))})"
+    expected = _TYPES[str(_TUNABLE[name])]
+    ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True  # 1 is a fine learning rate too
+    return None if ok else f"{name} must be {expected.__name__}, got {value!r}"
+
+
+def parse_grid(text: str | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The grid from JSON text (or already parsed): a non-empty list of TrainParams overrides.
+
+    Each entry is a dict of TrainParams field -> value, e.g. `[{}, {"lstm_units": 128}]`; `{}`
+    stands for the base parameters. Entries must be distinct and each must build valid params.
+    """
+    if isinstance(text, str):
+        try:
+            grid = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise TuningError(
+                f"the tuning grid is not valid JSON ({error}); pass a JSON list of objects, "
+                "e.g. '[{}, {\"lstm_units\": 128}]'"
+            ) from error
+    else:
+        grid = list(text)
+    if not isinstance(grid, list) or not grid:
+        raise TuningError(
+            "the tuning grid must be a non-empty JSON list of objects, e.g. [{}] for the defaults"
+        )
+    problems: list[str] = []
+    seen: list[dict[str, Any]] = []
+    for i, entry in enumerate(grid):
+        if not isinstance(entry, dict):
+            problems.append(f"entry {i} is {entry!r}, not an object of parameter -> value")
+            continue
+        problems += [f"entry {i}: {why}" for n, v in entry.items() if (why := _check_value(n, v))]
+        if entry in seen:
+            problems.append(f"entry {i} repeats an earlier entry {entry}")
+        seen.append(entry)
+    if problems:
+        raise TuningError("invalid tuning grid: " + "; ".join(problems))
+    return [dict(entry) for entry in grid]
+
+
+def params_for(base: TrainParams, overrides: dict[str, Any]) -> TrainParams:
+    """`base` with one grid entry's values."""
+    return replace(base, **overrides)
+
+
+def validation_split(train_df: pd.DataFrame, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fit, validation) from the training split alone: validation = its newest `days` days.
+
+    The same cut as the train/test split (sessions spanning the cutoff are in neither part), one
+    level down: the test split is never an input here.
+    """
+    try:
+        split = split_by_time(train_df, days)
+    except DatasetError as error:
+        raise TuningError(
+            f"cannot hold out {days} validation day(s) of the training period: {error} "
+            "Use fewer tuning validation days (tune_days) or more days of events."
+        ) from error
+    return split.train, split.test
+
+
+def run_trial(
+    train_df: pd.DataFrame,
+    base: TrainParams,
+    overrides: dict[str, Any],
+    days: int = VALIDATION_DAYS,
+    max_examples: int = 50_000,
+    seed: int = 0,
+) -> Trial:
+    """Train `base` + `overrides` on the older training days and score the newest `days`."""
+    from .evaluation import hit_rate_at_k, mrr_at_k, next_item_examples, recommend_in_batches
+    from .model import LstmRecommender, train
+
+    fit_df, val_df = validation_split(train_df, days)
+    params = params_for(base, overrides)
+    started = time.perf_counter()
+    trained = train(fit_df, params, progress=lambda epoch, logs: None)
+    seconds = time.perf_counter() - started
+    examples = next_item_examples(val_df, max_examples=max_examples, seed=seed)
+    recommended = recommend_in_batches(LstmRecommender(trained), examples.prefixes, K)
+    return Trial(
+        overrides=dict(overrides),
+        params=asdict(params),
+        mrr=mrr_at_k(recommended, examples.targets, K),
+        hit_rate=hit_rate_at_k(recommended, examples.targets, K),
+        epochs=len(trained.history["loss"]),
+        seconds=seconds,
+        n_fit_sessions=len(fit_df),
+        n_validation_examples=len(examples),
+    )
+
+
+def choose_best(trials: Sequence[Trial]) -> Trial:
+    """The trial with the best validation MRR@K; the earlier grid entry wins a tie."""
+    if not trials:
+        raise TuningError("no tuning trials to choose from: the grid must hold an entry")
+    return max(trials, key=lambda trial: trial.mrr)  # max keeps the first of equal keys
+
+
+def trial_rows(trials: Sequence[Trial], best: Trial) -> list[list[Any]]:
+    """One table row per trial: configuration, validation MRR and HR, epochs, seconds, winner."""
+    return [
+        [t.label, t.mrr, t.hit_rate, t.epochs, t.seconds, "best" if t == best else ""]
+        for t in trials
+    ]
+
+
+def plot_trials(trials: Sequence[Trial], best: Trial) -> Figure:
+    """Validation MRR@K per configuration; the winner's bar stands out."""
+    figure = Figure(figsize=(7, 0.5 * len(trials) + 1.5), layout="constrained")
+    axes = figure.subplots()
+    labels = [t.label for t in trials]
+    colours = ["tab:orange" if t == best else "tab:blue" for t in trials]
+    axes.barh(labels, [t.mrr for t in trials], color=colours)
+    axes.invert_yaxis()  # grid order, top to bottom
+    axes.set_xlabel(f"validation MRR@{K} (newest training days)")
+    axes.set_title("Hyper-parameter grid")
+    return figure

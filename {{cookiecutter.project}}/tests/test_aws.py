@@ -1,0 +1,426 @@
+"""Metaflow on AWS against moto: the S3 datastore, the Batch switch, Step Functions, preflight.
+
+moto's server stands in for S3, Batch, IAM and Step Functions. It cannot run containers, so the
+Batch test asserts everything up to the job submission (image, resources, queue, environment) and
+then lets the run fail; the Step Functions test builds the state machine JSON without deploying it.
+The unit tests at the top need no server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+import pytest
+from metaflow import FlowSpec, step
+
+from {{ cookiecutter.project }} import compute
+from {{ cookiecutter.project }}.settings import Settings
+
+PROJECT = Path(__file__).resolve().parents[1]
+FLOW = PROJECT / "flows" / "recs_flow.py"
+BUCKET = "recs-datastore"
+QUEUE = "recs-queue"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/session-recs:test"
+JOB_ROLE = "arn:aws:iam::123456789012:role/recs-batch-job"
+UNFORWARDED = "never-in-a-job-definition"
+
+
+# --- the switch and the checks, without servers ---------------------------------------------
+
+
+def _decorators(function) -> dict[str, dict]:
+    return {d.name: dict(d.attributes) for d in getattr(function, "decorators", [])}
+
+
+def test_batch_off_leaves_steps_unchanged() -> None:
+    def train(self): ...
+
+    assert compute.heavy(gpu=True, settings=Settings(batch=False))(train) is train
+
+
+def test_batch_on_adds_batch_with_the_settings_resources() -> None:
+    settings = Settings(
+        batch=True,
+        batch_image=IMAGE,
+        batch_queue=QUEUE,
+        batch_cpu=2,
+        batch_memory=3000,
+        batch_gpu=1,
+    )
+
+    class Probe(FlowSpec):
+        @compute.heavy(gpu=True, settings=settings)
+        @step
+        def train(self): ...
+
+        @compute.heavy(settings=settings)
+        @step
+        def evaluate(self): ...
+
+    train, evaluate = _decorators(Probe.train), _decorators(Probe.evaluate)
+    assert {"batch", "environment"} <= set(train)
+    assert train["batch"]["image"] == IMAGE and train["batch"]["queue"] == QUEUE
+    assert (train["batch"]["cpu"], train["batch"]["memory"], train["batch"]["gpu"]) == (2, 3000, 1)
+    assert evaluate["batch"]["gpu"] is None  # GPUs only where asked for
+    assert train["environment"]["vars"]["BATCH_IMAGE"] == IMAGE
+
+
+def test_forwarded_settings_leave_out_secrets_paths_and_defaults() -> None:
+    settings = Settings(
+        batch=True, eval_max_examples=300, comet_api_key=UNFORWARDED, data_dir=Path("/home/me/data")
+    )
+    forwarded = compute.forwarded_settings(settings)
+    assert forwarded == {"BATCH": "True", "EVAL_MAX_EXAMPLES": "300"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "defaults", "named"),
+    [
+        (Settings(batch=True, batch_image=IMAGE, batch_queue=QUEUE), {"datastore": "local"}, "S3"),
+        (Settings(batch=True, batch_queue=QUEUE), {}, "BATCH_IMAGE"),
+        (Settings(batch=True, batch_image=IMAGE), {}, "BATCH_QUEUE"),
+        (Settings(batch=True, batch_image=IMAGE, batch_queue=QUEUE), {}, "IAM_ROLE"),
+    ],
+)
+def test_incomplete_batch_configuration_names_the_missing_setting(
+    settings: Settings, defaults: dict, named: str
+) -> None:
+    with pytest.raises(compute.ComputeError, match=named):
+        compute.check_batch(settings, **{"datastore": "s3", **defaults})
+
+
+def test_complete_batch_configuration_passes() -> None:
+    settings = Settings(batch=True, batch_image=IMAGE, batch_queue=QUEUE)
+    compute.check_batch(settings, datastore="s3", job_role=JOB_ROLE)
+    compute.check_batch(Settings(batch=False))  # nothing to check without Batch
+
+
+def test_preflight_exits_with_one_line_naming_the_setting() -> None:
+    with pytest.raises(SystemExit, match="Configuration error: BATCH=true needs"):
+        compute.preflight(Settings(batch=True))
+
+
+def test_preflight_trusts_the_launcher_inside_a_batch_job(monkeypatch) -> None:
+    monkeypatch.setenv("AWS_BATCH_JOB_ID", "job-1")  # the job gets part of Metaflow's variables
+    compute.preflight(Settings(batch=True))
+
+
+def test_local_datastore_needs_no_check() -> None:
+    compute.check_datastore(datastore="local", sysroot=None)
+
+
+def test_s3_datastore_needs_a_bucket_url() -> None:
+    with pytest.raises(compute.ComputeError, match="METAFLOW_DATASTORE_SYSROOT_S3"):
+        compute.check_datastore(datastore="s3", sysroot="my-bucket/metaflow")
+
+
+# --- moto: datastore checks -------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.cloud
+def test_datastore_check_passes_on_an_existing_bucket(aws_env) -> None:
+    boto3.client("s3").create_bucket(Bucket="recs-check")
+    compute.check_datastore("s3", "s3://recs-check/metaflow", aws_env.url)
+
+
+@pytest.mark.cloud
+def test_missing_bucket_is_named(aws_env) -> None:
+    with pytest.raises(compute.ComputeError, match="'no-such-bucket'.*does not exist"):
+        compute.check_datastore("s3", "s3://no-such-bucket/metaflow", aws_env.url)
+
+
+@pytest.mark.cloud
+def test_closed_endpoint_fails_fast_naming_the_setting(aws_env) -> None:
+    start = time.monotonic()
+    with pytest.raises(compute.ComputeError, match="METAFLOW_S3_ENDPOINT_URL"):
+        compute.check_datastore("s3", "s3://any/metaflow", f"http://127.0.0.1:{_free_port()}")
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.cloud
+def test_silent_endpoint_fails_within_the_timeout(aws_env) -> None:
+    """A server that accepts connections and never answers: no long retries."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(compute.ComputeError, match="within 2 s"):
+            compute.check_datastore("s3", "s3://any/metaflow", endpoint, timeout_s=2)
+        assert time.monotonic() - start < 8
+
+
+# --- moto: whole-flow runs --------------------------------------------------------------------
+
+
+class _BatchRecorder(BaseHTTPRequestHandler):
+    """Forwards Batch API calls to moto and keeps their JSON bodies: moto's DescribeJobs does not
+    echo the resources of a submission, the request Metaflow sent does."""
+
+    upstream = ""
+    calls: list[tuple[str, dict]] = []
+
+    def do_GET(self) -> None:
+        self._forward()
+
+    def do_POST(self) -> None:
+        self._forward()
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if body:
+            self.calls.append((self.path, json.loads(body)))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host"}}
+        request = urllib.request.Request(
+            self.upstream + self.path, data=body or None, headers=headers, method=self.command
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                status, payload = answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            status, payload = error.code, error.read()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:  # keep pytest's output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def aws(moto_server, tmp_path_factory) -> Iterator[dict]:
+    """A datastore bucket, a Batch queue and a recording Batch endpoint; the base environment."""
+    recorder = ThreadingHTTPServer(("127.0.0.1", 0), _BatchRecorder)
+    _BatchRecorder.upstream = moto_server.url
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
+    keys = dict.fromkeys(("aws_access_key_id", "aws_secret_access_key"), "testing")  # moto's
+    credentials = {name.upper(): value for name, value in keys.items()}
+    credentials["AWS_DEFAULT_REGION"] = "us-east-1"
+    client = {"endpoint_url": moto_server.url, "region_name": "us-east-1"}
+    _create_batch_queue(client | keys)
+    boto3.client("s3", **client, **keys).create_bucket(Bucket=BUCKET)
+    work = tmp_path_factory.mktemp("aws")
+    settings_names = {name.upper() for name in Settings.model_fields}
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "METAFLOW_")) and k not in settings_names
+        },
+        **credentials,
+        "AWS_ENDPOINT_URL": moto_server.url,
+        "METAFLOW_USER": "tester",
+        "METAFLOW_DEFAULT_DATASTORE": "s3",
+        "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{BUCKET}/metaflow",
+        "METAFLOW_S3_ENDPOINT_URL": moto_server.url,
+        "DATA_DIR": str(work / "data"),
+        "DUCKDB_PATH": str(work / "data" / "warehouse.duckdb"),
+        "DBT_PROJECT_DIR": str(PROJECT / "dbt"),
+        "DBT_RUNNER": "core",
+        "EVAL_MAX_EXAMPLES": "300",
+        "GATE_MIN_LIFT_OVER_BEST_BASELINE": "-0.9",
+        "TRACKING": "none",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+    yield {
+        "work": work,
+        "env": env,
+        "batch_url": f"http://127.0.0.1:{recorder.server_address[1]}",
+        "calls": _BatchRecorder.calls,
+        "s3": boto3.client("s3", **client, **keys),
+    }
+    recorder.shutdown()
+
+
+def _create_batch_queue(client: dict) -> None:
+    """A MANAGED compute environment and a job queue, as Metaflow's @batch expects."""
+    ec2, iam, batch = (boto3.client(name, **client) for name in ("ec2", "iam", "batch"))
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    group = ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]
+    role = iam.create_role(RoleName="recs-batch-service", AssumeRolePolicyDocument="{}")
+    profile = iam.create_instance_profile(InstanceProfileName="recs-ecs-instance")
+    environment = batch.create_compute_environment(
+        computeEnvironmentName="recs-compute",
+        type="MANAGED",
+        state="ENABLED",
+        computeResources={
+            "type": "EC2",
+            "minvCpus": 0,
+            "maxvCpus": 16,
+            "instanceTypes": ["optimal"],
+            "subnets": [subnet],
+            "securityGroupIds": [group],
+            "instanceRole": profile["InstanceProfile"]["Arn"],
+        },
+        serviceRole=role["Role"]["Arn"],
+    )
+    batch.create_job_queue(
+        jobQueueName=QUEUE,
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[
+            {"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}
+        ],
+    )
+
+
+def _python(args: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+_READ_BACK = """
+import json
+from metaflow import Flow, namespace
+from metaflow.cards import get_cards
+namespace(None)
+run = Flow("RecsFlow").latest_run
+print(json.dumps({
+    "id": run.id,
+    "successful": run.successful,
+    "steps": sorted(s.id for s in run),
+    "train_sessions": len(run["dataset"].task.data.split.train),
+    "gate": run["gate"].task.data.gate_decision is not None,
+    "evaluate_cards": len(get_cards(run["evaluate"].task)),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def s3_run(aws) -> dict:
+    """One tiny local run whose artifacts and cards live in the moto bucket; read back through
+    Metaflow's client API (in a process that sees the same METAFLOW_* variables)."""
+    params = ["--n_sessions", "300", "--n_products", "100", "--days", "14", "--epochs", "1"]
+    params += ["--tune_grid", "[{}]", "--deploy_enabled", "False"]
+    ran = _python([str(FLOW), "--no-pylint", "run", *params], aws["work"], aws["env"], 1500)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    read = _python(["-c", _READ_BACK], aws["work"], aws["env"], 300)
+    assert read.returncode == 0, read.stderr[-3000:]
+    return json.loads(read.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.cloud
+@pytest.mark.e2e
+def test_run_keeps_artifacts_and_cards_in_the_bucket(aws, s3_run) -> None:
+    assert s3_run["successful"] and s3_run["gate"]
+    assert {"start", "dataset", "tune", "train", "evaluate", "gate", "end"} <= set(s3_run["steps"])
+    assert s3_run["train_sessions"] > 100
+    assert s3_run["evaluate_cards"] >= 1
+    pages = aws["s3"].get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    assert any(key.startswith("metaflow/RecsFlow/data/") for key in keys)  # artifacts
+    cards = [key for key in keys if key.startswith("metaflow/mf.cards/RecsFlow/")]
+    assert any(f"/runs/{s3_run['id']}/" in key for key in cards), cards[:5]
+
+
+@pytest.mark.cloud
+@pytest.mark.e2e
+def test_batch_switch_submits_train_with_the_settings(aws, s3_run) -> None:
+    """Resume the finished run at `train` with BATCH=true: Metaflow registers a job definition and
+    submits the job to moto, which cannot run it (no container engine), so the run then fails."""
+    env = {
+        **aws["env"],
+        "AWS_ENDPOINT_URL_BATCH": aws["batch_url"],
+        "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": JOB_ROLE,
+        "BATCH": "true",
+        "BATCH_IMAGE": IMAGE,
+        "BATCH_QUEUE": QUEUE,
+        "BATCH_CPU": "2",
+        "BATCH_MEMORY": "3000",
+        "BATCH_GPU": "1",
+        "COMET_API_KEY": UNFORWARDED,
+    }
+    aws["calls"].clear()
+    resumed = _python(
+        [str(FLOW), "--no-pylint", "resume", "train", "--origin-run-id", s3_run["id"]],
+        aws["work"],
+        env,
+        600,
+    )
+    assert resumed.returncode != 0  # moto accepted the job but cannot run it
+    definitions = [body for path, body in aws["calls"] if path.endswith("registerjobdefinition")]
+    jobs = [body for path, body in aws["calls"] if path.endswith("submitjob")]
+    assert jobs, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    job = jobs[0]
+    assert "-train-" in job["jobName"] and job["jobQueue"] == QUEUE
+    resources = {r["type"]: r["value"] for r in job["containerOverrides"]["resourceRequirements"]}
+    assert resources == {"VCPU": "2", "MEMORY": "3000", "GPU": "1"}
+    container = definitions[0]["containerProperties"]
+    assert container["image"] == IMAGE and container["jobRoleArn"] == JOB_ROLE
+    variables = {e["name"]: e["value"] for e in job["containerOverrides"]["environment"]}
+    assert variables["METAFLOW_DEFAULT_DATASTORE"] == "s3"
+    assert variables["EVAL_MAX_EXAMPLES"] == "300" and variables["TRACKING"] == "none"
+    assert UNFORWARDED not in json.dumps(aws["calls"])
+    assert "DATA_DIR" not in variables  # a path of this machine
+
+
+def _state_names(states: dict) -> set[str]:
+    names = set(states)
+    for state in states.values():
+        for nested in (state.get("Iterator") or state.get("ItemProcessor") or {},):
+            names |= _state_names(nested.get("States", {}))
+    return names
+
+
+@pytest.mark.cloud
+@pytest.mark.skipif(not (shutil.which("make") and shutil.which("uv")), reason="needs make and uv")
+def test_make_deploy_schedule_writes_the_state_machine(aws, tmp_path: Path) -> None:
+    """`make deploy-schedule` with the settings in a .env (inline comments included)."""
+    (tmp_path / ".env").write_text(
+        f"METAFLOW_SFN_IAM_ROLE=arn:aws:iam::123456789012:role/recs-sfn  # the role\n"
+        f"METAFLOW_SFN_DYNAMO_DB_TABLE=recs-foreach    # foreach bookkeeping\n"
+        f"METAFLOW_BATCH_JOB_QUEUE={QUEUE}\n"
+        f"METAFLOW_ECS_S3_ACCESS_IAM_ROLE={JOB_ROLE}\n"
+    )
+    out = tmp_path / "schedule" / "recs.json"
+    env = {**aws["env"], "VIRTUAL_ENV": sys.prefix, "AWS_ENDPOINT_URL_BATCH": aws["batch_url"]}
+    made = subprocess.run(
+        ["make", "-f", str(PROJECT / "Makefile"), "-o", ".venv/.synced", "deploy-schedule"]
+        + [f"FLOW={FLOW}", f"SFN_JSON={out}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-3000:]
+    machine = json.loads(out.read_text())
+    expected = {"start", "ingest", "transform", "quality", "dataset", "tune", "choose", "train"}
+    assert expected | {"evaluate", "gate", "deploy", "end"} <= _state_names(machine["States"])
+    text = out.read_text()
+    assert "recs-foreach" in text and "recs-foreach    #" not in text
+    assert f'"JobQueue": "{QUEUE}"' in text
+
+
+@pytest.mark.cloud
+def test_missing_bucket_stops_the_flow_in_seconds(aws) -> None:
+    """Metaflow itself would retry for many minutes; preflight names the setting at once."""
+    env = {**aws["env"], "METAFLOW_DATASTORE_SYSROOT_S3": "s3://no-such-bucket/metaflow"}
+    start = time.monotonic()
+    ran = _python([str(FLOW), "--no-pylint", "run"], aws["work"], env, 300)
+    assert ran.returncode != 0
+    assert "METAFLOW_DATASTORE_SYSROOT_S3" in ran.stderr and "no-such-bucket" in ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert time.monotonic() - start < 120

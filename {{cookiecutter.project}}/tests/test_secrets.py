@@ -1,0 +1,209 @@
+"""Secrets stay out of the repository, the run's records, the logs and the error messages.
+
+The scan runs the pre-commit hook's own command (detect-secrets-hook against .secrets.baseline)
+over every file git would commit. The leak checks put one sentinel value in every secret setting
+(each SecretStr field of Settings) and look for it where a run writes things down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from test_serving import build_tiny_model, free_port
+
+from {{ cookiecutter.project }} import cards, deploy
+from {{ cookiecutter.project }}.settings import Settings, get_settings
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SENTINEL = "sentinel-7f3a9c-never-print-me"
+SECRET_FIELDS = sorted(
+    name for name, field in Settings.model_fields.items() if "Secret" in str(field.annotation)
+)
+
+
+@pytest.fixture(scope="module")
+def git_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty git repository beside the project: git's view of it (what .gitignore keeps out)
+    without touching the project, which may not be a git checkout (a fresh bake is not)."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    git_dir = tmp_path_factory.mktemp("git") / ".git"
+    subprocess.run(["git", "--git-dir", str(git_dir), "init", "-q"], check=True)
+    return git_dir
+
+
+def git(git_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    command = ["git", "--git-dir", str(git_dir), "--work-tree", str(PROJECT), *args]
+    return subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
+
+
+def committable_files(git_dir: Path) -> list[str]:
+    listed = git(git_dir, "ls-files", "--cached", "--others", "--exclude-standard").stdout
+    return [name for name in listed.splitlines() if name != ".secrets.baseline"]
+
+
+# --- the repository --------------------------------------------------------------------------
+
+
+def test_the_project_has_no_secret_findings(git_dir: Path, tmp_path: Path) -> None:
+    files = committable_files(git_dir)
+    assert "src/{{ cookiecutter.project }}/settings.py" in files and not any(
+        name.startswith((".venv/", "data/")) for name in files
+    )
+    baseline = json.loads((PROJECT / ".secrets.baseline").read_text())
+    assert baseline["results"] == {}, "the baseline must list no finding: fix them instead"
+    hook = next(h for h in pre_commit_hooks() if h["id"] == "detect-secrets")
+    scratch = tmp_path / ".secrets.baseline"  # the hook may rewrite its baseline: use a copy
+    shutil.copy(PROJECT / ".secrets.baseline", scratch)
+    command = [str(scratch) if arg == scratch.name else arg for arg in hook_command(hook["entry"])]
+    command += files
+    done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True)
+    advice = (
+        "values in tests that look like credentials must say they are fake (fake-..., dummy-..., "
+        "not-a-real-..., testing) or end their line with `# pragma: allowlist secret`"
+    )
+    assert done.returncode == 0, f"{done.stdout}{done.stderr}\n{advice}"
+
+
+def test_the_scan_can_find_a_secret(git_dir: Path, tmp_path: Path) -> None:
+    leaky = tmp_path / "leaky.py"
+    password = "".join(["Zq8#r2", "Lk!wP0vX7m"])  # in one piece, this file would be a finding
+    leaky.write_text(f'snowflake_password = "{password}"\n')
+    command = [str(BIN / "detect-secrets-hook"), "--baseline", str(PROJECT / ".secrets.baseline")]
+    done = subprocess.run([*command, str(leaky)], capture_output=True, text=True)
+    assert done.returncode == 1 and "Secret Keyword" in done.stdout
+
+
+def pre_commit_hooks() -> list[dict]:
+    config = yaml.safe_load((PROJECT / ".pre-commit-config.yaml").read_text())
+    return [hook for repo in config["repos"] for hook in repo["hooks"]]
+
+
+def hook_command(entry: str) -> list[str]:
+    """The hook's command with this environment's tools (pre-commit runs it with `uv run`)."""
+    prefix = "uv run --frozen "
+    assert entry.startswith(prefix), entry
+    tool, *args = entry.removeprefix(prefix).split()
+    assert (BIN / tool).is_file(), f"{tool} is not installed: add it to the dev dependencies"
+    return [str(BIN / tool), *args]
+
+
+def test_pre_commit_runs_ruff_and_detect_secrets() -> None:
+    hooks = {hook["id"]: hook for hook in pre_commit_hooks()}
+    assert {"ruff-check", "ruff-format", "detect-secrets"} <= set(hooks)
+    for hook in hooks.values():
+        hook_command(hook["entry"])  # each tool is a pinned dev dependency
+
+
+def test_dotenv_is_ignored_and_its_example_is_not(git_dir: Path) -> None:
+    assert git(git_dir, "check-ignore", "-q", ".env").returncode == 0
+    assert git(git_dir, "check-ignore", "-q", ".env.example").returncode == 1
+
+
+# --- settings, records, logs, error messages ---------------------------------------------------
+
+
+@pytest.fixture
+def secrets_set(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Every secret setting holds the sentinel (environment, as in CI and on Batch)."""
+    assert {"comet_api_key", "snowflake_password", "dbt_cloud_api_token"} <= set(SECRET_FIELDS)
+    for name in SECRET_FIELDS:
+        monkeypatch.setenv(name.upper(), SENTINEL)
+    get_settings.cache_clear()
+    settings = get_settings()
+    assert all(getattr(settings, name).get_secret_value() == SENTINEL for name in SECRET_FIELDS)
+    yield settings
+    get_settings.cache_clear()
+
+
+def test_the_recorded_settings_and_their_card_hold_no_secret(secrets_set: Settings) -> None:
+    recorded = cards.public_settings(secrets_set)
+    assert not set(SECRET_FIELDS) & set(recorded)
+    assert recorded["n_sessions"] == secrets_set.n_sessions  # the rest is all there
+    current = SimpleNamespace(flow_name="RecsFlow", run_id="1")
+    rendered = [component.render() for component in cards.config_card(recorded, current)]
+    for text in (json.dumps(recorded), json.dumps(rendered), repr(secrets_set), str(secrets_set)):
+        assert SENTINEL not in text
+
+
+def test_the_flow_records_only_the_public_settings() -> None:
+    source = (PROJECT / "flows" / "recs_flow.py").read_text()
+    assignments = re.findall(r"self\.settings = (.+)", source)
+    assert assignments and all(a.startswith("cards.public_settings(") for a in assignments)
+
+
+def run_cli(args: list[str], cwd: Path, **env: str) -> str:
+    """The CLI as a user runs it, in an empty folder (no .env); its whole output."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}
+    command = [sys.executable, "-m", "{{ cookiecutter.project }}.cli", *args]
+    done = subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True)
+    assert done.returncode != 0  # each case here is an error
+    return done.stdout + done.stderr
+
+
+def test_cli_errors_never_print_a_secret(secrets_set: Settings, tmp_path: Path) -> None:
+    closed = str(free_port())  # nothing listens there: the connection fails at once
+    outputs = {
+        "bad setting": run_cli(["data"], tmp_path, SNOWFLAKE_PORT="not-a-port"),
+        "snowflake down": run_cli(
+            ["data", "--sessions", "100"],
+            tmp_path,
+            WAREHOUSE="snowflake",
+            SNOWFLAKE_ACCOUNT="fakesnow",
+            SNOWFLAKE_USER="user",
+            SNOWFLAKE_HOST="127.0.0.1",
+            SNOWFLAKE_PORT=closed,
+            SNOWFLAKE_PROTOCOL="http",
+            SNOWFLAKE_TIMEOUT_S="3",
+            SNOWFLAKE_ROLE="role",
+            SNOWFLAKE_WAREHOUSE="wh",
+            SNOWFLAKE_DATABASE="db",
+            SNOWFLAKE_SCHEMA="raw",
+        ),
+        "dbt Cloud down": run_cli(
+            ["dbt"],
+            tmp_path,
+            DBT_RUNNER="cloud",
+            DBT_CLOUD_URL=f"http://127.0.0.1:{closed}",
+            DBT_CLOUD_ACCOUNT_ID="1",
+            DBT_CLOUD_JOB_ID="2",
+        ),
+        "no run": run_cli(["gate"], tmp_path),
+    }
+    assert "Cannot log in to Snowflake" in outputs["snowflake down"]
+    assert "cannot reach dbt Cloud" in outputs["dbt Cloud down"]
+    assert "SNOWFLAKE_PORT" in outputs["bad setting"]
+    for case, output in outputs.items():
+        assert "error" in output.lower(), (case, output[-2000:])
+        assert SENTINEL not in output, case
+
+
+def test_serving_and_deploy_logs_never_print_a_secret(
+    secrets_set: Settings,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model_tar = build_tiny_model(tmp_path_factory)[1]
+    deploy_dir = tmp_path / "deploy"
+    try:
+        deployment = deploy.deploy_local(model_tar, deploy_dir, "127.0.0.1", free_port())
+        deploy.smoke_request(deployment.url, [["sku-1"]], k=3)
+    finally:
+        deploy.stop_local(deploy_dir)
+    server_log = deployment.log_path.read_text()
+    assert "model loaded" in server_log  # the server did log, with the secrets in its environment
+    assert SENTINEL not in server_log
+    assert SENTINEL not in caplog.text
+    assert SENTINEL not in repr(deployment)
