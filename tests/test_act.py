@@ -2,9 +2,9 @@
 
 act runs each job on the host (`-P ubuntu-latest=-self-hosted`) in a copy of the bake's git tree.
 Every action the workflows use is replaced by a composite double from tests/act_doubles/ (see its
-README), given to act with `--local-repository owner/repo@<sha>=<folder>`; `gh` and the Makefile's
-`uv` are doubles on PATH. AWS is a moto server started here; the jobs run with BATCH=false (no
-containers on this host: the repository variable that real CI leaves at its default, true).
+README), given to act with `--local-repository owner/repo@<sha>=<folder>`; `gh` (on PATH) and the
+Makefile's `UV` are doubles too. AWS is a moto server started here; the jobs run with BATCH=false
+(no containers on this host: a repository variable that real CI leaves unset, so it gets true).
 
 The jobs reuse a prepared Python environment instead of `make setup`: TEMPLATE_TEST_VENV names one
 that holds the project's dependencies (its tests import the bake's own src/ through PYTHONPATH);
@@ -208,7 +208,11 @@ def moto(project_venv: Path, tmp_path: Path) -> Iterator[str]:
     url, server = start_moto(project_venv / "bin" / "moto_server", tmp_path / "moto.log")
     yield url
     server.terminate()
-    server.wait(timeout=30)
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def aws_variables(moto: str) -> dict[str, str]:

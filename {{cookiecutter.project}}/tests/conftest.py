@@ -98,13 +98,23 @@ def aws_env(moto_server: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
     return moto_server
 
 
+# A developer's own cloud settings, which no test may inherit.
+_CLOUD_PREFIXES = (
+    "SNOWFLAKE_",
+    "METAFLOW_DEFAULT_",
+    "METAFLOW_DATASTORE",
+    "METAFLOW_S3",
+    "METAFLOW_BATCH",
+    "COMET_API",
+    "DBT_CLOUD_",
+)
+
+
 @pytest.fixture(autouse=True)
 def _local_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests start from the local defaults: a developer's own cloud settings never leak in, and dbt
     runs here even in a project baked for dbt Cloud (its runner has its own tests)."""
     for name in list(os.environ):
-        if name.startswith(
-            ("SNOWFLAKE_", "METAFLOW_DATASTORE", "METAFLOW_BATCH", "COMET_API", "DBT_CLOUD_")
-        ):
+        if name.startswith(_CLOUD_PREFIXES):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DBT_RUNNER", "core")
