@@ -161,7 +161,7 @@ def test_pr_workflow_runs_the_checks_and_comments_once() -> None:
     data = load(workflow)
     assert set(data["on"]) == {"pull_request"}
     assert make_targets(workflow) == {
-        "lint", "test-quick", "data", "dbt", "quality", "run", "cards", "summary",
+        "lint", "secrets", "test-quick", "data", "dbt", "quality", "run", "cards", "summary",
     }  # fmt: skip
     smoke = " ".join(step.get("run", "") for _, step in steps(workflow))
     assert "--deploy_enabled False" in smoke
