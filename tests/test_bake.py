@@ -149,6 +149,7 @@ def test_workflows_pass_the_static_checks(baked: Result, tmp_path: Path) -> None
         assert not WORKFLOW_CHECKS.schema_problems(workflow), workflow.name
         assert not WORKFLOW_CHECKS.audit_problems(workflow), workflow.name
         assert not WORKFLOW_CHECKS.shell_problems(workflow, tmp_path), workflow.name
+        assert not WORKFLOW_CHECKS.lint_problems(workflow), workflow.name
         assert not WORKFLOW_CHECKS.unpinned_actions(workflow), workflow.name
 
 

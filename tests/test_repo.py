@@ -33,6 +33,7 @@ def test_workflow_is_valid_and_secure(workflow: Path, tmp_path: Path) -> None:
     assert not CHECKS.schema_problems(workflow)
     assert not CHECKS.audit_problems(workflow)
     assert not CHECKS.shell_problems(workflow, tmp_path)
+    assert not CHECKS.lint_problems(workflow)
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)

@@ -22,6 +22,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 FLOW = PROJECT / "flows" / "recs_flow.py"
 
 pytestmark = pytest.mark.e2e
+PARAMS = ["--n_sessions", "3000", "--n_products", "300", "--days", "14", "--epochs", "1"]
 
 
 def _free_port() -> int:
@@ -52,9 +53,8 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory):
         "TRACKING": "none",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    params = ["--n_sessions", "3000", "--n_products", "300", "--days", "14", "--epochs", "1"]
     failed = _run(
-        [str(FLOW), "--no-pylint", "run", *params],
+        [str(FLOW), "--no-pylint", "run", *PARAMS],
         work,
         {**env, "QUALITY_MIN_ROWS": "1000000000"},
     )
@@ -91,6 +91,47 @@ def test_endpoint_answers_over_http(finished_run) -> None:
     with urllib.request.urlopen(request, timeout=10) as answer:
         body = json.load(answer)
     assert len(body["recommendations"][0]) == 5
+
+
+# Prints, for the latest run in the working directory, what each step left behind.
+_DESCRIBE_RUN = """
+import hashlib, json
+from metaflow import Flow
+run = Flow("RecsFlow").latest_run
+split = run["dataset"].task.data.split
+print(json.dumps({
+    "artifacts": {s.id: sorted(a.id for a in s.task.artifacts) for s in run},
+    "split": {
+        name: hashlib.sha256("\\n".join(frame["session_id"]).encode()).hexdigest()
+        for name, frame in (("train", split.train), ("test", split.test))
+    },
+    "models": {m: r.metrics for m, r in run["evaluate"].task.data.evaluation.models.items()},
+}, default=str))
+"""
+
+
+def _describe(work: Path, env: dict[str, str]) -> dict:
+    described = _run(["-c", _DESCRIBE_RUN], work, env)
+    assert described.returncode == 0, described.stderr[-3000:]
+    return json.loads(described.stdout.strip().splitlines()[-1])
+
+
+def test_a_resumed_run_ends_with_the_artifacts_of_a_clean_run(finished_run, tmp_path: Path) -> None:
+    work, env, _, resumed = finished_run
+    assert resumed.returncode == 0
+    clean_env = {**env, "DATA_DIR": str(tmp_path / "data"), "DUCKDB_PATH": str(tmp_path / "w.db")}
+    clean = _run(
+        [str(FLOW), "--no-pylint", "run", *PARAMS, "--deploy_enabled", "False"], tmp_path, clean_env
+    )
+    assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr[-3000:]
+    after_resume, after_clean = _describe(work, env), _describe(tmp_path, clean_env)
+    assert after_resume["artifacts"] == after_clean["artifacts"]
+    assert after_resume["split"] == after_clean["split"]  # the same sessions, in the same order
+    for baseline in ("most_popular", "markov"):  # deterministic: equal to the last digit
+        assert after_resume["models"][baseline] == after_clean["models"][baseline]
+    # The LSTM trains with multi-threaded float sums: equal up to that noise.
+    resumed_mrr = after_resume["models"]["lstm"]["mrr@20"]
+    assert resumed_mrr == pytest.approx(after_clean["models"]["lstm"]["mrr@20"], abs=0.02)
 
 
 def test_every_step_has_a_card(finished_run) -> None:

@@ -80,6 +80,15 @@ def shell_problems(workflow: Path, scratch: Path) -> str:
     return "\n".join(found)
 
 
+def lint_problems(workflow: Path) -> str:
+    """actionlint's findings: expressions, job graph, runner labels ('' when none).
+
+    Its own shellcheck pass is off: `shell_problems` checks the scripts with expressions replaced.
+    """
+    proc = run_tool("actionlint", "-shellcheck=", "-no-color", workflow)
+    return "" if proc.returncode == 0 else proc.stdout + proc.stderr
+
+
 def unpinned_actions(workflow: Path) -> list[str]:
     """`uses:` lines not pinned as owner/repo@<40-hex commit> # vX.Y.Z."""
     uses = [
@@ -106,6 +115,11 @@ def test_run_scripts_pass_shellcheck(workflow: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)
+def test_actionlint_finds_nothing(workflow: Path) -> None:
+    assert not lint_problems(workflow)
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)
 def test_actions_are_pinned_by_commit(workflow: Path) -> None:
     assert not unpinned_actions(workflow), "pin actions as owner/repo@<sha> # vX.Y.Z"
 
@@ -125,6 +139,11 @@ def test_checks_catch_bad_workflows(tmp_path: Path) -> None:
     assert unpinned_actions(bad) == ["actions/checkout@v7"]
     assert "template-injection" in audit_problems(bad)
     assert "SC2086" in shell_problems(bad, tmp_path)
+    bad.write_text(
+        "on: pull_request\njobs:\n  x:\n    runs-on: ubuntu-latest\n    needs: missing\n"
+        "    steps:\n      - run: echo hi\n"
+    )
+    assert "missing" in lint_problems(bad)
     bad.write_text("on: pull_request\njobs:\n  x:\n    steps: []\n")
     assert schema_problems(bad)
 
