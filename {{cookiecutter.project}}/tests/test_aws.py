@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -385,7 +384,6 @@ def _state_names(states: dict) -> set[str]:
 
 
 @pytest.mark.cloud
-@pytest.mark.skipif(not (shutil.which("make") and shutil.which("uv")), reason="needs make and uv")
 def test_make_deploy_schedule_writes_the_state_machine(aws, tmp_path: Path) -> None:
     """`make deploy-schedule` with the settings in a .env (inline comments included)."""
     (tmp_path / ".env").write_text(
