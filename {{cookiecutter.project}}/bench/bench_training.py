@@ -5,16 +5,23 @@
 Sessions come straight from the synthetic generator's latent chains (what dbt's
 `training_sessions` holds after collapsing repeats), so no warehouse is needed. Samples/s
 leaves out the first epoch (graph tracing). Default model parameters unless flags say otherwise.
+
+The model is plain Keras 3, so the training part runs on any backend, e.g. on a GPU machine
+without TensorFlow: `KERAS_BACKEND=jax python bench/bench_training.py --products 57483`. The
+serving export is a TensorFlow SavedModel, so its timings need the TensorFlow backend.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import keras
 
 from {{ cookiecutter.project }} import data
 from {{ cookiecutter.project }}.model import (
@@ -27,6 +34,23 @@ from {{ cookiecutter.project }}.model import (
     prefix_arrays,
     train,
 )
+
+
+def _device() -> str:
+    """What the backend trains on, e.g. `gpu (NVIDIA H100 80GB HBM3)` or `cpu (2 cores)`."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform != "cpu":
+            return f"{device.platform} ({device.device_kind})"
+    elif keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return f"gpu ({len(gpus)} device(s))"
+    return f"cpu ({os.cpu_count()} cores)"
 
 
 def main() -> None:
@@ -50,11 +74,15 @@ def main() -> None:
     )
     trained = train(sessions, params, progress=lambda epoch, logs: None)
     print(f"sessions {len(sessions):,}  vocabulary {len(trained.vocabulary):,}  {params}")
+    print(f"backend {keras.backend.backend()} on {_device()}")
     print(
         f"training: {trained.n_train_samples:,} samples/epoch, "
         f"{trained.samples_per_second:,.0f} samples/s after warm-up, "
         f"{trained.train_seconds:.1f} s for {len(trained.history['loss'])} epochs"
     )
+    if keras.backend.backend() != "tensorflow":
+        print("export and latency: skipped (the serving export needs the TensorFlow backend)")
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()

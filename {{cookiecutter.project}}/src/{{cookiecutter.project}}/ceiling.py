@@ -21,6 +21,7 @@ from .data import GeneratorError, GeneratorModel
 from .evaluation import EvaluationError, EvaluationReport, check_k
 
 CEILING_NAME = "ceiling"
+LAST_ITEM_NAME = "ceiling_last_item"
 
 
 class CeilingError(EvaluationError):
@@ -75,6 +76,19 @@ class BayesOptimal:
                 for row_skus, row_scores in zip(skus[ids].tolist(), scores.tolist(), strict=True)
             )
         return out
+
+
+class LastItemPosterior(BayesOptimal):
+    """The generator's exact ranking given only each session's last item (read as a first item).
+
+    About the best a first-order model such as the Markov baseline can reach: the ceiling's lead
+    over it is what reading the whole session can add, so it bounds a session model's lift.
+    """
+
+    name = LAST_ITEM_NAME
+
+    def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        return super().recommend([list(session[-1:]) for session in sessions], k)
 
 
 def ceiling_recommender(model: GeneratorModel) -> BayesOptimal:
