@@ -65,11 +65,12 @@ def measure(n_sessions: int, params: model.TrainParams | None = None) -> Quality
     started = time.perf_counter()
     trained = model.train(split.train, params or model.TrainParams(), progress=lambda e, logs: None)
     train_seconds = time.perf_counter() - started
+    generator = data.build_model(config)
     models = [
         model.LstmRecommender(trained),
         *baselines.fit_baselines(split.train),
-        ceiling.ceiling_recommender(data.build_model(config)),
-        ceiling.LastItemPosterior(data.build_model(config)),
+        ceiling.ceiling_recommender(generator),
+        ceiling.LastItemPosterior(generator),
     ]
     with tempfile.TemporaryDirectory() as tmp:
         report = evaluation.evaluate_split(models, split, MAX_EXAMPLES, seed=0, out_dir=Path(tmp))
