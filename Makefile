@@ -71,6 +71,34 @@ clean: stop-demo ## Stop the demo's endpoint and delete the demo and test caches
 	rm -rf $(DEMO_DIR) build .pytest_cache .ruff_cache
 
 #################################################################################
+# Development of the template                                                   #
+#################################################################################
+
+DEV_DIR ?= build/dev
+DEV_ANSWERS ?=
+# What a re-render keeps in DEV_DIR: the installed environment and what runs left behind.
+DEV_KEEP := .venv .git data .metaflow .pytest_cache .ruff_cache
+
+.PHONY: dev-bake
+dev-bake: setup ## Render the template into DEV_DIR/<project> (DEV_ANSWERS="tracking=none ..."), keeping its .venv
+	rm -rf $(DEV_DIR).render
+	$(RUN) cookiecutter --no-input --output-dir $(DEV_DIR).render . $(DEV_ANSWERS) >/dev/null
+	@set -e; src="$$(ls -d $(DEV_DIR).render/*/)"; dst="$(DEV_DIR)/$$(basename "$$src")"; \
+		mkdir -p "$$dst"; \
+		find "$$dst" -mindepth 1 -maxdepth 1 $(foreach k,$(DEV_KEEP),! -name $(k)) \
+			-exec rm -rf {} +; \
+		cp -a "$$src". "$$dst"/; rm -rf $(DEV_DIR).render; \
+		$(MAKE) -s -C "$$dst" setup; echo "baked into $$dst"
+
+.PHONY: dev-sync
+dev-sync: setup ## Copy edits made in DEV_DIR's bake back into the template (lists what needs a hand)
+	@cd tests && $(RUN) python dev_sync.py "$$(ls -d ../$(DEV_DIR)/*/ | head -1)"
+
+.PHONY: dev-test
+dev-test: dev-bake ## Re-render DEV_DIR and run its tests there (PYTEST_ARGS="tests/test_x.py -x")
+	@cd "$$(ls -d $(DEV_DIR)/*/ | head -1)" && $(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
+
+#################################################################################
 # Help                                                                          #
 #################################################################################
 

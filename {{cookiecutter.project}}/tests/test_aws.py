@@ -23,6 +23,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from helpers import free_port
 from metaflow import FlowSpec, step
 
 from {{ cookiecutter.project }} import compute
@@ -129,12 +130,6 @@ def test_s3_datastore_needs_a_bucket_url() -> None:
 # --- moto: datastore checks -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.cloud
 def test_datastore_check_passes_on_an_existing_bucket(aws_env) -> None:
     boto3.client("s3").create_bucket(Bucket="recs-check")
@@ -151,7 +146,7 @@ def test_missing_bucket_is_named(aws_env) -> None:
 def test_closed_endpoint_fails_fast_naming_the_setting(aws_env) -> None:
     start = time.monotonic()
     with pytest.raises(compute.ComputeError, match="METAFLOW_S3_ENDPOINT_URL"):
-        compute.check_datastore("s3", "s3://any/metaflow", f"http://127.0.0.1:{_free_port()}")
+        compute.check_datastore("s3", "s3://any/metaflow", f"http://127.0.0.1:{free_port()}")
     assert time.monotonic() - start < 10
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_serving import build_tiny_model, free_port
+from helpers import build_tiny_model, free_port
 
 from {{ cookiecutter.project }} import cli
 from {{ cookiecutter.project }}.deploy import (

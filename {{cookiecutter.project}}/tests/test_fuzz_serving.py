@@ -24,9 +24,9 @@ from typing import Any
 
 import jsonschema
 import pytest
+from helpers import build_tiny_model, free_port, wait_ping
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_serving import build_tiny_model, free_port, wait_ping
 
 from {{ cookiecutter.project }} import serving
 from {{ cookiecutter.project }}.serving import OPENAPI_LIMITS, Limits, openapi_document

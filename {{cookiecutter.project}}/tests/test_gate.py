@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from test_serving import build_tiny_model
+from helpers import build_tiny_model
 
 from {{ cookiecutter.project }}.baselines import MostPopular
 from {{ cookiecutter.project }}.evaluation import EvaluationReport, ModelResult, evaluate, next_item_examples

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from test_serving import build_tiny_model, free_port
+from helpers import build_tiny_model, free_port
 
 from {{ cookiecutter.project }} import cards, deploy
 from {{ cookiecutter.project }}.settings import Settings, get_settings

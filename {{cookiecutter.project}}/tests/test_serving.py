@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from http import HTTPStatus
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from helpers import build_tiny_model, free_port, request, wait_ping
 
 from {{ cookiecutter.project }} import serving
 from {{ cookiecutter.project }}.serving import (
@@ -38,48 +38,14 @@ from {{ cookiecutter.project }}.serving import (
 
 LIMITS = Limits(max_body_bytes=2_000, max_sessions=3, max_session_length=4, max_k=10, default_k=5)
 JSON = "application/json"
-N_SKUS = 30
 
 
 # --- helpers and fixtures --------------------------------------------------------------------
 
 
-def build_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Train, export and package a tiny real model once per test session: (export dir, tar)."""
-    from {{ cookiecutter.project }}.model import (
-        TrainParams,
-        export_model,
-        package_model,
-        train,
-    )
-
-    root = tmp_path_factory.getbasetemp() / "tiny_model"
-    export_dir, tar_path = root / "export", root / "model.tar.gz"
-    if not tar_path.is_file():
-        # SKU i is mostly followed by SKU i + 1: enough structure for one epoch to learn from.
-        sessions = [[f"sku-{(s + j) % N_SKUS}" for j in range(2 + s % 4)] for s in range(300)]
-        train_df = pd.DataFrame(
-            {
-                "skus": sessions,
-                "first_event_at": pd.date_range("2026-01-01", periods=300, freq="min"),
-            }
-        )
-        params = TrainParams(embedding_dim=8, lstm_units=8, epochs=1, batch_size=64)
-        trained = train(train_df, params, progress=lambda epoch, logs: None)
-        export_model(trained, export_dir)
-        package_model(export_dir, tar_path)
-    return export_dir, tar_path
-
-
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory)[0]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class EchoRecommender:
@@ -98,37 +64,6 @@ def running(server: InferenceServer) -> Iterator[InferenceServer]:
     finally:
         server.stop(grace_s=5)
         thread.join(5)
-
-
-def wait_ping(host: str, port: int, timeout_s: float = 120) -> tuple[int, dict]:
-    """Poll /ping until it is 200 or reports a failure; return its status and JSON body."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            status, body = request(host, port, "GET", "/ping")
-            if status == 200 or json.loads(body).get("state") == "failed":
-                return status, json.loads(body or b"{}")
-        except ConnectionError:
-            pass
-        assert time.monotonic() < deadline, "the server did not become ready"
-        time.sleep(0.1)
-
-
-def request(
-    host: str,
-    port: int,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict | None = None,
-) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(host, port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def post(server: InferenceServer, payload: object, headers: dict | None = None) -> tuple[int, dict]:

@@ -12,10 +12,11 @@ from itertools import chain
 import numpy as np
 import pandas as pd
 
+from .errors import ProjectError
 from .evaluation import EvaluationError, Sessions, as_session_lists, check_k, item_popularity
 
 
-class NotFittedError(RuntimeError):
+class NotFittedError(ProjectError, RuntimeError):
     """`recommend` was called before `fit`."""
 
 

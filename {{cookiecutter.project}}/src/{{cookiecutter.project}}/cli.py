@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import ProjectError
 from .settings import get_settings
 
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ def _smoke(args: argparse.Namespace) -> int:
     return 0
 
 
-class CliError(RuntimeError):
+class CliError(ProjectError, RuntimeError):
     """A command that cannot run; the message says why."""
 
 
@@ -300,9 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except Exception as e:  # our own errors carry a message meant for the user
-        if not type(e).__module__.startswith(__package__):
-            raise
+    except ProjectError as e:  # a message meant for the user: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
 

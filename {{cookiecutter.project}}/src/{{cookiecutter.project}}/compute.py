@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from metaflow import batch, environment, metaflow_config
 from pydantic import SecretStr
 
+from .errors import ProjectError
 from .settings import Settings, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,7 +37,7 @@ _NOT_FORWARDED = frozenset(
 )
 
 
-class ComputeError(RuntimeError):
+class ComputeError(ProjectError, RuntimeError):
     """The compute or datastore configuration cannot run the flow; the message says what to set."""
 
 

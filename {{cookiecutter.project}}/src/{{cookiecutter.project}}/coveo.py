@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .data import EVENT_COLUMNS, EVENTS_GLOB
+from .errors import ProjectError
 from .validation import (
     NOT_UTF8,
     REJECTS_GLOB,
@@ -40,7 +41,7 @@ _BLOCK_BYTES = 8 << 20  # CSV bytes split at a time; bigger blocks go faster, up
 _HEADER_BYTES = 64 << 10  # a first line longer than this is no browsing_train.csv header
 
 
-class CoveoError(ValueError):
+class CoveoError(ProjectError, ValueError):
     """The Coveo data cannot be used; the message says why and what to do."""
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import ProjectError
 from .settings import Settings
 
 EVENT_COLUMNS = (
@@ -58,7 +59,7 @@ _ACTION_OF_KIND = np.array([0, 0, 1, 2, 3, 0], dtype=np.int32)  # index into _AC
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
-class GeneratorError(ValueError):
+class GeneratorError(ProjectError, ValueError):
     """A generator configuration or model file that cannot be used."""
 
 

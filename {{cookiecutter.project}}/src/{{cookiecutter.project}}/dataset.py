@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .errors import ProjectError
 from .settings import Settings
 from .warehouse import read_warehouse_sessions
 
 
-class DatasetError(ValueError):
+class DatasetError(ProjectError, ValueError):
     """The sessions cannot be split as asked; the message says what to change."""
 
 

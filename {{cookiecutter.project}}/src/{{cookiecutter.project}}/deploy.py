@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import serving
+from .errors import ProjectError
 from .settings import Settings, get_settings
 
 ENDPOINT_FILE = "endpoint.json"  # pid and url of the server we started
@@ -38,7 +39,7 @@ MODEL_SUBDIR = "model"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-class DeployError(Exception):
+class DeployError(ProjectError):
     """The local endpoint could not be deployed or reached; the message says what to do."""
 
 

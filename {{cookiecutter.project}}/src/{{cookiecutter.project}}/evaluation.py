@@ -29,6 +29,8 @@ from matplotlib.figure import Figure
 from reclist.logs import RecLogger
 from reclist.reclist import CHART_TYPE, RecList, rec_test
 
+from .errors import ProjectError
+
 PREFIX_BUCKETS = ("1", "2-3", "4-7", "8+")
 SCALAR_TESTS = (
     "hit_rate",
@@ -49,7 +51,7 @@ Sessions = pd.DataFrame | Sequence[Sequence[str]]
 """Sessions as a frame with a `skus` column (the time split) or as plain SKU sequences."""
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ProjectError, ValueError):
     """Input that cannot be evaluated; the message says what to change."""
 
 

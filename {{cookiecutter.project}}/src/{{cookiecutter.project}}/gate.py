@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from .baselines import MostPopular
 from .ceiling import CEILING_NAME
+from .errors import ProjectError
 from .evaluation import EvaluationReport, Recommender
 from .settings import Settings
 
@@ -42,7 +43,7 @@ COMPARED = (
 """Metrics shown side by side for challenger and champion."""
 
 
-class GateError(ValueError):
+class GateError(ProjectError, ValueError):
     """Gate configuration or a stored decision that cannot be used; the message says why."""
 
 

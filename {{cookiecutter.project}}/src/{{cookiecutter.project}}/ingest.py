@@ -14,12 +14,13 @@ from datetime import date
 from pathlib import Path
 
 from . import coveo, data, warehouse
+from .errors import ProjectError
 from .settings import Settings
 
 SOURCES = ("synthetic", "coveo", "warehouse")
 
 
-class IngestError(ValueError):
+class IngestError(ProjectError, ValueError):
     """An ingest request that cannot be carried out; the message says what to change."""
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .errors import ProjectError
 from .params import TrainParams
 from .tracking import NullTracker, Tracker, TrackerCallback
 
@@ -41,7 +42,7 @@ METADATA_FILE = "metadata.json"
 _WINDOW_CHUNK = 1 << 18  # rows per chunk when building windows: bounds temporary memory
 
 
-class ModelError(Exception):
+class ModelError(ProjectError):
     """A problem the user can fix (training data, model folder, arguments); says what to do."""
 
 

@@ -35,6 +35,7 @@ from great_expectations.data_context.types.base import (  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .errors import ProjectError
 from .warehouse import TRAINING_COLUMNS, read_warehouse_sessions  # noqa: E402
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ MAX_EXAMPLES = 3
 MAX_ERROR_CHARS = 120
 
 
-class QualityInputError(ValueError):
+class QualityInputError(ProjectError, ValueError):
     """The session table or the thresholds cannot be checked as given."""
 
 
@@ -147,7 +148,7 @@ class QualityReport:
         return tuple(result for result in self.results if not result.success)
 
 
-class QualityError(Exception):
+class QualityError(ProjectError):
     """The session table broke one or more expectations."""
 
     def __init__(self, report: QualityReport) -> None:

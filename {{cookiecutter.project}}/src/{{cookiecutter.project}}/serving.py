@@ -36,6 +36,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from .errors import ProjectError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path("/opt/ml/model")
@@ -100,11 +102,11 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
     return document
 
 
-class ServingError(Exception):
+class ServingError(ProjectError):
     """The server cannot start (e.g. the port is taken); the message says what to do."""
 
 
-class RequestError(Exception):
+class RequestError(ProjectError):
     """A bad request; `status` is the 4xx code and the message tells the client what to fix."""
 
     def __init__(self, status: HTTPStatus, message: str) -> None:

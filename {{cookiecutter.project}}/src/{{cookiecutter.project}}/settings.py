@@ -5,16 +5,29 @@ Every default makes the local run work with no cloud account; `.env.example` doc
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import date
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Projects baked without Comet have no tracking_comet module: their default is no tracking.
-_COMET_BAKED = (Path(__file__).parent / "tracking_comet.py").exists()
+from .errors import ProjectError
+from .schema import MAX_SESSION_LENGTH, MIN_SESSION_LENGTH
+
+# The answers the project was baked with (cookiecutter renders bake.json): the optional parts that
+# a bake left out are whole files the post-generation hook removed: settings may not ask for them.
+BAKE: dict[str, str] = json.loads(resources.files(__package__).joinpath("bake.json").read_text())
+# (setting, value that needs an optional part, the bake question, the answer that keeps the part)
+_NEEDS_PART = (
+    ("tracking", "comet", "tracking", "comet"),
+    ("dbt_runner", "cloud", "dbt_runner", "cloud"),
+    ("deploy_target", "sagemaker", "deployment", "sagemaker"),
+)
 
 
 class Settings(BaseSettings):
@@ -67,7 +80,9 @@ class Settings(BaseSettings):
 
     # --- dataset ----------------------------------------------------------------------------
     test_days: int = Field(7, ge=1, description="Newest days held out as the test split")
-    max_session_length: int = Field(50, ge=2, description="Longest session kept for training")
+    max_session_length: int = Field(
+        MAX_SESSION_LENGTH, ge=MIN_SESSION_LENGTH, description="Longest session kept for training"
+    )
 
     # --- data quality (great-expectations) ---------------------------------------------------
     quality_min_rows: int = Field(100, ge=1, description="Fewest training sessions accepted")
@@ -116,7 +131,7 @@ class Settings(BaseSettings):
 
     # --- tracking ---------------------------------------------------------------------------
     tracking: Literal["comet", "none"] = Field(
-        default_factory=lambda: "comet" if _COMET_BAKED else "none",
+        default_factory=lambda: BAKE["tracking"],
         description="Experiment tracking (comet when the project was baked with Comet)",
     )
     comet_api_key: SecretStr | None = Field(None, description="Comet key; offline archive if unset")
@@ -149,8 +164,20 @@ class Settings(BaseSettings):
         15.0, gt=0, description="Seconds between checks of the endpoint's status"
     )
 
+    @model_validator(mode="after")
+    def _parts_in_bake(self) -> Settings:
+        """A value that needs a part this project was baked without is refused, with the fix."""
+        for name, value, question, answer in _NEEDS_PART:
+            if getattr(self, name) == value and BAKE[question] != answer:
+                raise ValueError(
+                    f"{name.upper()}={value} needs a project baked with {question}={answer}, and "
+                    f"this one was baked with {question}={BAKE[question]}: change {name.upper()}, "
+                    "or bake the template again"
+                )
+        return self
 
-class SettingsError(ValueError):
+
+class SettingsError(ProjectError, ValueError):
     """A variable in the environment or `.env` has a value that cannot be used."""
 
 
@@ -160,11 +187,15 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
-            for e in error.errors()
-        )
+        problems = "; ".join(_problem(e) for e in error.errors())
         raise SettingsError(
             f"Invalid setting(s): {problems}. Fix them in .env or the environment "
             "(see .env.example)."
         ) from None
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One validation error as `NAME='value': why`; a check across settings shows no values."""
+    if not error["loc"]:
+        return str(error["msg"]).removeprefix("Value error, ")
+    return f"{'.'.join(map(str, error['loc'])).upper()}={error.get('input')!r}: {error['msg']}"

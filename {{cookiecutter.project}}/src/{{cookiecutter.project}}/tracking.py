@@ -16,10 +16,11 @@ from typing import Any, Protocol
 
 import keras
 
+from .errors import ProjectError
 from .settings import Settings
 
 
-class TrackingError(Exception):
+class TrackingError(ProjectError):
     """Tracking cannot start as configured; the message says what to change."""
 
 

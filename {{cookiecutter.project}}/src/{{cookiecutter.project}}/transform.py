@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Patch
 
+from .errors import ProjectError
 from .settings import Settings
 
 # Commands whose result is a list of node results (parse, debug, docs... return other things).
@@ -32,7 +33,7 @@ _DAG_TYPES = frozenset({"source", "seed", "model", "snapshot"}) | TEST_TYPES
 _LOCK_MARKER = "Could not set lock"
 
 
-class DbtError(RuntimeError):
+class DbtError(ProjectError, RuntimeError):
     """dbt could not run, or some of its models or tests failed.
 
     The message names what failed and what to do; `result` holds every node's result when dbt got

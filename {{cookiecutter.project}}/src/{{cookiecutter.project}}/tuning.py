@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .dataset import DatasetError, split_by_time
+from .errors import ProjectError
 from .params import TrainParams
 
 K = 20
@@ -34,7 +35,7 @@ _TUNABLE = {f.name: f.type for f in fields(TrainParams)}
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-class TuningError(ValueError):
+class TuningError(ProjectError, ValueError):
     """A grid or validation period that cannot be used; the message says what to change."""
 
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .data import EVENT_COLUMNS
+from .errors import ProjectError
 from .settings import Settings, get_settings
 from .validation import REJECTS_SCHEMA, rejects_path
 
@@ -89,7 +90,7 @@ from read_parquet($path)
 """
 
 
-class WarehouseError(RuntimeError):
+class WarehouseError(ProjectError, RuntimeError):
     """The warehouse cannot do what was asked; the message says why and what to do."""
 
 

@@ -1,0 +1,57 @@
+"""The data and evaluation contract, each value written once.
+
+The raw event columns follow the Coveo `browsing_train.csv` schema; the training columns are those
+of the dbt model `training_sessions`; K is the cutoff of every ranking metric (the challenge's
+MRR@20). dbt receives MAX_SESSION_LENGTH as a variable (see `transform`), so SQL and Python agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+EVENT_COLUMNS = (
+    "session_id_hash",
+    "event_type",
+    "product_action",
+    "product_sku_hash",
+    "server_timestamp_epoch_ms",
+    "hashed_url",
+)
+EVENTS_GLOB = "events-*.parquet"  # batches an ingest writes: events-00000.parquet, ...
+REJECTS_PREFIX = "rejects-"
+
+TRAINING_COLUMNS = (
+    "session_id",
+    "skus",
+    "actions",
+    "session_length",
+    "first_event_at",
+    "last_event_at",
+    "session_date",
+)
+LIST_COLUMNS = ("skus", "actions")
+
+# Rows quarantined by the row rules, in plain columns that DuckDB and Snowflake both load.
+REJECTS_SCHEMA = pa.schema(
+    [
+        ("source_file", pa.string()),  # the file the line came from (the CSV, not the batch)
+        ("line_number", pa.int64()),  # 1-based physical line; the header is line 1
+        ("reason", pa.string()),  # the first rule the row broke
+        ("raw_line", pa.string()),  # the line as read (bytes that are not UTF-8 escaped)
+    ]
+)
+
+MIN_SESSION_LENGTH = 2  # a session needs one step to predict from and one to predict
+MAX_SESSION_LENGTH = 50  # longest session kept for training (settings' default)
+
+K = 20  # cutoff of every ranking metric: MRR@K, HR@K, F1@K, coverage@K
+MRR = f"mrr@{K}"
+HIT_RATE = f"hit_rate@{K}"
+COVERAGE = f"coverage@{K}"
+
+
+def rejects_path(events_path: Path) -> Path:
+    """Where the rejects of an events batch live: `rejects-00000.parquet` for `events-00000...`."""
+    return events_path.with_name(REJECTS_PREFIX + events_path.name.removeprefix("events-"))

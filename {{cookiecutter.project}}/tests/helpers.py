@@ -1,0 +1,80 @@
+"""Helpers shared by the test modules (pytest puts their folder on sys.path)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+N_SKUS = 30  # catalogue of the tiny model: sku-0 ... sku-29
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def request(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict | None = None,
+) -> tuple[int, bytes]:
+    """One HTTP request on a fresh connection: (status, body)."""
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def wait_ping(host: str, port: int, timeout_s: float = 120) -> tuple[int, dict]:
+    """Poll /ping until it is 200 or reports a failure; return its status and JSON body."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            status, body = request(host, port, "GET", "/ping")
+            if status == 200 or json.loads(body or b"{}").get("state") == "failed":
+                return status, json.loads(body or b"{}")
+        except ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "the server did not become ready"
+        time.sleep(0.1)
+
+
+def build_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Train, export and package a tiny real model once per test session: (export dir, tar)."""
+    from {{ cookiecutter.project }}.model import (
+        TrainParams,
+        export_model,
+        package_model,
+        train,
+    )
+
+    root = tmp_path_factory.getbasetemp() / "tiny_model"
+    export_dir, tar_path = root / "export", root / "model.tar.gz"
+    if not tar_path.is_file():
+        # SKU i is mostly followed by SKU i + 1: enough structure for one epoch to learn from.
+        sessions = [[f"sku-{(s + j) % N_SKUS}" for j in range(2 + s % 4)] for s in range(300)]
+        train_df = pd.DataFrame(
+            {
+                "skus": sessions,
+                "first_event_at": pd.date_range("2026-01-01", periods=300, freq="min"),
+            }
+        )
+        params = TrainParams(embedding_dim=8, lstm_units=8, epochs=1, batch_size=64)
+        trained = train(train_df, params, progress=lambda epoch, logs: None)
+        export_model(trained, export_dir)
+        package_model(export_dir, tar_path)
+    return export_dir, tar_path
