@@ -17,13 +17,13 @@ Steps:
    12. end       summary
 
 Each step calls the module named after its part of the stack; the logic lives there.
-With BATCH=true the model steps (@compute.heavy) run on AWS Batch: see compute.py.
+With BATCH=true the model steps (@compute.heavy) run on AWS Batch: see pipeline/compute.py.
 """
 
 from metaflow import FlowSpec, Parameter, card, current, step
 
-from {{ cookiecutter.project }} import cards, compute
 from {{ cookiecutter.project }}.params import TrainParams
+from {{ cookiecutter.project }}.pipeline import cards, compute
 from {{ cookiecutter.project }}.settings import get_settings
 from {{ cookiecutter.project }}.tuning import DEFAULT_GRID_JSON, VALIDATION_DAYS
 

@@ -26,7 +26,7 @@ import pytest
 from helpers import free_port
 from metaflow import FlowSpec, step
 
-from {{ cookiecutter.project }} import compute
+from {{ cookiecutter.project }}.pipeline import compute
 from {{ cookiecutter.project }}.settings import Settings
 
 PROJECT = Path(__file__).resolve().parents[1]

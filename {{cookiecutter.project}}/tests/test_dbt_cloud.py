@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from {{ cookiecutter.project }} import cards, cli, transform
+from {{ cookiecutter.project }} import cli, transform
 from {{ cookiecutter.project }}.dbt_cloud import DbtCloudError
+from {{ cookiecutter.project }}.pipeline import cards
 from {{ cookiecutter.project }}.settings import Settings, get_settings
 
 ACCOUNT, JOB, RUN, TOKEN = 11, 22, 333, "service-token"

@@ -379,7 +379,7 @@ def test_plot_comparison_draws_metrics_and_slices(report: EvaluationReport, tmp_
 
 
 def test_the_evaluation_card_lists_every_metric_per_model(report: EvaluationReport) -> None:
-    from {{ cookiecutter.project }}.cards import evaluation_card
+    from {{ cookiecutter.project }}.pipeline.cards import evaluation_card
 
     table = evaluation_card(report)[1].render()
     assert table["columns"] == ["metric", "good", "poor", "fickle"]

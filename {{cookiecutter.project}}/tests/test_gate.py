@@ -262,7 +262,7 @@ def test_a_challenger_within_the_tolerance_of_the_champion_passes() -> None:
 
 
 def test_the_gate_card_shows_challenger_and_champion_side_by_side() -> None:
-    from {{ cookiecutter.project }}.cards import gate_card
+    from {{ cookiecutter.project }}.pipeline.cards import gate_card
 
     rendered = [part.render() for part in gate_card(decide(with_champion(0.27), champion=DEPLOYED))]
     assert "FAILED" in rendered[0]["source"]

@@ -21,7 +21,8 @@ import pytest
 import yaml
 from helpers import build_tiny_model, free_port
 
-from {{ cookiecutter.project }} import cards, deploy
+from {{ cookiecutter.project }} import deploy
+from {{ cookiecutter.project }}.pipeline import cards
 from {{ cookiecutter.project }}.settings import Settings, get_settings
 
 PROJECT = Path(__file__).resolve().parents[1]

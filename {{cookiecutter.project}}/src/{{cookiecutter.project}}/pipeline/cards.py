@@ -13,7 +13,7 @@ from typing import Any, get_args
 from metaflow.cards import Image, Markdown, Table
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-from .settings import get_settings
+from ..settings import get_settings
 
 Components = list[Any]
 
@@ -86,7 +86,7 @@ def ingest_card(result: Any) -> Components:
 
 
 def dbt_card(result: Any) -> Components:
-    from .transform import plot_dbt_dag
+    from ..transform import plot_dbt_dag
 
     verdict = "succeeded" if result.success else "FAILED"
     counts = ", ".join(f"{n} {status}" for status, n in sorted(result.status_counts().items()))
@@ -104,7 +104,7 @@ def dbt_card(result: Any) -> Components:
 
 
 def quality_card(report: Any, sessions: Any, thresholds: Any) -> Components:
-    from .quality import plot_session_lengths
+    from ..quality import plot_session_lengths
 
     verdict = "passed" if report.success else "FAILED"
     rows = [
@@ -137,7 +137,7 @@ def dataset_card(split: Any) -> Components:
 
 
 def tuning_card(trials: Sequence[Any], best: Any) -> Components:
-    from .tuning import K, plot_trials, trial_rows
+    from ..tuning import K, plot_trials, trial_rows
 
     first = trials[0]
     return [
@@ -156,7 +156,7 @@ def tuning_card(trials: Sequence[Any], best: Any) -> Components:
 
 
 def training_card(training: Any) -> Components:
-    from .model import plot_history
+    from ..model import plot_history
 
     rows = sorted(training.params.items())
     stats = [
@@ -177,8 +177,8 @@ def training_card(training: Any) -> Components:
 
 
 def evaluation_card(report: Any) -> Components:
-    from .ceiling import CEILING_NAME, ceiling_ratio
-    from .evaluation import plot_comparison
+    from ..ceiling import CEILING_NAME, ceiling_ratio
+    from ..evaluation import plot_comparison
 
     names = list(report.models)
     ratio = ceiling_ratio(report) if CEILING_NAME in report.models else {}
@@ -211,7 +211,7 @@ def evaluation_card(report: Any) -> Components:
 
 
 def gate_card(decision: Any) -> Components:
-    from .gate import ChampionStatus
+    from ..gate import ChampionStatus
 
     rows = [
         (c.name, c.value, c.threshold, "pass" if c.passed else "FAIL", c.reason)
@@ -262,7 +262,7 @@ def deploy_card(deployment: Mapping[str, Any]) -> Components:
 
 def run_summary(decision: Any, deployment: Mapping[str, Any], current: Any) -> str:
     """The last lines of a run: verdict, endpoint, where the cards are."""
-    from .gate import format_decision
+    from ..gate import format_decision
 
     return "\n".join(
         [

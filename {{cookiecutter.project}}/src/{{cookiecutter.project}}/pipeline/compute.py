@@ -22,8 +22,8 @@ from urllib.parse import urlparse
 from metaflow import batch, environment, metaflow_config
 from pydantic import SecretStr
 
-from .errors import ProjectError
-from .settings import Settings, get_settings
+from ..errors import ProjectError
+from ..settings import Settings, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

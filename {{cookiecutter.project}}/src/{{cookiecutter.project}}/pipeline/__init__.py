@@ -1,0 +1,1 @@
+"""What the flow needs beside the stack's parts: where steps run (compute), cards and plots."""
