@@ -287,11 +287,22 @@ def _python(args: list[str], cwd: Path, env: dict, timeout: float) -> subprocess
 
 _READ_BACK = """
 import json
+from pathlib import Path
 from metaflow import Flow, namespace
 from metaflow.cards import get_cards
+import {{ cookiecutter.project }} as package
 namespace(None)
 run = Flow("RecsFlow").latest_run
+root = Path(package.__file__).parent
+package_files = sorted(
+    p.relative_to(root.parent).as_posix()
+    for p in root.rglob("*")
+    if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts
+)
+shipped = run.code.tarball.getnames()
 print(json.dumps({
+    "package_files": package_files,
+    "not_shipped": [f for f in package_files if not any(n.endswith(f) for n in shipped)],
     "id": run.id,
     "successful": run.successful,
     "steps": sorted(s.id for s in run),
@@ -327,6 +338,16 @@ def test_run_keeps_artifacts_and_cards_in_the_bucket(aws, s3_run) -> None:
     assert any(key.startswith("metaflow/RecsFlow/data/") for key in keys)  # artifacts
     cards = [key for key in keys if key.startswith("metaflow/mf.cards/RecsFlow/")]
     assert any(f"/runs/{s3_run['id']}/" in key for key in cards), cards[:5]
+
+
+@pytest.mark.cloud
+@pytest.mark.e2e
+def test_code_package_ships_every_part_of_the_package(s3_run) -> None:
+    """Batch tasks run the run's own code (METAFLOW_PACKAGE_POLICY): every module of every
+    subpackage, and the bake's answers (bake.json), must be in the code package in S3."""
+    assert len(s3_run["package_files"]) > 20  # the subpackages were found at all
+    assert any(f.endswith("/bake.json") for f in s3_run["package_files"])
+    assert s3_run["not_shipped"] == []
 
 
 @pytest.mark.cloud
