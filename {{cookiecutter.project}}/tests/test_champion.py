@@ -59,7 +59,10 @@ def test_a_corrupt_champion_record_is_unavailable_not_absent(tmp_path: Path) -> 
 def test_load_champion_states(tmp_path: Path) -> None:
     settings = local_settings(tmp_path)
     work = tmp_path / "work"
-    assert load_champion(settings, work) == (ChampionStatus("none", "no champion deployed yet"), None)
+    assert load_champion(settings, work) == (
+        ChampionStatus("none", "no champion deployed yet"),
+        None,
+    )
 
     record = {"run_id": "7", "metrics": {"mrr@20": 0.3}, "deployed_at": "t", "target": "local"}
     write_champion(settings, record, b"not a tar archive")

@@ -256,7 +256,7 @@ def test_deployment_names_are_unique_and_valid() -> None:
     assert all(len(n) <= 63 and n[0].isalnum() and "--" not in n for n in names)
 
 
-# --- a release deployed to SageMaker becomes the champion (its S3 store: test_champion_s3) ---------------------------
+# --- a release deployed to SageMaker becomes the champion (its S3 store: test_champion_s3) ---
 
 
 def test_a_release_goes_to_sagemaker_and_becomes_the_champion(

@@ -1,4 +1,4 @@
-"""The champion record in S3, for DEPLOY_TARGET=sagemaker: s3://MODEL_BUCKET/MODEL_PREFIX/champion/.
+"""The champion record in S3 (DEPLOY_TARGET=sagemaker): s3://MODEL_BUCKET/MODEL_PREFIX/champion/.
 
 Projects baked with deployment=none do not have this module (their settings refuse the target).
 """
@@ -35,8 +35,9 @@ def read(settings: Settings, name: str) -> bytes | None:
     """The object `name` beside the champion record, or None if it is not there."""
     bucket, prefix = _location(settings)
     with _store(f"reading s3://{bucket}/{prefix}/{name}"):
+        s3 = boto3.client("s3")
         try:
-            return boto3.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read()
+            return s3.get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read()
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None

@@ -79,9 +79,13 @@ class GateThresholds:
     """Top-20 overlap kept when the last SKU is repeated (uncollapsed duplicate events)."""
     min_noise_overlap: float = _setting_default("min_noise_overlap")
     """Top-20 overlap kept when a stray product view is inserted before the last SKU."""
-    min_short_prefix_lift_over_most_popular: float = _setting_default("min_short_prefix_lift_over_most_popular")
+    min_short_prefix_lift_over_most_popular: float = _setting_default(
+        "min_short_prefix_lift_over_most_popular"
+    )
     """Relative MRR@20 gain over most-popular on 1-2 SKU prefixes; 0 = not worse."""
-    min_coverage_lift_over_most_popular: float = _setting_default("min_coverage_lift_over_most_popular")
+    min_coverage_lift_over_most_popular: float = _setting_default(
+        "min_coverage_lift_over_most_popular"
+    )
     """Relative coverage gain over most-popular (1.0 = twice its catalogue share): a model that
     collapsed onto a popularity list personalises nothing."""
 
