@@ -33,9 +33,16 @@ def remove_comet_tracking(project_dir: Path, package: str) -> None:
 
 
 def remove_sagemaker(project_dir: Path, package: str) -> None:
-    """deployment=none: models are served only by the local endpoint, so the SageMaker deployer and
-    its test go (the Dockerfile stays: AWS Batch runs the flow's steps in that image)."""
-    remove(project_dir, f"src/{package}/sagemaker.py", "tests/test_sagemaker.py")
+    """deployment=none: models are served only by the local endpoint, so the SageMaker deployer,
+    the champion record's S3 store and their tests go (the Dockerfile stays: AWS Batch runs the
+    flow's steps in that image)."""
+    remove(
+        project_dir,
+        f"src/{package}/deploy/sagemaker.py",
+        f"src/{package}/release/champion_s3.py",
+        "tests/test_sagemaker.py",
+        "tests/test_champion_s3.py",
+    )
 
 
 REMOVERS: dict[tuple[str, str], Remover] = {

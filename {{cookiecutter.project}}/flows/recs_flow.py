@@ -202,11 +202,12 @@ class RecsFlow(FlowSpec):
     @step
     def evaluate(self):
         """RecList suite on the LSTM, baselines and deployed champion, on the same test prefixes."""
-        from {{ cookiecutter.project }} import baselines, ceiling, evaluation, gate, model, tracking
+        from {{ cookiecutter.project }} import baselines, ceiling, evaluation, model, tracking
+        from {{ cookiecutter.project }}.release.champion import load_champion
 
         lstm = model.load_archive(self.training.model_archive, cards.step_dir(current))
         best = ceiling.ceiling_for(self.ingest_result.generator_model, self.split.test["skus"])
-        self.champion, champion = gate.load_champion(SETTINGS, cards.step_dir(current) / "champion")
+        self.champion, champion = load_champion(SETTINGS, cards.step_dir(current) / "champion")
         self.evaluation = evaluation.evaluate_split(
             [lstm, *baselines.fit_baselines(self.split.train), *filter(None, (champion, best))],
             self.split,
@@ -228,7 +229,7 @@ class RecsFlow(FlowSpec):
     @step
     def gate(self):
         """Decide whether the model may be deployed: thresholds, baselines, champion, behaviour."""
-        from {{ cookiecutter.project }} import gate
+        from {{ cookiecutter.project }}.release import gate
 
         self.gate_decision = gate.decide(
             self.evaluation, gate.thresholds_from_settings(SETTINGS), champion=self.champion

@@ -7,6 +7,7 @@ import json
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -78,3 +79,19 @@ def build_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
         export_model(trained, export_dir)
         package_model(export_dir, tar_path)
     return export_dir, tar_path
+
+
+def make_release(archive: bytes, passed: bool) -> Any:
+    """A release of run 12 whose gate passed or failed on MRR@20, with two smoke sessions."""
+    from {{ cookiecutter.project }}.release.bundle import Release
+    from {{ cookiecutter.project }}.release.gate import GateCheck, GateDecision
+
+    check = GateCheck("mrr@20", 0.3 if passed else 0.01, 0.05, passed, "reason")
+    return Release(
+        archive=archive,
+        decision=GateDecision("lstm", passed, (check,)),
+        evaluation={"models": {"lstm": {"metrics": {"mrr@20": check.value}}}},
+        smoke_sessions=[["sku-1", "sku-2"], ["sku-3"]],
+        flow="RecsFlow",
+        run_id="12",
+    )

@@ -1,4 +1,6 @@
-"""Local deployment end to end: unpack, detached server, health wait, smoke request, stop."""
+"""Deployment: the local endpoint end to end (unpack, detached server, health wait, smoke request,
+stop), deploying only what passed the gate, the champion record it leaves, and the deploy and smoke
+commands."""
 
 from __future__ import annotations
 
@@ -15,25 +17,21 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import build_tiny_model, free_port
+from helpers import build_tiny_model, free_port, make_release
 
 from {{ cookiecutter.project }} import cli
-from {{ cookiecutter.project }}.deploy import (
-    RELEASE_FILES,
-    ChampionUnavailable,
+from {{ cookiecutter.project }}.deploy import deploy_if_passed
+from {{ cookiecutter.project }}.deploy.local import (
     DeployError,
-    Release,
     deploy_local,
-    deploy_model,
-    read_champion,
-    read_release,
     smoke_request,
     stop_local,
     unpack_model,
-    write_release,
 )
-from {{ cookiecutter.project }}.gate import GateCheck, GateDecision
-from {{ cookiecutter.project }}.settings import Settings
+from {{ cookiecutter.project }}.release.bundle import write_release
+from {{ cookiecutter.project }}.release.champion import load_champion_archive, read_champion
+from {{ cookiecutter.project }}.release.gate import GateDecision
+from {{ cookiecutter.project }}.settings import BAKE, Settings, SettingsError, get_settings
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +58,7 @@ def make_tar(path: Path, files: dict[str, bytes]) -> Path:
 DEPLOY_IN_CHILD = """
 import sys
 from pathlib import Path
-from {{ cookiecutter.project }}.deploy import deploy_local
+from {{ cookiecutter.project }}.deploy.local import deploy_local
 print(deploy_local(Path(sys.argv[1]), Path(sys.argv[2]), "127.0.0.1", int(sys.argv[3])).pid)
 """
 
@@ -159,9 +157,7 @@ def test_stop_never_signals_a_process_it_did_not_start(tmp_path: Path) -> None:
         other.wait()
 
 
-def _decision(passed: bool):
-    from {{ cookiecutter.project }}.gate import GateDecision
-
+def _decision(passed: bool) -> GateDecision:
     return GateDecision(candidate="lstm", passed=passed, checks=())
 
 
@@ -172,8 +168,6 @@ def _decision(passed: bool):
 def test_a_model_that_may_not_deploy_is_never_started(
     tmp_path: Path, model_tar: Path, passed: bool, enabled: bool, reason: str
 ) -> None:
-    from {{ cookiecutter.project }}.deploy import deploy_if_passed
-
     outcome = deploy_if_passed(
         _decision(passed), model_tar.read_bytes(), [["sku"]], enabled, tmp_path / "endpoint"
     )
@@ -189,8 +183,6 @@ def local_settings(tmp_path: Path) -> Settings:
 def test_a_passed_model_is_deployed_smoke_tested_and_becomes_the_champion(
     tmp_path: Path, model_tar: Path
 ) -> None:
-    from {{ cookiecutter.project }}.deploy import deploy_if_passed, load_champion_archive, read_champion
-
     settings = local_settings(tmp_path)
     assert read_champion(settings) is None and load_champion_archive(settings) is None
     deploy_dir = tmp_path / "endpoint"
@@ -221,34 +213,12 @@ def test_a_passed_model_is_deployed_smoke_tested_and_becomes_the_champion(
     assert load_champion_archive(settings) == model_tar.read_bytes()
 
 
-def test_a_corrupt_champion_record_is_unavailable_not_absent(tmp_path: Path) -> None:
-    settings = local_settings(tmp_path)
-    (settings.data_dir / "deployments").mkdir(parents=True)
-    (settings.data_dir / "deployments" / "champion.json").write_text("{not json")
-    with pytest.raises(ChampionUnavailable, match="not JSON"):
-        read_champion(settings)
-
-
-# --- releases and the release / deploy / smoke commands ---------------------------------------
-
-
-def _release(archive: bytes, passed: bool) -> Release:
-    check = GateCheck("mrr@20", 0.3 if passed else 0.01, 0.05, passed, "reason")
-    return Release(
-        archive=archive,
-        decision=GateDecision("lstm", passed, (check,)),
-        evaluation={"models": {"lstm": {"metrics": {"mrr@20": check.value}}}},
-        smoke_sessions=[["sku-1", "sku-2"], ["sku-3"]],
-        flow="RecsFlow",
-        run_id="12",
-    )
+# --- releases through the deploy / smoke commands (the release files: test_bundle) -------------
 
 
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The CLI reads its settings from the environment: a tmp DATA_DIR and a free port."""
-    from {{ cookiecutter.project }}.settings import get_settings
-
     monkeypatch.chdir(tmp_path)  # no .env of the project
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SERVING_PORT", str(free_port()))
@@ -259,17 +229,10 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     get_settings.cache_clear()
 
 
-def test_a_release_reads_back_what_was_written(tmp_path: Path) -> None:
-    release = _release(b"archive", passed=True)
-    paths = write_release(release, tmp_path / "release")
-    assert sorted(p.name for p in paths) == sorted(RELEASE_FILES)
-    assert read_release(tmp_path / "release") == release
-
-
 def test_deploy_refuses_a_release_that_failed_its_gate(
     cli_env: Path, model_tar: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_release(_release(model_tar.read_bytes(), passed=False), cli_env / "release")
+    write_release(make_release(model_tar.read_bytes(), passed=False), cli_env / "release")
     assert cli.main(["deploy", "--release", str(cli_env / "release")]) == 1
     err = capsys.readouterr().err
     assert "run 12 failed its gate" in err and "[FAIL] mrr@20" in err
@@ -280,7 +243,7 @@ def test_deploy_refuses_an_edited_or_incomplete_release(
     cli_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     release_dir = cli_env / "release"
-    write_release(_release(b"archive", passed=False), release_dir)
+    write_release(make_release(b"archive", passed=False), release_dir)
     gate = json.loads((release_dir / "gate.json").read_text())
     (release_dir / "gate.json").write_text(json.dumps(gate | {"passed": True}))
     assert cli.main(["deploy", "--release", str(release_dir)]) == 1
@@ -294,7 +257,7 @@ def test_deploy_refuses_an_edited_or_incomplete_release(
 def test_deploy_and_smoke_commands_serve_a_passed_release(
     cli_env: Path, model_tar: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_release(_release(model_tar.read_bytes(), passed=True), cli_env / "release")
+    write_release(make_release(model_tar.read_bytes(), passed=True), cli_env / "release")
     assert cli.main(["deploy", "--release", str(cli_env / "release")]) == 0
     out = capsys.readouterr().out
     url = f"http://127.0.0.1:{os.environ['SERVING_PORT']}"
@@ -314,90 +277,13 @@ def test_smoke_without_an_endpoint_says_what_to_do(
     assert "No local endpoint is running" in capsys.readouterr().err
 
 
-def test_sagemaker_target_in_a_project_baked_without_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """deployment=none removes sagemaker.py: DEPLOY_TARGET=sagemaker then says so."""
-    import {{ cookiecutter.project }}
-
-    monkeypatch.delattr({{ cookiecutter.project }}, "sagemaker", raising=False)
-    monkeypatch.setitem(sys.modules, "{{ cookiecutter.project }}.sagemaker", None)  # as if the file were gone
-    settings = local_settings(tmp_path).model_copy(update={"deploy_target": "sagemaker"})
-    with pytest.raises(DeployError, match="baked with deployment=sagemaker"):
-        deploy_model(b"archive", [["sku"]], settings)
-
-
-STAND_IN_FLOW = '''
-"""A RecsFlow with just the artifacts `release` reads: the command runs on a real Metaflow run."""
-from pathlib import Path
-from types import SimpleNamespace
-
-import pandas as pd
-from metaflow import FlowSpec, step
-
-from {{ cookiecutter.project }}.evaluation import EvaluationReport, ModelResult
-from {{ cookiecutter.project }}.gate import GateCheck, GateDecision
-
-
-class RecsFlow(FlowSpec):
-    @step
-    def start(self):
-        self.split = SimpleNamespace(test=pd.DataFrame({"skus": [["a", "b"], ["c"], ["d"], ["e"]]}))
-        self.training = SimpleNamespace(model_archive=b"the archive")
-        metrics = {"mrr@20": 0.3}
-        result = ModelResult("lstm", metrics, {}, Path("report.json"), 0.1)
-        self.evaluation = EvaluationReport(20, 4, 5, {"lstm": result}, Path("."))
-        check = GateCheck("mrr@20", 0.3, 0.05, True, "ok")
-        self.gate_decision = GateDecision("lstm", True, (check,))
-        self.next(self.dataset)
-
-    @step
-    def dataset(self):
-        self.next(self.train)
-
-    @step
-    def train(self):
-        self.next(self.evaluate)
-
-    @step
-    def evaluate(self):
-        self.next(self.gate)
-
-    @step
-    def gate(self):
-        self.next(self.end)
-
-    @step
-    def end(self):
-        pass
-
-
-if __name__ == "__main__":
-    RecsFlow()
-'''
-
-
-def test_release_packs_the_latest_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "flow.py").write_text(STAND_IN_FLOW)
-    env = {**os.environ, "METAFLOW_USER": "tester"}
-    ran = subprocess.run(
-        [sys.executable, "flow.py", "--no-pylint", "run"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    monkeypatch.chdir(tmp_path)  # Metaflow's local runs live in ./.metaflow
-    monkeypatch.setenv("METAFLOW_USER", "tester")
-
-    assert cli.main(["release", "--out", "release"]) == 0
-    release = read_release(tmp_path / "release")
-    assert "(gate passed)" in capsys.readouterr().out
-    assert release.archive == b"the archive" and release.decision.passed
-    assert release.smoke_sessions == [["a", "b"], ["c"], ["d"]]
-    assert release.evaluation["models"]["lstm"]["metrics"] == {"mrr@20": 0.3}
-    assert (release.flow, release.run_id.isdigit()) == ("RecsFlow", True)
+def test_a_bake_without_sagemaker_refuses_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    """deployment=none removes deploy/sagemaker.py: settings refuse DEPLOY_TARGET=sagemaker."""
+    monkeypatch.setitem(BAKE, "deployment", "none")
+    monkeypatch.setenv("DEPLOY_TARGET", "sagemaker")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsError, match="needs a project baked with deployment=sagemaker"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()

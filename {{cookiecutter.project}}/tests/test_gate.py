@@ -8,13 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
-from helpers import build_tiny_model
 
-from {{ cookiecutter.project }}.baselines import MostPopular
-from {{ cookiecutter.project }}.evaluation import EvaluationReport, ModelResult, evaluate, next_item_examples
-from {{ cookiecutter.project }}.gate import (
+from {{ cookiecutter.project }}.evaluation import EvaluationReport, ModelResult
+from {{ cookiecutter.project }}.release.gate import (
     CHAMPION_NAME,
     ChampionStatus,
     GateDecision,
@@ -25,7 +22,6 @@ from {{ cookiecutter.project }}.gate import (
     decision_to_dict,
     format_decision,
     gate_exit_code,
-    load_champion,
     thresholds_from_settings,
 )
 from {{ cookiecutter.project }}.settings import Settings
@@ -396,76 +392,5 @@ def test_thresholds_come_from_gate_settings_with_defaults_for_the_rest() -> None
     assert thresholds.max_regression_vs_champion == GateThresholds().max_regression_vs_champion
 
 
-# --- the champion record, read for real ---------------------------------------------------------
-
-
-def test_load_champion_states(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
-    from {{ cookiecutter.project }}.deploy import CHAMPION_FILE, write_champion
-
-    settings = Settings(data_dir=tmp_path / "data", deploy_target="local")
-    work = tmp_path / "work"
-    assert load_champion(settings, work) == (FIRST, None)
-
-    record = {"run_id": "7", "metrics": {"mrr@20": 0.3}, "deployed_at": "t", "target": "local"}
-    write_champion(settings, record, b"not a tar archive")
-    status, model = load_champion(settings, work)
-    assert (status.state, model) == ("unavailable", None)
-    assert "cannot be loaded" in status.reason
-
-    store = settings.data_dir / "deployments"
-    (store / CHAMPION_FILE).write_text("{ torn")
-    status, _ = load_champion(settings, work)
-    assert status.state == "unavailable" and "not JSON" in status.reason
-
-    (store / CHAMPION_FILE).write_text(json.dumps(record))
-    (store / "model.tar.gz").unlink()
-    status, _ = load_champion(settings, work)
-    assert status.state == "unavailable" and "no model archive" in status.reason
-
-
-@pytest.mark.cloud
-def test_an_unreachable_s3_record_store_fails_the_gate(aws_env: Any, tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path, deploy_target="sagemaker", model_bucket="no-such-bucket-s6"
-    )
-    status, model = load_champion(settings, tmp_path / "work")
-    assert (status.state, model) == ("unavailable", None)
-    assert "no-such-bucket-s6" in status.reason
-    decision = decide(HEALTHY, champion=status)
-    assert not decision.passed and "unreachable" in failed(decision)["vs_champion"]
-
-
-def test_the_champion_is_rescored_from_its_archive_on_the_new_split(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """Deploy record -> load_champion -> evaluate beside the challenger -> gate compares them."""
-    from {{ cookiecutter.project }}.deploy import write_champion
-
-    _, tar_path = build_tiny_model(tmp_path_factory)
-    settings = Settings(data_dir=tmp_path / "data", deploy_target="local")
-    record = {"run_id": "3", "metrics": {}, "deployed_at": "then", "target": "local"}
-    write_champion(settings, record, tar_path.read_bytes())
-
-    status, champion = load_champion(settings, tmp_path / "work")
-    assert status.state == "deployed" and status.record["run_id"] == "3"
-    assert champion is not None and champion.name == CHAMPION_NAME
-
-    # the tiny model's world: SKU i is mostly followed by SKU i + 1 (see test_serving)
-    skus = [f"sku-{i}" for i in range(20)]
-    train = [[skus[(s + j) % 20] for j in range(2 + s % 4)] for s in range(300)]
-    test = [[skus[(s + j) % 20] for j in range(4)] for s in range(40)]
-    examples = next_item_examples(test, max_examples=100)
-    popular = MostPopular().fit(pd.DataFrame({"skus": train}))
-    evaluation = evaluate([champion, popular], examples, train, out_dir=tmp_path / "eval")
-    assert set(evaluation.models) == {CHAMPION_NAME, "most_popular"}
-    rescored = evaluation.to_dict()
-    # the same model as challenger: no regression against itself
-    rescored["models"]["lstm"] = rescored["models"][CHAMPION_NAME]
-    decision = decide(
-        rescored,
-        GateThresholds(min_mrr_at_20=0.0, min_hit_rate_at_20=0.0),
-        baselines=["most_popular"],
-        champion=status,
-    )
-    assert decision.checks[3].passed and decision.checks[3].value == pytest.approx(0.0)
-    assert decision.comparison["mrr@20"]["challenger"] == decision.comparison["mrr@20"]["champion"]
+def test_the_default_thresholds_are_the_default_settings() -> None:
+    assert thresholds_from_settings(Settings(_env_file=None)) == GateThresholds()

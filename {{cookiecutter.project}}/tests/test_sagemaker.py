@@ -22,8 +22,11 @@ import pytest
 from botocore.stub import Stubber
 from conftest import Emulator
 
-from {{ cookiecutter.project }} import deploy, sagemaker
-from {{ cookiecutter.project }}.gate import GateCheck, GateDecision
+from {{ cookiecutter.project }} import deploy
+from {{ cookiecutter.project }}.deploy import sagemaker
+from {{ cookiecutter.project }}.release.bundle import Release, write_release
+from {{ cookiecutter.project }}.release.champion import load_champion_archive, read_champion
+from {{ cookiecutter.project }}.release.gate import GateCheck, GateDecision
 from {{ cookiecutter.project }}.settings import Settings
 
 pytestmark = pytest.mark.cloud
@@ -253,14 +256,14 @@ def test_deployment_names_are_unique_and_valid() -> None:
     assert all(len(n) <= 63 and n[0].isalnum() and "--" not in n for n in names)
 
 
-# --- the release deployed to SageMaker, and the champion record in S3 ---------------------------
+# --- a release deployed to SageMaker becomes the champion (its S3 store: test_champion_s3) ---
 
 
 def test_a_release_goes_to_sagemaker_and_becomes_the_champion(
     aws_env: Emulator, bucket: str, endpoint: str, tmp_path: Path, sessions: list[list[str]]
 ) -> None:
     check = GateCheck("mrr@20", 0.3, 0.05, True, "ok")
-    release = deploy.Release(
+    release = Release(
         archive=ARCHIVE,
         decision=GateDecision("lstm", True, (check,)),
         evaluation={"models": {"lstm": {"metrics": {"mrr@20": 0.3}}}},
@@ -268,40 +271,26 @@ def test_a_release_goes_to_sagemaker_and_becomes_the_champion(
         flow="RecsFlow",
         run_id="42",
     )
-    deploy.write_release(release, tmp_path / "release")
+    write_release(release, tmp_path / "release")
     settings = settings_for(tmp_path, bucket, endpoint)
-    assert deploy.read_champion(settings) is None
+    assert read_champion(settings) is None
     queue_answers(aws_env, json.dumps(GOOD_ANSWER))
 
     outcome = deploy.deploy_release(tmp_path / "release", settings)
 
     assert outcome["deployed"] and outcome["endpoint"] == endpoint
-    champion = deploy.read_champion(settings)
+    champion = read_champion(settings)
     assert champion == outcome["champion"]
     assert champion["run_id"] == "42" and champion["target"] == "sagemaker"
     assert champion["metrics"] == {"mrr@20": 0.3}
     assert champion["model_uri"] == outcome["model_uri"]
     datetime.fromisoformat(champion["deployed_at"])
-    assert deploy.load_champion_archive(settings) == ARCHIVE
+    assert load_champion_archive(settings) == ARCHIVE
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
     assert {"models/champion/champion.json", "models/champion/model.tar.gz"} <= keys
 
     queue_answers(aws_env, json.dumps(GOOD_ANSWER))  # `make smoke`: one more request
     assert deploy.smoke_endpoint(settings, [[endpoint, "again"]]) == (endpoint, GOOD_ANSWER)
-
-
-def test_an_unreachable_champion_store_is_reported(
-    aws_env: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = settings_for(tmp_path, f"absent-{uuid.uuid4().hex[:8]}", "recs")
-    with pytest.raises(deploy.ChampionUnavailable, match="NoSuchBucket"):
-        deploy.read_champion(settings)
-    with pytest.raises(deploy.ChampionUnavailable, match="set MODEL_BUCKET"):
-        deploy.read_champion(settings.model_copy(update={"model_bucket": None}))
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    with pytest.raises(deploy.ChampionUnavailable, match="failed reading s3://"):
-        deploy.load_champion_archive(settings)
 
 
 def test_a_new_endpoint_that_never_comes_up_is_deleted(

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from helpers import build_tiny_model, free_port
 
-from {{ cookiecutter.project }} import deploy
+from {{ cookiecutter.project }}.deploy import local
 from {{ cookiecutter.project }}.pipeline import cards
 from {{ cookiecutter.project }}.settings import Settings, get_settings
 
@@ -197,10 +197,10 @@ def test_serving_and_deploy_logs_never_print_a_secret(
     model_tar = build_tiny_model(tmp_path_factory)[1]
     deploy_dir = tmp_path / "deploy"
     try:
-        deployment = deploy.deploy_local(model_tar, deploy_dir, "127.0.0.1", free_port())
-        deploy.smoke_request(deployment.url, [["sku-1"]], k=3)
+        deployment = local.deploy_local(model_tar, deploy_dir, "127.0.0.1", free_port())
+        local.smoke_request(deployment.url, [["sku-1"]], k=3)
     finally:
-        deploy.stop_local(deploy_dir)
+        local.stop_local(deploy_dir)
     server_log = deployment.log_path.read_text()
     assert "model loaded" in server_log  # the server did log, with the secrets in its environment
     assert SENTINEL not in server_log

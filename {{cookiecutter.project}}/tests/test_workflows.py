@@ -202,7 +202,7 @@ def test_main_workflow_trains_gates_and_deploys_only_a_passing_model() -> None:
     assert {"run", "cards", "gate", "summary", "release"} <= make_targets(workflow)
     deploy = data["jobs"].get("deploy")
     if deploy is None:  # baked with deployment=none
-        assert not list((Path(__file__).parents[1] / "src").glob("*/sagemaker.py"))
+        assert not list((Path(__file__).parents[1] / "src").glob("*/deploy/sagemaker.py"))
         return
     assert deploy["needs"] == "train"
     assert deploy["if"] == "needs.train.outputs.gate-passed == 'true'"
@@ -216,7 +216,7 @@ def test_main_workflow_trains_gates_and_deploys_only_a_passing_model() -> None:
 
 def test_summary_markdown_shows_metrics_and_each_failed_check() -> None:
     from {{ cookiecutter.project }}.cli import summary_markdown
-    from {{ cookiecutter.project }}.gate import GateCheck, GateDecision
+    from {{ cookiecutter.project }}.release.gate import GateCheck, GateDecision
 
     evaluation = {
         "models": {

@@ -16,7 +16,7 @@ from .errors import ProjectError
 from .settings import get_settings
 
 if TYPE_CHECKING:
-    from .gate import GateDecision
+    from .release.gate import GateDecision
 
 FLOW_NAME = "RecsFlow"
 
@@ -87,7 +87,7 @@ def _latest_run(run_id: str | None):
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from . import gate
+    from .release import gate
 
     run = _latest_run(args.run)
     if "gate" not in run or not run["gate"].task.successful:
@@ -124,7 +124,7 @@ def _cards(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from . import gate
+    from .release import gate
 
     settings = get_settings()
     run = _latest_run(None)
@@ -191,20 +191,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from . import deploy
+    from .deploy import local
 
-    stopped = deploy.stop_local(get_settings().data_dir / "deploy")
+    stopped = local.stop_local(get_settings().data_dir / "deploy")
     print("Stopped the local endpoint." if stopped else "No local endpoint was running.")
     return 0
 
 
 def _release(args: argparse.Namespace) -> int:
-    from . import deploy
+    from .release import bundle
 
     run = _latest_run(args.run_id)
     if "gate" not in run or not run["gate"].task.successful:
         raise CliError(f"Run {run.id} has no gate decision (it stopped before the gate step).")
-    release = deploy.Release(
+    release = bundle.Release(
         archive=run["train"].task.data.training.model_archive,
         decision=run["gate"].task.data.gate_decision,
         evaluation=run["evaluate"].task.data.evaluation.to_dict(),
@@ -212,7 +212,7 @@ def _release(args: argparse.Namespace) -> int:
         flow=FLOW_NAME,
         run_id=run.id,
     )
-    for path in deploy.write_release(release, args.out):
+    for path in bundle.write_release(release, args.out):
         print(path)
     verdict = "passed" if release.decision.passed else "FAILED"
     print(f"Release of run {run.id} in {args.out} (gate {verdict})")
@@ -230,10 +230,11 @@ def _deploy(args: argparse.Namespace) -> int:
 
 def _smoke(args: argparse.Namespace) -> int:
     from . import deploy
+    from .release import bundle
 
     sessions = deploy.DEFAULT_SMOKE_SESSIONS
     if args.release:
-        sessions = deploy.read_release(args.release).smoke_sessions or sessions
+        sessions = bundle.read_release(args.release).smoke_sessions or sessions
     endpoint, answer = deploy.smoke_endpoint(sessions=sessions)
     lists = answer["recommendations"]
     top = ", ".join(item["sku"] for item in lists[0][:5]) if lists and lists[0] else "-"

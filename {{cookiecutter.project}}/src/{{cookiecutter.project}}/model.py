@@ -515,7 +515,7 @@ def plot_history(history: dict[str, list[float]]) -> Figure:
 
 def load_archive(model_archive: bytes, work_dir: Path) -> ExportedRecommender:
     """Unpack model.tar.gz bytes into `work_dir/model` as SageMaker would, and load it."""
-    from .deploy import unpack_model
+    from .deploy.local import unpack_model  # MERGE: unpack_model moves beside load_archive
 
     tar_path = Path(work_dir) / "model.tar.gz"
     tar_path.write_bytes(model_archive)

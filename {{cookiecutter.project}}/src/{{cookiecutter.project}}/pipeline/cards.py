@@ -211,7 +211,7 @@ def evaluation_card(report: Any) -> Components:
 
 
 def gate_card(decision: Any) -> Components:
-    from ..gate import ChampionStatus
+    from ..release.gate import ChampionStatus
 
     rows = [
         (c.name, c.value, c.threshold, "pass" if c.passed else "FAIL", c.reason)
@@ -262,7 +262,7 @@ def deploy_card(deployment: Mapping[str, Any]) -> Components:
 
 def run_summary(decision: Any, deployment: Mapping[str, Any], current: Any) -> str:
     """The last lines of a run: verdict, endpoint, where the cards are."""
-    from ..gate import format_decision
+    from ..release.gate import format_decision
 
     return "\n".join(
         [

@@ -8,6 +8,8 @@ the popularity list, more coverage than that list).
 The gate never passes by default: a missing report, candidate, baseline or metric (or a NaN) is a
 failed check whose reason says what is missing, and so is a champion record that cannot be read:
 the gate never deploys blind.
+
+This module only decides: the champion it compares with is read by `release.champion`.
 """
 
 from __future__ import annotations
@@ -15,25 +17,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Literal
 
-from .baselines import MostPopular
-from .ceiling import CEILING_NAME
-from .errors import ProjectError
-from .evaluation import EvaluationReport, Recommender
-from .settings import Settings
+from ..baselines import MostPopular
+from ..ceiling import CEILING_NAME
+from ..errors import ProjectError
+from ..evaluation import EvaluationReport
+from ..schema import COVERAGE, HIT_RATE, MRR, K
+from ..settings import Settings
 
-K = 20
-MRR = f"mrr@{K}"
-HIT_RATE = f"hit_rate@{K}"
 CHAMPION_NAME = "champion"
 """The deployed model's name in the evaluation report (re-scored on the new test split)."""
 COMPARED = (
     MRR,
     HIT_RATE,
     f"f1@{K}",
-    f"coverage@{K}",
+    COVERAGE,
     f"popularity_bias@{K}",
     f"short_prefix_mrr@{K}",
     f"repeat_overlap@{K}",
@@ -47,36 +46,46 @@ class GateError(ProjectError, ValueError):
     """Gate configuration or a stored decision that cannot be used; the message says why."""
 
 
+def _setting_default(name: str) -> float:
+    """The default of setting `gate_<name>` (GATE_<NAME>): the one place it is written."""
+    return Settings.model_fields[f"gate_{name}"].default
+
+
 @dataclass(frozen=True)
 class GateThresholds:
     """What the challenger must reach; floors sit far above an untrained model (~1/catalogue).
 
-    Each field can be set by a `GATE_<FIELD>` variable (see `thresholds_from_settings`).
+    Each field can be set by a `GATE_<FIELD>` variable (see `thresholds_from_settings`); its
+    default is that setting's, written once in `settings.Settings`.
     """
 
-    min_mrr_at_20: float = 0.05
-    min_hit_rate_at_20: float = 0.10
-    min_lift_over_best_baseline: float = 0.0
+    min_mrr_at_20: float = _setting_default("min_mrr_at_20")
+    min_hit_rate_at_20: float = _setting_default("min_hit_rate_at_20")
+    min_lift_over_best_baseline: float = _setting_default("min_lift_over_best_baseline")
     """Relative MRR@20 gain over the best baseline (0.05 = 5% better); 0 = at least match it.
 
     On the default synthetic data a Markov chain already reaches ~90% of the Bayes-optimal MRR@20
     (0.41 of 0.45), so a 5% lift would leave almost no room; raise it on richer data.
     """
-    max_regression_vs_champion: float = 0.02
+    max_regression_vs_champion: float = _setting_default("max_regression_vs_champion")
     """Largest relative MRR@20 drop accepted against the champion on the same split (0.02 = 2%).
 
     Retraining on newer data moves MRR@20 by about a percent from noise alone; a larger drop is
     a worse model, not bad luck.
     """
-    max_invalid_item_rate: float = 0.0
+    max_invalid_item_rate: float = _setting_default("max_invalid_item_rate")
     """Share of recommended slots allowed to hold padding/OOV tokens or unseen SKUs: none."""
-    min_repeat_overlap: float = 0.8
+    min_repeat_overlap: float = _setting_default("min_repeat_overlap")
     """Top-20 overlap kept when the last SKU is repeated (uncollapsed duplicate events)."""
-    min_noise_overlap: float = 0.5
+    min_noise_overlap: float = _setting_default("min_noise_overlap")
     """Top-20 overlap kept when a stray product view is inserted before the last SKU."""
-    min_short_prefix_lift_over_most_popular: float = 0.0
+    min_short_prefix_lift_over_most_popular: float = _setting_default(
+        "min_short_prefix_lift_over_most_popular"
+    )
     """Relative MRR@20 gain over most-popular on 1-2 SKU prefixes; 0 = not worse."""
-    min_coverage_lift_over_most_popular: float = 1.0
+    min_coverage_lift_over_most_popular: float = _setting_default(
+        "min_coverage_lift_over_most_popular"
+    )
     """Relative coverage gain over most-popular (1.0 = twice its catalogue share): a model that
     collapsed onto a popularity list personalises nothing."""
 
@@ -274,8 +283,9 @@ def decide(
     """Every check of the module docstring for `candidate`, against `champion`.
 
     `report` is an `EvaluationReport` or its JSON form; `baselines` default to every other model
-    in the report except the champion and the ceiling. `champion` comes from `load_champion`;
-    when one is deployed, the report must hold it re-scored as `CHAMPION_NAME`.
+    in the report except the champion and the ceiling. `champion` comes from
+    `champion.load_champion`; when one is deployed, the report must hold it re-scored as
+    `CHAMPION_NAME`.
     """
     thresholds = thresholds or GateThresholds()
     data = report.to_dict() if isinstance(report, EvaluationReport) else report
@@ -339,7 +349,7 @@ def decide(
             models,
             candidate,
             "coverage_vs_most_popular",
-            f"coverage@{K}",
+            COVERAGE,
             popular,
             repr(popular),
             t.min_coverage_lift_over_most_popular,
@@ -353,40 +363,6 @@ def decide(
         for metric in COMPARED
     }
     return _decision(candidate, checks, champion_info, comparison)
-
-
-def load_champion(settings: Settings, work_dir: Path) -> tuple[ChampionStatus, Recommender | None]:
-    """The deployed champion's status and, when there is one, the model to re-score as it.
-
-    Never raises for an unreadable store or archive: that is an `unavailable` status, which the
-    gate turns into a failed check with its reason (the evaluation still runs without it).
-    """
-    from . import deploy
-
-    try:
-        record = deploy.read_champion(settings)
-        if record is None:
-            return ChampionStatus("none", "no champion deployed yet"), None
-        archive = deploy.load_champion_archive(settings)
-    except deploy.ChampionUnavailable as error:
-        return ChampionStatus("unavailable", str(error)), None
-    if archive is None:
-        reason = (
-            f"the champion record (run {record.get('run_id')}) has no model archive beside it; "
-            "deploy a model again to rewrite both"
-        )
-        return ChampionStatus("unavailable", reason, record), None
-    from . import model  # TensorFlow: imported only when there is a model to load
-
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        recommender = model.load_archive(archive, work_dir)
-    except (model.ModelError, deploy.DeployError, OSError, ValueError) as error:
-        reason = f"the champion's model archive cannot be loaded ({error}); deploy a model again"
-        return ChampionStatus("unavailable", reason, record), None
-    recommender.name = CHAMPION_NAME  # scored under its role, whatever the class calls itself
-    return ChampionStatus("deployed", "", record), recommender
 
 
 def format_decision(decision: GateDecision) -> str:

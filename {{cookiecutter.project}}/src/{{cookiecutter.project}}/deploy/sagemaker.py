@@ -26,8 +26,8 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import ProjectError
-from .settings import Settings
+from ..errors import ProjectError
+from ..settings import Settings
 
 VARIANT = "AllTraffic"
 _NAME_MAX = 63  # SageMaker names: letters, digits and hyphens, at most 63 characters

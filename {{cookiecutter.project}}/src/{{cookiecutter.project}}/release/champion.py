@@ -1,0 +1,139 @@
+"""The champion: the model deployed now, kept where the next run's gate can re-score it.
+
+`write_champion` keeps the deployed model.tar.gz and its record (run, metrics, where it runs) in
+DATA_DIR/deployments/, or with DEPLOY_TARGET=sagemaker in S3 (`champion_s3`, a part of projects
+baked with deployment=sagemaker). `load_champion` reads them back as a `ChampionStatus` for the
+gate and, when a model is deployed, as a recommender to evaluate beside the challenger.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import ProjectError
+from ..evaluation import Recommender
+from ..settings import Settings, get_settings
+from .gate import CHAMPION_NAME, ChampionStatus
+
+CHAMPION_FILE = "champion.json"
+ARCHIVE_FILE = "model.tar.gz"
+
+
+class ChampionUnavailable(ProjectError):
+    """The champion record's store (local folder or S3) cannot be read or written."""
+
+
+def write_champion(
+    settings: Settings, record: Mapping[str, Any], model_archive: bytes
+) -> dict[str, Any]:
+    """Keep the deployed archive and its record where later runs (and CI jobs) find them.
+
+    Local: DATA_DIR/deployments/; sagemaker: s3://MODEL_BUCKET/MODEL_PREFIX/champion/. The
+    archive goes first, so a record never points at an archive that is not there yet.
+    """
+    record = dict(record)
+    if settings.deploy_target == "sagemaker":
+        from . import champion_s3  # a part of deployment=sagemaker bakes (settings check it)
+
+        champion_s3.write(settings, record, model_archive)
+        return record
+    folder = _champion_dir(settings)
+    with _local_store(f"writing the champion record to {folder}"):
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = folder / ARCHIVE_FILE
+        _write_atomic(archive, model_archive)
+        record["model_uri"] = record.get("model_uri") or str(archive.resolve())
+        _write_atomic(folder / CHAMPION_FILE, json.dumps(record, indent=1).encode())
+    return record
+
+
+def read_champion(settings: Settings | None = None) -> dict[str, Any] | None:
+    """The record of the model deployed now, or None if nothing was deployed yet.
+
+    Raises `ChampionUnavailable` when the store cannot be read (no bucket, no credentials, a
+    corrupt record): a gate must not mistake "cannot tell" for "no champion".
+    """
+    data = _read_champion_file(settings or get_settings(), CHAMPION_FILE)
+    if data is None:
+        return None
+    try:
+        record = json.loads(data)
+    except ValueError as error:
+        raise ChampionUnavailable(
+            f"the champion record is not JSON ({error}): deploy a model again to rewrite it"
+        ) from None
+    if not isinstance(record, dict):
+        raise ChampionUnavailable("the champion record is not a JSON object: deploy again")
+    return record
+
+
+def load_champion_archive(settings: Settings | None = None) -> bytes | None:
+    """The deployed model.tar.gz kept with the champion record, or None if there is none."""
+    return _read_champion_file(settings or get_settings(), ARCHIVE_FILE)
+
+
+def load_champion(settings: Settings, work_dir: Path) -> tuple[ChampionStatus, Recommender | None]:
+    """The deployed champion's status and, when there is one, the model to re-score as it.
+
+    Never raises for an unreadable store or archive: that is an `unavailable` status, which the
+    gate turns into a failed check with its reason (the evaluation still runs without it).
+    """
+    try:
+        record = read_champion(settings)
+        if record is None:
+            return ChampionStatus("none", "no champion deployed yet"), None
+        archive = load_champion_archive(settings)
+    except ChampionUnavailable as error:
+        return ChampionStatus("unavailable", str(error)), None
+    if archive is None:
+        reason = (
+            f"the champion record (run {record.get('run_id')}) has no model archive beside it; "
+            "deploy a model again to rewrite both"
+        )
+        return ChampionStatus("unavailable", reason, record), None
+    # The modeling package's archive loader, imported here because it imports TensorFlow: only
+    # when there is a model to load. MERGE: becomes `from ..modeling.archive import load_archive`.
+    from ..model import load_archive
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        recommender = load_archive(archive, work_dir)
+    except (ProjectError, OSError, ValueError) as error:  # a broken archive or SavedModel
+        reason = f"the champion's model archive cannot be loaded ({error}); deploy a model again"
+        return ChampionStatus("unavailable", reason, record), None
+    recommender.name = CHAMPION_NAME  # scored under its role, whatever the class calls itself
+    return ChampionStatus("deployed", "", record), recommender
+
+
+def _read_champion_file(settings: Settings, name: str) -> bytes | None:
+    if settings.deploy_target == "sagemaker":
+        from . import champion_s3  # a part of deployment=sagemaker bakes (settings check it)
+
+        return champion_s3.read(settings, name)
+    path = _champion_dir(settings) / name
+    with _local_store(f"reading {path}"):
+        return path.read_bytes() if path.is_file() else None
+
+
+def _champion_dir(settings: Settings) -> Path:
+    return settings.data_dir / "deployments"
+
+
+@contextmanager
+def _local_store(doing: str) -> Iterator[None]:
+    """File system errors while `doing` become one-line `ChampionUnavailable` errors."""
+    try:
+        yield
+    except OSError as error:
+        raise ChampionUnavailable(f"failed {doing}: {error}") from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    staging = path.with_name(path.name + ".partial")
+    staging.write_bytes(data)
+    staging.replace(path)
