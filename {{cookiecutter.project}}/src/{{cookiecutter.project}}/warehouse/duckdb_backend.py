@@ -1,114 +1,64 @@
-"""The local warehouse: an append-only raw event log in DuckDB, and the training view dbt builds.
+"""The DuckDB warehouse: the raw log (see `base`) and the training view dbt builds, in one file.
 
-`raw.events` keeps every loaded row with its load id, load time, tenant and event date; `raw.loads`
-has one row per loaded file; `raw.rejects` keeps the rows the converter quarantined (the batch's
-`rejects-NNNNN.parquet`, see `validation`) with their line, reason and raw text. The load id is the
-batch's content hash, so loading a file again (even renamed) adds nothing. Each batch, its rows,
-its rejects and its load record, commits in one transaction: a load killed half-way leaves nothing
-of the batch it was in, and running it again loads exactly what is missing. The SQL is kept plain
-so that the Snowflake variant can share it.
+DuckDB reads each batch straight from its Parquet files (`read_parquet`); it allows one writer at a
+time, so a file held by another process gives a clear `WarehouseLockedError`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, ClassVar
 
 import duckdb
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .data import EVENT_COLUMNS
-from .errors import ProjectError
-from .settings import Settings, get_settings
-from .validation import REJECTS_SCHEMA, rejects_path
-
-TRAINING_COLUMNS = (
-    "session_id",
-    "skus",
-    "actions",
-    "session_length",
-    "first_event_at",
-    "last_event_at",
-    "session_date",
+from ..schema import LIST_COLUMNS, TRAINING_COLUMNS
+from ..settings import get_settings
+from .base import (
+    LoadResult,
+    Sources,
+    WarehouseError,
+    WarehouseLockedError,
+    as_list,
+    load_batches,
+    raw_tables_sql,
 )
-_LIST_COLUMNS = ("skus", "actions")
-
-_SCHEMA_SQL = """
-create schema if not exists raw;
-create table if not exists raw.loads (
-    load_id varchar primary key,
-    loaded_at timestamp not null,
-    tenant varchar not null,
-    source_file varchar not null,
-    row_count bigint not null
-);
-create table if not exists raw.events (
-    load_id varchar not null,
-    loaded_at timestamp not null,
-    tenant varchar not null,
-    event_date date not null,
-    session_id_hash varchar,
-    event_type varchar,
-    product_action varchar,
-    product_sku_hash varchar,
-    server_timestamp_epoch_ms bigint,
-    hashed_url varchar
-);
-create table if not exists raw.rejects (
-    load_id varchar not null,
-    loaded_at timestamp not null,
-    tenant varchar not null,
-    source_file varchar not null,
-    line_number bigint not null,
-    reason varchar not null,
-    raw_line varchar not null
-);
-"""
-
-# event_date is the UTC day: epoch_ms() gives a timestamp without time zone.
-_INSERT_EVENTS_SQL = """
-insert into raw.events
-select
-    $load_id, $loaded_at, $tenant,
-    cast(epoch_ms(server_timestamp_epoch_ms) as date),
-    session_id_hash, event_type, product_action, product_sku_hash,
-    server_timestamp_epoch_ms, hashed_url
-from read_parquet($path)
-"""
-_INSERT_REJECTS_SQL = """
-insert into raw.rejects
-select $load_id, $loaded_at, $tenant, source_file, line_number, reason, raw_line
-from read_parquet($path)
-"""
+from .base import raw_log_size as _raw_log_size
 
 
-class WarehouseError(ProjectError, RuntimeError):
-    """The warehouse cannot do what was asked; the message says why and what to do."""
+class _DuckDBLog:
+    """The DuckDB side of the shared load protocol (`base.RawLog`)."""
+
+    param: ClassVar[str] = "${}"
+    # epoch_ms() gives a timestamp without time zone: its date is the UTC day.
+    event_date: ClassVar[str] = "cast(epoch_ms(server_timestamp_epoch_ms) as date)"
+    file_errors: ClassVar[tuple[type[Exception], ...]] = (duckdb.Error,)
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def fetch_one(self, sql: str, params: Mapping[str, object]) -> tuple[Any, ...] | None:
+        return self.con.execute(sql, dict(params) if params else None).fetchone()
+
+    @contextmanager
+    def staged(self, events: Path, rejects: Path | None, load_id: str) -> Iterator[Sources]:
+        yield Sources(_read_parquet(events), _read_parquet(rejects) if rejects else None)
+
+    def begin(self) -> None:
+        self.con.begin()
+
+    def commit(self) -> None:
+        self.con.commit()
+
+    def rollback(self) -> None:
+        self.con.rollback()
 
 
-class WarehouseLockedError(WarehouseError):
-    """Another process holds the DuckDB file."""
-
-
-class EventsFileError(WarehouseError):
-    """An events file that cannot be loaded."""
-
-
-@dataclass(frozen=True)
-class LoadResult:
-    path: Path
-    load_id: str
-    rows: int  # rows in the file
-    skipped: bool  # True when this content was loaded before
-    rejected: int = 0  # rows of its rejects file (quarantined in raw.rejects)
+def _read_parquet(path: Path) -> str:
+    return "read_parquet('" + str(path).replace("'", "''") + "')"
 
 
 def connect(db_path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -138,45 +88,8 @@ def connect(db_path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the raw log tables if they are missing."""
-    con.execute(_SCHEMA_SQL)
-
-
-def file_load_id(path: Path) -> str:
-    """The load id of a batch: the SHA-256 of the file's bytes, then its rejects file's, if any."""
-    digest = hashlib.sha256()
-    for part in (path, rejects_path(path)):
-        if part == path or part.is_file():
-            with part.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_events_file(path: Path) -> None:
-    """Raise EventsFileError unless path is a Parquet file with exactly the event columns."""
-    try:
-        columns = pq.read_schema(path).names
-    except (OSError, pa.ArrowException) as e:
-        raise EventsFileError(f"Cannot read {path} as a Parquet events file: {e}") from e
-    missing = [c for c in EVENT_COLUMNS if c not in columns]
-    unexpected = [c for c in columns if c not in EVENT_COLUMNS]
-    if missing or unexpected:
-        raise EventsFileError(
-            f"{path} does not have the events columns: missing {missing or 'none'}, unexpected "
-            f"{unexpected or 'none'}. Expected exactly {list(EVENT_COLUMNS)} (Coveo "
-            "browsing_train schema)."
-        )
-    rejects = rejects_path(path)
-    if rejects.is_file():
-        try:
-            names = pq.read_schema(rejects).names
-        except (OSError, pa.ArrowException) as e:
-            raise EventsFileError(f"Cannot read {rejects} as a Parquet rejects file: {e}") from e
-        if names != REJECTS_SCHEMA.names:
-            raise EventsFileError(
-                f"{rejects} (the rejects of {path.name}) has the columns {names}, not "
-                f"{REJECTS_SCHEMA.names}; convert the source file again."
-            )
+    for statement in raw_tables_sql(timestamp="timestamp"):
+        con.execute(statement)
 
 
 def load_files(
@@ -185,64 +98,10 @@ def load_files(
     tenant: str,
     progress: Callable[[LoadResult], None] | None = None,
 ) -> list[LoadResult]:
-    """Append event Parquet files to raw.events (and their rejects to raw.rejects), each file in
-    one transaction; `progress` is called after each commit.
-
-    Files whose content was loaded before are skipped. Every file is checked before any is loaded.
-    """
-    paths = list(paths)
-    for path in paths:
-        check_events_file(path)
-    results = []
+    """Append event Parquet files to the raw log in `db_path` (see `base.load_batches`)."""
     with connect(db_path) as con:
         ensure_schema(con)
-        for path in paths:
-            load_id = file_load_id(path)
-            con.begin()
-            try:
-                seen = con.execute(
-                    "select row_count from raw.loads where load_id = ?", [load_id]
-                ).fetchone()
-                if seen:
-                    con.rollback()
-                    results.append(LoadResult(path, load_id, seen[0], skipped=True))
-                    continue
-                loaded_at = datetime.now(UTC).replace(tzinfo=None)
-                values = {"load_id": load_id, "loaded_at": loaded_at, "tenant": tenant}
-                try:
-                    (rows,) = con.execute(
-                        _INSERT_EVENTS_SQL, {**values, "path": str(path)}
-                    ).fetchone()
-                except duckdb.Error as e:
-                    raise EventsFileError(
-                        f"Cannot load {path}: {e}. Nothing of it was loaded; fix or regenerate it."
-                    ) from e
-                rejected = 0
-                if rejects_path(path).is_file():
-                    (rejected,) = con.execute(
-                        _INSERT_REJECTS_SQL, {**values, "path": str(rejects_path(path))}
-                    ).fetchone()
-                con.execute(
-                    "insert into raw.loads values (?, ?, ?, ?, ?)",
-                    [load_id, loaded_at, tenant, path.name, rows],
-                )
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
-            results.append(LoadResult(path, load_id, rows, skipped=False, rejected=rejected))
-            if progress is not None:
-                progress(results[-1])
-    return results
-
-
-def as_list(value: object) -> list:
-    """An array column value as a Python list: DuckDB gives lists or arrays, Snowflake JSON text."""
-    if isinstance(value, str):
-        return json.loads(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return list(value)
+        return load_batches(_DuckDBLog(con), paths, tenant, progress)
 
 
 def read_training_sessions(db_path: Path, relation: str = "training_sessions") -> pd.DataFrame:
@@ -258,7 +117,7 @@ def read_training_sessions(db_path: Path, relation: str = "training_sessions") -
                 f"{db_path} has no usable {relation} ({e}). Build the dbt models first "
                 "(dbt build), with the same DUCKDB_PATH."
             ) from e
-    for column in _LIST_COLUMNS:
+    for column in LIST_COLUMNS:
         frame[column] = frame[column].map(as_list)
     return frame
 
@@ -273,9 +132,7 @@ def raw_log_size(db_path: Path) -> tuple[int, int]:
     """Rows in the raw log and number of loads so far."""
     with connect(db_path) as con:
         ensure_schema(con)
-        rows = con.execute("select count(*) from raw.events").fetchone()[0]
-        loads = con.execute("select count(*) from raw.loads").fetchone()[0]
-    return int(rows), int(loads)
+        return _raw_log_size(_DuckDBLog(con))
 
 
 def describe_rejects(db_path: Path, examples: int = 3, reasons: int = 20) -> str:
@@ -302,56 +159,3 @@ def describe_rejects(db_path: Path, examples: int = 3, reasons: int = 20) -> str
         lines.append(f"  {n:,} x {reason}")
         lines.extend(f"      {example[:160]}" for example in shown)
     return "\n".join(lines)
-
-
-# --- the configured warehouse ------------------------------------------------------------------
-# Callers (ingest, dataset, quality, the CLI and the flow) use these: settings.warehouse picks
-# DuckDB (the functions above) or Snowflake (snowflake.py, imported only when chosen).
-
-
-def load_to_warehouse(
-    paths: Iterable[Path],
-    settings: Settings,
-    progress: Callable[[LoadResult], None] | None = None,
-) -> list[LoadResult]:
-    """Append event Parquet files to the configured warehouse's raw log (see `load_files`)."""
-    if settings.warehouse == "snowflake":
-        from . import snowflake
-
-        return snowflake.load_files(paths, settings, progress)
-    return load_files(paths, settings.duckdb_path, settings.tenant, progress)
-
-
-def read_warehouse_sessions(settings: Settings) -> pd.DataFrame:
-    """The dbt model training_sessions of the configured warehouse, as `read_training_sessions`."""
-    if settings.warehouse == "snowflake":
-        from . import snowflake
-
-        return snowflake.read_training_sessions(settings)
-    return read_training_sessions(settings.duckdb_path)
-
-
-def check_warehouse(settings: Settings) -> None:
-    """Fail early, with a message saying what to fix, if the configured warehouse is unusable."""
-    if settings.warehouse == "snowflake":
-        from . import snowflake
-
-        snowflake.check_connection(settings)
-    else:
-        check_connection(settings.duckdb_path)
-
-
-def warehouse_log_size(settings: Settings) -> tuple[int, int]:
-    """Rows in the configured warehouse's raw log and number of loads so far."""
-    if settings.warehouse == "snowflake":
-        from . import snowflake
-
-        return snowflake.raw_log_size(settings)
-    return raw_log_size(settings.duckdb_path)
-
-
-def warehouse_name(settings: Settings) -> str:
-    """Where the raw log lives, for progress messages."""
-    if settings.warehouse == "snowflake":
-        return f"Snowflake {settings.snowflake_database}.raw"
-    return str(settings.duckdb_path)
