@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from {{ cookiecutter.project }}.ingest import synthetic
 from {{ cookiecutter.project }}.settings import Settings
 from {{ cookiecutter.project }}.transform import DbtError, DbtRunResult, build
 from {{ cookiecutter.project }}.transform.core import run_dbt
+from {{ cookiecutter.project }}.transform.profiles import session_vars
 from {{ cookiecutter.project }}.warehouse import duckdb_backend
 
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
@@ -211,12 +213,16 @@ def test_models_compile_to_snowflake_sql(tmp_path: Path, monkeypatch: pytest.Mon
         monkeypatch.setenv(f"SNOWFLAKE_{name}", name.lower())
     monkeypatch.setenv("SNOWFLAKE_HOST", "127.0.0.1")  # nothing listens: a connection would fail
     monkeypatch.setenv("SNOWFLAKE_PORT", "9")
-    outcome = dbtRunner().invoke(
+    command = (
         ["compile", "--target", "snowflake", "--no-introspect", "--no-populate-cache"]
         + ["--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT)]
         + ["--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")]
         + ["--log-level", "none", "--no-send-anonymous-usage-stats"]
     )
+    # The project has no defaults for the session-length bounds: a call without them says so.
+    outcome = dbtRunner().invoke(command)
+    assert "Required var 'min_session_length' not found" in str(outcome.exception)
+    outcome = dbtRunner().invoke([*command, "--vars", json.dumps(session_vars())])
     assert outcome.success, outcome.exception
     compiled = tmp_path / "target" / "compiled" / "clickstream" / "models"
     sql = {path.stem: path.read_text() for path in compiled.rglob("*.sql")}

@@ -126,7 +126,7 @@ def _columns_sql(types: Mapping[str, str], not_null: bool = False) -> str:
 
 
 def load_batches(
-    log: RawLog,
+    open_log: Callable[[], AbstractContextManager[RawLog]],
     paths: Iterable[Path],
     tenant: str,
     progress: Callable[[LoadResult], None] | None = None,
@@ -134,17 +134,18 @@ def load_batches(
     """Append event Parquet files to raw.events (and their rejects to raw.rejects), each file in
     one transaction; `progress` is called after each commit.
 
-    Files whose content was loaded before are skipped. Every file is checked before any is loaded.
-    The raw tables must exist (the backend's `ensure_schema`).
+    Files whose content was loaded before are skipped. Every file is checked before the warehouse
+    is opened (`open_log`: a connection on which the raw tables exist), so a bad file loads nothing.
     """
     paths = list(paths)
     for path in paths:
         check_events_file(path)
     results = []
-    for path in paths:
-        results.append(_load_batch(log, path, tenant))
-        if progress is not None and not results[-1].skipped:
-            progress(results[-1])
+    with open_log() as log:
+        for path in paths:
+            results.append(_load_batch(log, path, tenant))
+            if progress is not None and not results[-1].skipped:
+                progress(results[-1])
     return results
 
 

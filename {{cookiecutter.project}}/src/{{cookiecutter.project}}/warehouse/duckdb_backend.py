@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -99,9 +100,14 @@ def load_files(
     progress: Callable[[LoadResult], None] | None = None,
 ) -> list[LoadResult]:
     """Append event Parquet files to the raw log in `db_path` (see `base.load_batches`)."""
+    return load_batches(partial(_open_log, db_path), paths, tenant, progress)
+
+
+@contextmanager
+def _open_log(db_path: Path) -> Iterator[_DuckDBLog]:
     with connect(db_path) as con:
         ensure_schema(con)
-        return load_batches(_DuckDBLog(con), paths, tenant, progress)
+        yield _DuckDBLog(con)
 
 
 def read_training_sessions(db_path: Path, relation: str = "training_sessions") -> pd.DataFrame:

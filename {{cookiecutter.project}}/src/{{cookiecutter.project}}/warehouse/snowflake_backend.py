@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -182,9 +183,14 @@ def load_files(
     progress: Callable[[LoadResult], None] | None = None,
 ) -> list[LoadResult]:
     """Append event Parquet files to the raw log in SNOWFLAKE_DATABASE (see `base.load_batches`)."""
+    return load_batches(partial(_open_log, settings), paths, settings.tenant, progress)
+
+
+@contextmanager
+def _open_log(settings: Settings) -> Iterator[_SnowflakeLog]:
     with cursor(settings) as cur:
         ensure_schema(cur)
-        return load_batches(_SnowflakeLog(cur), paths, settings.tenant, progress)
+        yield _SnowflakeLog(cur)
 
 
 def _stage(cur: SnowflakeCursor, path: Path, table: str, types: Mapping[str, str]) -> None:
