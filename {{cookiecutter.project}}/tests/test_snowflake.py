@@ -17,7 +17,7 @@ from {{ cookiecutter.project }} import dataset, quality, transform, warehouse
 from {{ cookiecutter.project }}.ingest.load import ingest
 from {{ cookiecutter.project }}.ingest.synthetic import GeneratorConfig, write_events
 from {{ cookiecutter.project }}.settings import Settings
-from {{ cookiecutter.project }}.warehouse import snowflake_backend
+from {{ cookiecutter.project }}.warehouse import duckdb_backend, snowflake_backend
 
 pytestmark = pytest.mark.cloud
 
@@ -97,12 +97,12 @@ def test_raw_log_matches_the_duckdb_one(
     """Same rows, same event dates (the UTC day), same load ids on both warehouses."""
     warehouse.load_to_warehouse(event_files[:1], settings)
     db = tmp_path / "w.duckdb"
-    warehouse.load_files(event_files[:1], db, tenant=settings.tenant)
+    duckdb_backend.load_files(event_files[:1], db, tenant=settings.tenant)
     query = (
         "select load_id, tenant, event_date, session_id_hash, event_type, product_action, "
         "product_sku_hash, server_timestamp_epoch_ms, hashed_url from raw.events"
     )
-    with warehouse.connect(db, read_only=True) as con:
+    with duckdb_backend.connect(db, read_only=True) as con:
         duck = con.execute(query).df()
     with snowflake_backend.cursor(settings) as cur:
         snow = pd.DataFrame(cur.execute(query).fetchall(), columns=list(duck.columns))
