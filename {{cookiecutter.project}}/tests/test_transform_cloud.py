@@ -18,10 +18,10 @@ import pytest
 from helpers import SENTINEL, free_port, run_cli
 
 from {{ cookiecutter.project }} import cli, transform
-from {{ cookiecutter.project }}.schema import MIN_SESSION_LENGTH
-from {{ cookiecutter.project }}.transform.cloud import DbtCloudError
 from {{ cookiecutter.project }}.pipeline import cards
+from {{ cookiecutter.project }}.schema import MIN_SESSION_LENGTH
 from {{ cookiecutter.project }}.settings import Settings, get_settings
+from {{ cookiecutter.project }}.transform.cloud import DbtCloudError
 
 ACCOUNT, JOB, RUN, TOKEN = 11, 22, 333, "service-token"
 MANIFEST = {
