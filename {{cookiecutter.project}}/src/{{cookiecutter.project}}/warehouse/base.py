@@ -112,15 +112,16 @@ def raw_tables_sql(timestamp: str) -> tuple[str, ...]:
             row_count bigint not null
         )""",
         f"""create table if not exists {RAW_SCHEMA}.events (
-            {load_columns}, event_date date not null, {_columns_sql(EVENT_TYPES)}
+            {load_columns}, event_date date not null, {columns_sql(EVENT_TYPES)}
         )""",
         f"""create table if not exists {RAW_SCHEMA}.rejects (
-            {load_columns}, {_columns_sql(REJECT_TYPES, not_null=True)}
+            {load_columns}, {columns_sql(REJECT_TYPES, not_null=True)}
         )""",
     )
 
 
-def _columns_sql(types: Mapping[str, str], not_null: bool = False) -> str:
+def columns_sql(types: Mapping[str, str], not_null: bool = False) -> str:
+    """Column definitions of a CREATE TABLE: `name type[ not null], ...`."""
     suffix = " not null" if not_null else ""
     return ", ".join(f"{column} {kind}{suffix}" for column, kind in types.items())
 

@@ -31,6 +31,7 @@ from .base import (
     Sources,
     WarehouseError,
     as_list,
+    columns_sql,
     load_batches,
     raw_tables_sql,
 )
@@ -197,8 +198,7 @@ def _stage(cur: SnowflakeCursor, path: Path, table: str, types: Mapping[str, str
     """Bulk-load one Parquet file into a new staging table through the table's own stage."""
     from snowflake.connector.errors import ProgrammingError
 
-    columns = ", ".join(f"{column} {kind}" for column, kind in types.items())
-    cur.execute(f"create or replace transient table {table} ({columns})")
+    cur.execute(f"create or replace transient table {table} ({columns_sql(types)})")
     schema, name = table.split(".")
     uri = "file://" + path.resolve().as_posix().replace("'", "\\'")
     try:
