@@ -45,9 +45,16 @@ def remove_sagemaker(project_dir: Path, package: str) -> None:
     )
 
 
+def remove_dbt_cloud(project_dir: Path, package: str) -> None:
+    """dbt_runner=core: dbt runs only in the flow's process, so the dbt Cloud client and its test
+    go (the settings refuse DBT_RUNNER=cloud in such a project)."""
+    remove(project_dir, f"src/{package}/transform/cloud.py", "tests/test_transform_cloud.py")
+
+
 REMOVERS: dict[tuple[str, str], Remover] = {
     ("tracking", "none"): remove_comet_tracking,
     ("deployment", "none"): remove_sagemaker,
+    ("dbt_runner", "core"): remove_dbt_cloud,
 }
 
 

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import duckdb
 
-from {{ cookiecutter.project }} import coveo, data, transform, warehouse
+from {{ cookiecutter.project }} import schema
+from {{ cookiecutter.project }}.ingest import coveo, synthetic
+from {{ cookiecutter.project }}.transform import core
+from {{ cookiecutter.project }}.warehouse import duckdb_backend
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "bad"
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
@@ -42,7 +45,7 @@ def run_corpus(work: Path) -> dict[str, int]:
         except coveo.CoveoFormatError:
             totals["refused"] += 1
             continue
-        results = warehouse.load_files(batches, db, tenant=tenant)
+        results = duckdb_backend.load_files(batches, db, tenant=tenant)
         good_in = data_lines(path) - len(facts.get("bad_lines", []))
         with duckdb.connect(str(db), read_only=True) as con:
             loaded, marked = con.execute(
@@ -55,7 +58,7 @@ def run_corpus(work: Path) -> dict[str, int]:
         totals["lost"] += max(0, good_in - clean)
         totals["through"] += marked + max(0, clean - good_in)
         totals["quarantined"] += sum(r.rejected for r in results)
-    transform.run_dbt(project_dir=DBT_PROJECT, duckdb_path=db, output_dir=work / "dbt")
+    core.run_dbt(project_dir=DBT_PROJECT, duckdb_path=db, output_dir=work / "dbt")
     with duckdb.connect(str(db), read_only=True) as con:
         totals["through_ml"] = con.execute(
             "select count(*) from (select unnest(skus) as sku from training_sessions) "
@@ -67,12 +70,12 @@ def run_corpus(work: Path) -> dict[str, int]:
 
 def conversion_speed(work: Path, bad_every: int | None) -> float:
     """Rows per second converting a synthetic CSV, one bad row every `bad_every` rows."""
-    config = data.GeneratorConfig(n_sessions=SPEED_ROWS // 12, n_products=2_000)
-    table = next(data.generate_batches(config, data.build_model(config)))
+    config = synthetic.GeneratorConfig(n_sessions=SPEED_ROWS // 12, n_products=2_000)
+    table = next(synthetic.generate_batches(config, synthetic.build_model(config)))
     rows = table.to_pylist()
-    lines = [",".join(data.EVENT_COLUMNS)]
+    lines = [",".join(schema.EVENT_COLUMNS)]
     for i, row in enumerate(rows):
-        fields = ["" if row[c] is None else str(row[c]) for c in data.EVENT_COLUMNS]
+        fields = ["" if row[c] is None else str(row[c]) for c in schema.EVENT_COLUMNS]
         if bad_every and i % bad_every == 0:
             fields[1] = "click"
         lines.append(",".join(fields))

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from {{ cookiecutter.project }}.data import GeneratorConfig, write_events
+from {{ cookiecutter.project }}.ingest.synthetic import GeneratorConfig, write_events
 
 
 def peak_rss_mib() -> float:

@@ -14,21 +14,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from {{ cookiecutter.project }} import data
+from {{ cookiecutter.project }}.ingest import synthetic
+from {{ cookiecutter.project }}.schema import EVENTS_GLOB
 
 TARGET_S, TARGET_GB = 60.0, 4.0
 
 
 def child(work: Path) -> None:
     """Runs in the child: the three stages, timed."""
-    from {{ cookiecutter.project }} import quality, transform, warehouse
+    from {{ cookiecutter.project }} import quality, transform
     from {{ cookiecutter.project }}.settings import Settings
+    from {{ cookiecutter.project }}.warehouse import duckdb_backend
 
     settings = Settings(data_dir=work, duckdb_path=work / "warehouse.duckdb")
     timings = {}
     started = time.perf_counter()
-    warehouse.load_files(
-        sorted((work / "events").glob(data.EVENTS_GLOB)), settings.duckdb_path, "bench"
+    duckdb_backend.load_files(
+        sorted((work / "events").glob(EVENTS_GLOB)), settings.duckdb_path, "bench"
     )
     timings["load_s"] = time.perf_counter() - started
     mark = time.perf_counter()
@@ -36,7 +38,7 @@ def child(work: Path) -> None:
     transform.raise_on_failure(result)
     timings["dbt_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    sessions = warehouse.read_training_sessions(settings.duckdb_path)
+    sessions = duckdb_backend.read_training_sessions(settings.duckdb_path)
     report = quality.check_sessions(sessions, quality.QualityThresholds.from_settings(settings))
     timings["quality_s"] = time.perf_counter() - mark
     timings["sessions"] = len(sessions)
@@ -47,7 +49,9 @@ def child(work: Path) -> None:
 def measure(n_sessions: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        written = data.write_events(data.GeneratorConfig(n_sessions=n_sessions), work / "events")
+        written = synthetic.write_events(
+            synthetic.GeneratorConfig(n_sessions=n_sessions), work / "events"
+        )
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, __file__, "--child", str(work)], stdout=subprocess.PIPE, text=True

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from {{ cookiecutter.project }} import baselines, ceiling, data, evaluation, model
+from {{ cookiecutter.project }} import baselines, ceiling, evaluation, model
+from {{ cookiecutter.project }}.ingest import synthetic
 from {{ cookiecutter.project }}.settings import get_settings
 
 TARGET_CEILING_SHARE, TARGET_LIFT = 0.90, 0.10
@@ -58,14 +59,14 @@ class Quality:
 
 def measure(n_sessions: int, params: model.TrainParams | None = None) -> Quality:
     """Train the LSTM on the older three quarters of `n_sessions` sessions; score every model."""
-    config = data.GeneratorConfig(n_sessions=n_sessions)
-    sessions = data.latent_training_frame(config)
+    config = synthetic.GeneratorConfig(n_sessions=n_sessions)
+    sessions = synthetic.latent_training_frame(config)
     cut = int(len(sessions) * 0.75)
     split = SimpleNamespace(train=sessions.iloc[:cut], test=sessions.iloc[cut:])
     started = time.perf_counter()
     trained = model.train(split.train, params or model.TrainParams(), progress=lambda e, logs: None)
     train_seconds = time.perf_counter() - started
-    generator = data.build_model(config)
+    generator = synthetic.build_model(config)
     models = [
         model.LstmRecommender(trained),
         *baselines.fit_baselines(split.train),

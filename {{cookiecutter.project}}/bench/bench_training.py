@@ -23,7 +23,7 @@ from pathlib import Path
 
 import keras
 
-from {{ cookiecutter.project }} import data
+from {{ cookiecutter.project }}.ingest import synthetic
 from {{ cookiecutter.project }}.model import (
     TrainParams,
     build_vocabulary,
@@ -62,8 +62,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="single-session calls timed")
     args = parser.parse_args()
 
-    sessions = data.latent_training_frame(
-        data.GeneratorConfig(n_sessions=args.sessions, n_products=args.products)
+    sessions = synthetic.latent_training_frame(
+        synthetic.GeneratorConfig(n_sessions=args.sessions, n_products=args.products)
     )
     started = time.perf_counter()
     skus = sessions["skus"].tolist()

@@ -92,9 +92,9 @@ class RecsFlow(FlowSpec):
     @step
     def ingest(self):
         """Generate synthetic events or convert the Coveo files; append them to the raw log."""
-        from {{ cookiecutter.project }} import ingest
+        from {{ cookiecutter.project }}.ingest.load import ingest
 
-        self.ingest_result = ingest.ingest(
+        self.ingest_result = ingest(
             SETTINGS,
             source=self.source,
             n_sessions=self.n_sessions,

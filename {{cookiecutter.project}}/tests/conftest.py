@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import SECRET_FIELDS, SENTINEL, free_port
+
+from {{ cookiecutter.project }}.settings import Settings, get_settings
 
 BIN = Path(sys.executable).parent
 
@@ -113,3 +115,16 @@ def _local_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(_CLOUD_PREFIXES):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DBT_RUNNER", "core")
+
+
+@pytest.fixture
+def secrets_set(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Every secret setting holds the sentinel (environment, as in CI and on Batch)."""
+    assert {"comet_api_key", "snowflake_password", "dbt_cloud_api_token"} <= set(SECRET_FIELDS)
+    for name in SECRET_FIELDS:
+        monkeypatch.setenv(name.upper(), SENTINEL)
+    get_settings.cache_clear()
+    settings = get_settings()
+    assert all(getattr(settings, name).get_secret_value() == SENTINEL for name in SECRET_FIELDS)
+    yield settings
+    get_settings.cache_clear()

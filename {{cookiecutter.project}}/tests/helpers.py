@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from {{ cookiecutter.project }}.settings import Settings
+
 N_SKUS = 30  # catalogue of the tiny model: sku-0 ... sku-29
+# The leak checks put this value in every secret setting (see conftest's `secrets_set`).
+SENTINEL = "sentinel-7f3a9c-never-print-me"
+SECRET_FIELDS = sorted(
+    name for name, field in Settings.model_fields.items() if "Secret" in str(field.annotation)
+)
 
 
 def free_port() -> int:
@@ -20,6 +30,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def run_cli(args: list[str], cwd: Path, **env: str) -> str:
+    """The CLI as a user runs it, in an empty folder (no .env), for a case that must fail; its
+    whole output."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}
+    command = [sys.executable, "-m", "{{ cookiecutter.project }}.cli", *args]
+    done = subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True)
+    assert done.returncode != 0  # each case here is an error
+    return done.stdout + done.stderr
 
 
 def request(

@@ -19,8 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from {{ cookiecutter.project }} import coveo, data, validation, warehouse
-from {{ cookiecutter.project }}.transform import DbtError, run_dbt
+from {{ cookiecutter.project }} import schema, warehouse
+from {{ cookiecutter.project }}.ingest import coveo, rules
+from {{ cookiecutter.project }}.transform import DbtError
+from {{ cookiecutter.project }}.transform.core import run_dbt
+from {{ cookiecutter.project }}.warehouse import duckdb_backend
 
 CORPUS = Path(__file__).parent / "data" / "bad"
 EXPECTED: dict[str, dict] = json.loads((CORPUS / "expected.json").read_text())
@@ -28,7 +31,7 @@ DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
 BAD_SKU = "0badf00d"  # every bad row of the corpus that has a SKU has this one
 LONG_SESSION = "bot0000000000001"
 LONG_EVENTS = 10_000
-HEADER = ",".join(data.EVENT_COLUMNS)
+HEADER = ",".join(schema.EVENT_COLUMNS)
 TABLES = ("events", "rejects", "loads")
 
 
@@ -42,9 +45,7 @@ def good_rows(path: Path, bad_lines: list[int]) -> Counter:
     kept = [line for number, line in enumerate(lines, 1) if number > 1 and number not in bad_lines]
     rows = csv.DictReader([lines[0], *kept])
     return Counter(
-        tuple(
-            int(row[c]) if c == validation.TIMESTAMP else row[c] or None for c in data.EVENT_COLUMNS
-        )
+        tuple(int(row[c]) if c == rules.TIMESTAMP else row[c] or None for c in schema.EVENT_COLUMNS)
         for row in rows
     )
 
@@ -72,7 +73,7 @@ def corpus_warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict:
         except coveo.CoveoFormatError as e:
             outcomes[path.name] = e
             continue
-        outcomes[path.name] = warehouse.load_files(batches, db, tenant=tenant_of(path.name))
+        outcomes[path.name] = duckdb_backend.load_files(batches, db, tenant=tenant_of(path.name))
     build = run_dbt(project_dir=DBT_PROJECT, duckdb_path=db, output_dir=work / "dbt", check=False)
     return {"db": db, "outcomes": outcomes, "build": build}
 
@@ -112,7 +113,7 @@ def test_good_rows_arrive_once_and_bad_rows_are_quarantined(
     wanted = good_rows(CORPUS / name, bad_lines)
 
     # good rows in = good rows loaded, as a multiset: none lost, none twice, no bad one among them
-    columns = ", ".join(data.EVENT_COLUMNS)
+    columns = ", ".join(schema.EVENT_COLUMNS)
     loaded = Counter(query(db, f"select {columns} from raw.events where tenant = ?", tenant))
     assert loaded == wanted
     assert sum(r.rows for r in results) == sum(wanted.values())
@@ -152,7 +153,7 @@ def test_loading_the_corpus_again_adds_nothing(corpus_warehouse: dict) -> None:
         before = [con.execute(f"select count(*) from raw.{t}").fetchone() for t in TABLES]
     for name, outcome in corpus_warehouse["outcomes"].items():
         if not isinstance(outcome, Exception):
-            again = warehouse.load_files([r.path for r in outcome], db, tenant=tenant_of(name))
+            again = duckdb_backend.load_files([r.path for r in outcome], db, tenant=tenant_of(name))
             assert all(r.skipped for r in again)
     with duckdb.connect(str(db), read_only=True) as con:
         assert [con.execute(f"select count(*) from raw.{t}").fetchone() for t in TABLES] == before
@@ -190,7 +191,7 @@ def test_a_session_spread_over_days_stops_the_build_with_a_readable_report(
     path = tmp_path / "browsing_train.csv"
     path.write_text(sample + "\n".join(reused) + "\n")
     db = tmp_path / "warehouse.duckdb"
-    warehouse.load_files(coveo.convert_browsing(path, tmp_path / "events"), db, tenant="demo")
+    duckdb_backend.load_files(coveo.convert_browsing(path, tmp_path / "events"), db, tenant="demo")
     assert pq.read_metadata(tmp_path / "events" / "events-00000.parquet").num_rows == 41
     with pytest.raises(DbtError) as caught:
         run_dbt(project_dir=DBT_PROJECT, duckdb_path=db, output_dir=tmp_path / "dbt")
@@ -218,9 +219,9 @@ def test_a_session_spread_over_days_stops_the_build_with_a_readable_report(
     ],
 )
 def test_row_rules_report_the_first_rule_broken(row: tuple, reason: str | None) -> None:
-    rules = validation.RowRules.as_of(datetime(2026, 1, 1, tzinfo=UTC))
+    row_rules = rules.RowRules.as_of(datetime(2026, 1, 1, tzinfo=UTC))
     ok = ("s", "pageview", "", "", "1550000000000", "u")
-    fields = pa.table({c: [ok[i], row[i]] for i, c in enumerate(data.EVENT_COLUMNS)})
-    first, found = validation.row_reasons(fields, rules).to_pylist()
+    fields = pa.table({c: [ok[i], row[i]] for i, c in enumerate(schema.EVENT_COLUMNS)})
+    first, found = rules.row_reasons(fields, row_rules).to_pylist()
     assert first is None
     assert (found is None) if reason is None else (reason in found)

@@ -17,13 +17,6 @@ from {{ cookiecutter.project }}.ceiling import (
     ceiling_recommender,
     next_item_probabilities_batch,
 )
-from {{ cookiecutter.project }}.data import (
-    GeneratorConfig,
-    GeneratorModel,
-    build_model,
-    latent_training_frame,
-    next_item_probabilities,
-)
 from {{ cookiecutter.project }}.evaluation import (
     EvaluationError,
     evaluate,
@@ -31,6 +24,13 @@ from {{ cookiecutter.project }}.evaluation import (
     mrr_at_k,
     next_item_examples,
     recommend_in_batches,
+)
+from {{ cookiecutter.project }}.ingest.synthetic import (
+    GeneratorConfig,
+    GeneratorModel,
+    build_model,
+    latent_training_frame,
+    next_item_probabilities,
 )
 
 CONFIG = GeneratorConfig(n_sessions=4_000, n_products=300, n_intents=10)

@@ -10,13 +10,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from {{ cookiecutter.project }} import coveo, data, validation, warehouse
-from {{ cookiecutter.project }}.transform import run_dbt
+from {{ cookiecutter.project }} import schema
+from {{ cookiecutter.project }}.ingest import coveo, rules, synthetic
+from {{ cookiecutter.project }}.transform.core import run_dbt
+from {{ cookiecutter.project }}.warehouse import duckdb_backend
 
 SAMPLE = Path(__file__).parent / "data" / "coveo" / "browsing_train.csv"
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
 SAMPLE_ROWS = 39
-HEADER = ",".join(data.EVENT_COLUMNS)
+HEADER = ",".join(schema.EVENT_COLUMNS)
 
 
 def sample_lines() -> list[str]:
@@ -29,8 +31,8 @@ def write_csv(path: Path, lines: list[str]) -> Path:
 
 
 def generator_schema() -> pa.Schema:
-    config = data.GeneratorConfig(n_sessions=2, n_products=4, n_intents=1, n_pages=2)
-    return next(data.generate_batches(config, data.build_model(config))).schema
+    config = synthetic.GeneratorConfig(n_sessions=2, n_products=4, n_intents=1, n_pages=2)
+    return next(synthetic.generate_batches(config, synthetic.build_model(config))).schema
 
 
 def test_sample_converts_to_the_generators_files(tmp_path: Path) -> None:
@@ -65,10 +67,10 @@ def test_converted_files_load_and_reconverting_adds_nothing(tmp_path: Path) -> N
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in again]
 
     db = tmp_path / "warehouse.duckdb"
-    loaded = warehouse.load_files(first, db, tenant="demo")
+    loaded = duckdb_backend.load_files(first, db, tenant="demo")
     assert sum(r.rows for r in loaded) == SAMPLE_ROWS and not any(r.skipped for r in loaded)
-    assert all(r.skipped for r in warehouse.load_files(again, db, tenant="demo"))
-    assert warehouse.raw_log_size(db) == (SAMPLE_ROWS, 4)
+    assert all(r.skipped for r in duckdb_backend.load_files(again, db, tenant="demo"))
+    assert duckdb_backend.raw_log_size(db) == (SAMPLE_ROWS, 4)
 
 
 def test_a_smaller_conversion_replaces_the_folders_files(tmp_path: Path) -> None:
@@ -79,7 +81,9 @@ def test_a_smaller_conversion_replaces_the_folders_files(tmp_path: Path) -> None
 
 def test_dbt_builds_the_samples_sessions(tmp_path: Path) -> None:
     db = tmp_path / "warehouse.duckdb"
-    warehouse.load_files(coveo.convert_browsing(SAMPLE, tmp_path / "events"), db, tenant="demo")
+    duckdb_backend.load_files(
+        coveo.convert_browsing(SAMPLE, tmp_path / "events"), db, tenant="demo"
+    )
     result = run_dbt(project_dir=DBT_PROJECT, duckdb_path=db, output_dir=tmp_path / "dbt")
     assert result.success, [node.message for node in result.failed]
     with duckdb.connect(str(db), read_only=True) as con:
@@ -116,7 +120,7 @@ def test_a_wrong_header_names_the_file_and_the_columns(tmp_path: Path, header: s
     with pytest.raises(coveo.CoveoFormatError) as caught:
         coveo.convert_browsing(path, tmp_path / "out")
     message = str(caught.value)
-    assert f"{path}, line 1:" in message and str(list(data.EVENT_COLUMNS)) in message
+    assert f"{path}, line 1:" in message and str(list(schema.EVENT_COLUMNS)) in message
     assert not (tmp_path / "out").exists()
 
 
@@ -124,7 +128,7 @@ def read_rejects(out_dir: Path) -> list[tuple[int, str, str]]:
     """(line, reason, raw line) of every rejects file in out_dir, in line order."""
     rows = [
         (r["line_number"], r["reason"], r["raw_line"])
-        for path in sorted(out_dir.glob(validation.REJECTS_GLOB))
+        for path in sorted(out_dir.glob(rules.REJECTS_GLOB))
         for r in pq.read_table(path).to_pylist()
     ]
     return sorted(rows)
@@ -193,7 +197,7 @@ def test_a_file_of_bad_rows_gives_an_empty_batch_with_its_rejects(tmp_path: Path
     assert pq.read_schema(events) == generator_schema()
     assert [line for line, _, _ in read_rejects(tmp_path / "out")] == [2, 3]
     db = tmp_path / "warehouse.duckdb"
-    [result] = warehouse.load_files([events], db, tenant="demo")
+    [result] = duckdb_backend.load_files([events], db, tenant="demo")
     assert (result.rows, result.rejected) == (0, 2)
     with duckdb.connect(str(db), read_only=True) as con:
         rejects = con.execute("select source_file, line_number from raw.rejects").fetchall()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,9 +10,12 @@ import duckdb
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.project }} import data, warehouse
+from {{ cookiecutter.project }}.ingest import synthetic
 from {{ cookiecutter.project }}.settings import Settings
-from {{ cookiecutter.project }}.transform import DbtError, DbtRunResult, build, run_dbt
+from {{ cookiecutter.project }}.transform import DbtError, DbtRunResult, build
+from {{ cookiecutter.project }}.transform.core import run_dbt
+from {{ cookiecutter.project }}.transform.profiles import session_vars
+from {{ cookiecutter.project }}.warehouse import duckdb_backend
 
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
 T0 = datetime(2026, 1, 5, 10, 0, 0)
@@ -93,7 +97,7 @@ def tricky_events() -> list[dict]:
 def write_raw_events(db: Path, rows: list[dict]) -> None:
     """raw.events as the loader creates it, holding `rows` in shuffled order."""
     with duckdb.connect(str(db)) as con:
-        warehouse.ensure_schema(con)
+        duckdb_backend.ensure_schema(con)
         con.register("raw_rows", pd.DataFrame(rows).sample(frac=1.0, random_state=7))
         con.execute("insert into raw.events by name select * from raw_rows")
 
@@ -190,10 +194,10 @@ def test_a_violated_dbt_test_raises_naming_it(tmp_path: Path) -> None:
 
 
 def test_generated_events_build_with_every_test_passing(tmp_path: Path) -> None:
-    config = data.GeneratorConfig(n_sessions=300, n_products=60, n_intents=5, days=3)
-    written = data.write_events(config, tmp_path / "events")
+    config = synthetic.GeneratorConfig(n_sessions=300, n_products=60, n_intents=5, days=3)
+    written = synthetic.write_events(config, tmp_path / "events")
     db = tmp_path / "warehouse.duckdb"
-    warehouse.load_files(written.paths, db, tenant="demo")
+    duckdb_backend.load_files(written.paths, db, tenant="demo")
     result = run_dbt(project_dir=DBT_PROJECT, duckdb_path=db, output_dir=tmp_path / "dbt")
     assert result.success, [node.message for node in result.failed]
     # Every generated session has at least one product step.
@@ -209,12 +213,16 @@ def test_models_compile_to_snowflake_sql(tmp_path: Path, monkeypatch: pytest.Mon
         monkeypatch.setenv(f"SNOWFLAKE_{name}", name.lower())
     monkeypatch.setenv("SNOWFLAKE_HOST", "127.0.0.1")  # nothing listens: a connection would fail
     monkeypatch.setenv("SNOWFLAKE_PORT", "9")
-    outcome = dbtRunner().invoke(
+    command = (
         ["compile", "--target", "snowflake", "--no-introspect", "--no-populate-cache"]
         + ["--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT)]
         + ["--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")]
         + ["--log-level", "none", "--no-send-anonymous-usage-stats"]
     )
+    # The project has no defaults for the session-length bounds: a call without them says so.
+    outcome = dbtRunner().invoke(command)
+    assert "Required var 'min_session_length' not found" in str(outcome.exception)
+    outcome = dbtRunner().invoke([*command, "--vars", json.dumps(session_vars())])
     assert outcome.success, outcome.exception
     compiled = tmp_path / "target" / "compiled" / "clickstream" / "models"
     sql = {path.stem: path.read_text() for path in compiled.rglob("*.sql")}

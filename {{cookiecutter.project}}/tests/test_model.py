@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.project }} import data
 from {{ cookiecutter.project }}.baselines import MostPopular
 from {{ cookiecutter.project }}.evaluation import (
     mrr_at_k,
     next_item_examples,
     recommend_in_batches,
 )
+from {{ cookiecutter.project }}.ingest import synthetic
 from {{ cookiecutter.project }}.model import (
     OOV_ID,
     PAD_ID,
@@ -39,8 +39,8 @@ FAST = TrainParams(embedding_dim=32, lstm_units=32, max_length=8, epochs=6, batc
 
 @pytest.fixture(scope="module")
 def sessions() -> pd.DataFrame:
-    return data.latent_training_frame(
-        data.GeneratorConfig(n_sessions=4_000, n_products=150, n_intents=10), seed=7
+    return synthetic.latent_training_frame(
+        synthetic.GeneratorConfig(n_sessions=4_000, n_products=150, n_intents=10), seed=7
     )
 
 

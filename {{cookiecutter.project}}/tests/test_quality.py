@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from {{ cookiecutter.project }}.pipeline.plots import plot_session_lengths
 from {{ cookiecutter.project }}.quality import (
     QualityError,
     QualityInputError,
@@ -20,7 +21,6 @@ from {{ cookiecutter.project }}.quality import (
     check_sessions,
     check_warehouse,
     format_report,
-    plot_session_lengths,
 )
 from {{ cookiecutter.project }}.settings import Settings
 

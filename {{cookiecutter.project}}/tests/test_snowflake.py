@@ -13,9 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.project }} import dataset, ingest, quality, snowflake, transform, warehouse
-from {{ cookiecutter.project }}.data import GeneratorConfig, write_events
+from {{ cookiecutter.project }} import dataset, quality, transform, warehouse
+from {{ cookiecutter.project }}.ingest.load import ingest
+from {{ cookiecutter.project }}.ingest.synthetic import GeneratorConfig, write_events
 from {{ cookiecutter.project }}.settings import Settings
+from {{ cookiecutter.project }}.warehouse import duckdb_backend, snowflake_backend
 
 pytestmark = pytest.mark.cloud
 
@@ -62,7 +64,7 @@ def settings(fakesnow_server, request: pytest.FixtureRequest, tmp_path: Path) ->
 
 
 def raw_counts(settings: Settings) -> tuple[int, int, int]:
-    with snowflake.cursor(settings) as cur:
+    with snowflake_backend.cursor(settings) as cur:
         return tuple(
             cur.execute(f"select count(*) from raw.{table}").fetchone()[0]
             for table in ("events", "loads", "rejects")
@@ -81,7 +83,7 @@ def test_loading_twice_adds_nothing(settings: Settings, event_files: list[Path])
     assert all(r.skipped for r in again)
     assert [r.load_id for r in again] == [r.load_id for r in first]
     assert warehouse.warehouse_log_size(settings) == (rows, len(event_files))
-    with snowflake.cursor(settings) as cur:
+    with snowflake_backend.cursor(settings) as cur:
         # The short login timeout does not cut queries, which Snowflake may hold ~45 s.
         assert cur.connection.socket_timeout is None
         # The per-file staging tables are gone.
@@ -95,14 +97,14 @@ def test_raw_log_matches_the_duckdb_one(
     """Same rows, same event dates (the UTC day), same load ids on both warehouses."""
     warehouse.load_to_warehouse(event_files[:1], settings)
     db = tmp_path / "w.duckdb"
-    warehouse.load_files(event_files[:1], db, tenant=settings.tenant)
+    duckdb_backend.load_files(event_files[:1], db, tenant=settings.tenant)
     query = (
         "select load_id, tenant, event_date, session_id_hash, event_type, product_action, "
         "product_sku_hash, server_timestamp_epoch_ms, hashed_url from raw.events"
     )
-    with warehouse.connect(db, read_only=True) as con:
+    with duckdb_backend.connect(db, read_only=True) as con:
         duck = con.execute(query).df()
-    with snowflake.cursor(settings) as cur:
+    with snowflake_backend.cursor(settings) as cur:
         snow = pd.DataFrame(cur.execute(query).fetchall(), columns=list(duck.columns))
     key = ["server_timestamp_epoch_ms", "session_id_hash", "event_type", "hashed_url"]
     duck = duck.sort_values(key, ignore_index=True)
@@ -130,7 +132,7 @@ def test_dbt_builds_the_models_and_passes_its_tests_on_snowflake(built) -> None:
     ran = {node.name for node in result.executed if node.resource_type == "model"}
     assert ran == {"stg_events", "stg_product_events", "sessions", "training_sessions"}
     assert sum(node.resource_type == "test" for node in result.executed) >= 20
-    # An emulator cannot stage unit-test inputs (see snowflake.dbt_environment): left out there.
+    # An emulator cannot stage unit-test inputs (see profiles.dbt_environment): left out there.
     assert not any(node.resource_type == "unit_test" for node in result.executed)
     # The password reached dbt through the environment of the call only, and no log has it.
     assert "SNOWFLAKE_PASSWORD" not in os.environ
@@ -175,13 +177,13 @@ def test_coveo_files_go_through_the_snowflake_loader(settings: Settings, tmp_pat
     (coveo_dir / "browsing_train.csv").write_text("\n".join([*lines, "cut,line"]) + "\n")
     settings = settings.model_copy(update={"coveo_dir": coveo_dir})
 
-    result = ingest.ingest(settings, source="coveo", progress=None)
+    result = ingest(settings, source="coveo", progress=None)
     assert result.files_loaded >= 1 and result.files_skipped == 0
     assert result.raw_rows_total == result.rows_loaded == len(lines) - 1
     events, loads, rejects = raw_counts(settings)
     assert (events, loads, rejects) == (len(lines) - 1, result.files_loaded, 1)
 
-    again = ingest.ingest(settings, source="coveo", progress=None)
+    again = ingest(settings, source="coveo", progress=None)
     assert again.files_loaded == 0 and again.files_skipped == result.files_loaded
     assert raw_counts(settings) == (events, loads, rejects)
 
@@ -219,7 +221,7 @@ def test_an_unreachable_snowflake_fails_fast_naming_the_settings(
         snowflake_timeout_s=2,
     )
     started = time.perf_counter()
-    with pytest.raises(snowflake.SnowflakeError) as error:
+    with pytest.raises(snowflake_backend.SnowflakeError) as error:
         warehouse.check_warehouse(settings)
     assert time.perf_counter() - started < 10
     message = str(error.value)
@@ -230,9 +232,9 @@ def test_an_unreachable_snowflake_fails_fast_naming_the_settings(
 
 def test_a_missing_account_is_named(fakesnow_server, tmp_path: Path) -> None:
     settings = snowflake_settings(fakesnow_server, "missing", tmp_path, snowflake_account=None)
-    with pytest.raises(snowflake.SnowflakeError, match="needs SNOWFLAKE_ACCOUNT:"):
+    with pytest.raises(snowflake_backend.SnowflakeError, match="needs SNOWFLAKE_ACCOUNT:"):
         warehouse.check_warehouse(settings)
-    with pytest.raises(snowflake.SnowflakeError, match="needs SNOWFLAKE_ACCOUNT:"):
+    with pytest.raises(snowflake_backend.SnowflakeError, match="needs SNOWFLAKE_ACCOUNT:"):
         transform.build(settings, tmp_path / "dbt")
 
 

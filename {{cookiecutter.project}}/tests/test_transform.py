@@ -14,15 +14,10 @@ import duckdb
 import pytest
 from matplotlib.colors import to_hex
 
-from {{ cookiecutter.project }} import warehouse
-from {{ cookiecutter.project }}.transform import (
-    DbtError,
-    DbtNode,
-    DbtRunResult,
-    describe,
-    plot_dbt_dag,
-    run_dbt,
-)
+from {{ cookiecutter.project }}.pipeline.plots import plot_dbt_dag
+from {{ cookiecutter.project }}.transform import DbtError, DbtNode, DbtRunResult, describe
+from {{ cookiecutter.project }}.transform.core import run_dbt
+from {{ cookiecutter.project }}.warehouse import duckdb_backend
 
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
 SOURCE = "source.clickstream.raw.events"
@@ -37,7 +32,7 @@ def write_two_sessions(db: Path) -> None:
         ("s2", "detail", "C", 4_000),
     ]
     with duckdb.connect(str(db)) as con:
-        warehouse.ensure_schema(con)
+        duckdb_backend.ensure_schema(con)
         con.executemany(
             "insert into raw.events values ('l1', ?, 'demo', ?, ?, 'event_product', ?, ?, ?, 'u')",
             [[datetime(2026, 1, 2), date(1970, 1, 1), *row] for row in rows],

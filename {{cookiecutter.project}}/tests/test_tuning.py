@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.project }} import data
 from {{ cookiecutter.project }}.dataset import split_by_time
+from {{ cookiecutter.project }}.ingest import synthetic
 from {{ cookiecutter.project }}.params import TrainParams
 from {{ cookiecutter.project }}.tuning import (
     DEFAULT_GRID,
@@ -26,8 +26,8 @@ from {{ cookiecutter.project }}.tuning import (
 
 def _sessions(n: int = 3_000, days: int = 14, n_products: int = 120) -> pd.DataFrame:
     """Generator chains spread evenly over `days` days, each lasting a few minutes."""
-    frame = data.latent_training_frame(
-        data.GeneratorConfig(n_sessions=n, n_products=n_products, n_intents=8), seed=3
+    frame = synthetic.latent_training_frame(
+        synthetic.GeneratorConfig(n_sessions=n, n_products=n_products, n_intents=8), seed=3
     )
     start = pd.Timestamp("2026-03-01")
     offsets = np.linspace(0, days * 86_400 - 600, len(frame)).astype("int64")

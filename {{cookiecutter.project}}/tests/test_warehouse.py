@@ -16,13 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from {{ cookiecutter.project }}.data import GeneratorConfig, write_events
-from {{ cookiecutter.project }}.warehouse import (
-    TRAINING_COLUMNS,
-    EventsFileError,
-    WarehouseError,
-    WarehouseLockedError,
-    as_list,
+from {{ cookiecutter.project }}.ingest.synthetic import GeneratorConfig, write_events
+from {{ cookiecutter.project }}.schema import TRAINING_COLUMNS
+from {{ cookiecutter.project }}.warehouse import EventsFileError, WarehouseError, WarehouseLockedError, as_list
+from {{ cookiecutter.project }}.warehouse.duckdb_backend import (
     connect,
     ensure_schema,
     load_files,
@@ -200,7 +197,7 @@ def test_as_list_normalises_array_values(value) -> None:
 LOADER = """
 import sys, time
 from pathlib import Path
-from {{ cookiecutter.project }}.warehouse import load_files
+from {{ cookiecutter.project }}.warehouse.duckdb_backend import load_files
 
 def report(result):
     print("committed", result.path.name, flush=True)

@@ -1,8 +1,8 @@
 """The known ceiling: the Bayes-optimal next-item ranking of the synthetic generator.
 
 The generator keeps its probabilities (`GeneratorModel`), so the best achievable ranking of a
-prefix is by the exact posterior P(next | prefix) of `data.next_item_probabilities`. Scored by the
-same evaluation as the LSTM, it says how much of the learnable signal a model has found: a model
+prefix is by the exact posterior P(next | prefix) of `synthetic.next_item_probabilities`. Scored by
+the same evaluation as the LSTM, it says how much of the learnable signal a model has found: a model
 at 0.9 of the ceiling's MRR@20 is close to the best possible, whatever the raw figure. Real data has
 no generator model and so no ceiling.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from . import data
-from .data import GeneratorError, GeneratorModel
 from .evaluation import EvaluationError, EvaluationReport, check_k
+from .ingest import synthetic
+from .ingest.synthetic import GeneratorError, GeneratorModel
 
 CEILING_NAME = "ceiling"
 LAST_ITEM_NAME = "ceiling_last_item"
@@ -31,9 +31,9 @@ class CeilingError(EvaluationError):
 def next_item_probabilities_batch(
     model: GeneratorModel, sessions: Sequence[Sequence[str]]
 ) -> np.ndarray:
-    """`data.next_item_probabilities_batch`, with a hint when a SKU is not the generator's."""
+    """`synthetic.next_item_probabilities_batch`, with a hint when a SKU is not the generator's."""
     try:
-        return data.next_item_probabilities_batch(model, sessions)
+        return synthetic.next_item_probabilities_batch(model, sessions)
     except GeneratorError as error:
         raise CeilingError(
             f"{error} The ceiling exists only for sessions drawn from that generator model; "

@@ -22,7 +22,7 @@ FLOW_NAME = "RecsFlow"
 
 
 def _data(args: argparse.Namespace) -> int:
-    from . import ingest
+    from .ingest.load import ingest
 
     overrides = {
         key: value
@@ -38,9 +38,9 @@ def _data(args: argparse.Namespace) -> int:
     if args.coveo_dir:
         settings = settings.model_copy(update={"coveo_dir": args.coveo_dir})
     if settings.coveo_dir:
-        ingest.ingest(settings, source="coveo")
+        ingest(settings, source="coveo")
     else:
-        ingest.ingest(settings, source="synthetic", **overrides)
+        ingest(settings, source="synthetic", **overrides)
     return 0
 
 

@@ -32,11 +32,10 @@ from great_expectations.data_context.types.base import (  # noqa: E402
     InMemoryStoreBackendDefaults,
     ProgressBarsConfig,
 )
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
 
 from .errors import ProjectError
-from .warehouse import TRAINING_COLUMNS, read_warehouse_sessions  # noqa: E402
+from .schema import LIST_COLUMNS, MAX_SESSION_LENGTH, MIN_SESSION_LENGTH, TRAINING_COLUMNS
+from .warehouse import read_warehouse_sessions
 
 if TYPE_CHECKING:
     from great_expectations.core.batch_definition import BatchDefinition
@@ -44,8 +43,6 @@ if TYPE_CHECKING:
 
     from .settings import Settings
 
-SESSION_COLUMNS = TRAINING_COLUMNS
-LIST_COLUMNS = ("skus", "actions")
 # Derived column: the session's distinct actions, sorted and comma-joined ("add,detail").
 # On Snowflake: array_to_string(array_sort(array_distinct(actions)), ',').
 ACTION_SET = "action_set"
@@ -62,8 +59,8 @@ class QualityInputError(ProjectError, ValueError):
 class QualityThresholds:
     """What a healthy session table looks like; the defaults fit the synthetic data."""
 
-    min_session_length: int = 2
-    max_session_length: int = 50
+    min_session_length: int = MIN_SESSION_LENGTH
+    max_session_length: int = MAX_SESSION_LENGTH
     min_mean_length: float = 3.0
     max_mean_length: float = 8.0
     min_median_length: float = 2.0
@@ -247,15 +244,17 @@ def validation_frame(sessions: pd.DataFrame) -> pd.DataFrame:
     The list columns stay out of the GX batch: GX never needs them and object columns of lists
     only slow it down.
     """
-    missing = [column for column in SESSION_COLUMNS if column not in sessions.columns]
+    missing = [column for column in TRAINING_COLUMNS if column not in sessions.columns]
     if missing:
         raise QualityInputError(
             f"The session table lacks the columns {', '.join(missing)}; it should be the dbt model "
-            f"training_sessions with columns {', '.join(SESSION_COLUMNS)} (run `dbt build` first)."
+            f"training_sessions with columns {', '.join(TRAINING_COLUMNS)} (run `dbt build` first)."
         )
     # Built as one new frame: GX copies the batch per metric, and copying a frame whose blocks
     # are not consolidated merges them again each time.
-    columns = {column: sessions[column] for column in SESSION_COLUMNS if column not in LIST_COLUMNS}
+    columns = {
+        column: sessions[column] for column in TRAINING_COLUMNS if column not in LIST_COLUMNS
+    }
     columns[ACTION_SET] = [_action_set(actions) for actions in sessions["actions"]]
     return pd.DataFrame(columns, index=sessions.index)
 
@@ -356,35 +355,6 @@ def format_report(report: QualityReport, *, include_passed: bool = False) -> str
             mark = "ok  " if result.success else "FAIL"
             lines.append(f"  {mark} {result.describe()}")
     return "\n".join(lines)
-
-
-def plot_session_lengths(
-    sessions: pd.DataFrame, thresholds: QualityThresholds | None = None
-) -> Figure:
-    """Histogram of session_length (log counts, so rare outliers show) with the allowed range."""
-    t = thresholds or QualityThresholds()
-    lengths = pd.to_numeric(sessions["session_length"], errors="coerce").dropna().to_numpy()
-    high = max(int(lengths.max()) if lengths.size else 0, t.max_session_length)
-    # One bar per length while that stays readable; equal-width bins past that.
-    bins: Any = np.arange(0.5, high + 1.5) if high <= 200 else 200
-    figure = Figure(figsize=(7, 3.5), layout="constrained")
-    FigureCanvasAgg(figure)  # draws off-screen, without pyplot's global state
-    ax = figure.add_subplot()
-    ax.hist(lengths, bins=bins, color="tab:blue", log=True)
-    for name, value in (("min", t.min_session_length), ("max", t.max_session_length)):
-        ax.axvline(value, color="tab:red", linestyle="--", linewidth=1)
-        ax.annotate(
-            f"{name} {value}",
-            (value, 1),
-            xycoords=("data", "axes fraction"),
-            color="tab:red",
-            ha="center",
-            va="bottom",
-        )
-    ax.set_xlabel("session length (steps)")
-    ax.set_ylabel("sessions")
-    ax.set_title(f"Session lengths ({lengths.size:,} sessions)", pad=14)
-    return figure
 
 
 def _action_set(actions: Iterable[Any] | None) -> str:

@@ -14,6 +14,7 @@ from metaflow.cards import Image, Markdown, Table
 from pydantic import BaseModel, SecretBytes, SecretStr
 
 from ..settings import get_settings
+from .plots import plot_dbt_dag, plot_session_lengths
 
 Components = list[Any]
 
@@ -86,10 +87,8 @@ def ingest_card(result: Any) -> Components:
 
 
 def dbt_card(result: Any) -> Components:
-    from ..transform import plot_dbt_dag
-
     verdict = "succeeded" if result.success else "FAILED"
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.status_counts().items()))
+    counts = result.counts_text()
     rows = [
         (n.resource_type, n.label, n.status, n.execution_time, n.failures, n.message or "")
         for n in result.executed
@@ -104,8 +103,6 @@ def dbt_card(result: Any) -> Components:
 
 
 def quality_card(report: Any, sessions: Any, thresholds: Any) -> Components:
-    from ..quality import plot_session_lengths
-
     verdict = "passed" if report.success else "FAILED"
     rows = [
         (r.rule, "pass" if r.success else "FAIL", r.observed_value, r.unexpected_count, r.error)

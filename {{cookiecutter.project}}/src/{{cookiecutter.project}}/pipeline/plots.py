@@ -2,3 +2,204 @@
 matplotlib Figure (the Agg backend: no display needed)."""
 
 from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch, Patch
+
+from ..schema import MAX_SESSION_LENGTH, MIN_SESSION_LENGTH
+from ..transform.results import TEST_TYPES, DbtNode, DbtRunResult
+
+if TYPE_CHECKING:
+    from ..quality import QualityThresholds  # great-expectations loads with it: not needed here
+
+
+# --- data quality --------------------------------------------------------------------------------
+
+
+def plot_session_lengths(
+    sessions: pd.DataFrame, thresholds: QualityThresholds | None = None
+) -> Figure:
+    """Histogram of session_length (log counts, so rare outliers show) with the allowed range."""
+    low, top = (
+        (thresholds.min_session_length, thresholds.max_session_length)
+        if thresholds
+        else (MIN_SESSION_LENGTH, MAX_SESSION_LENGTH)
+    )
+    lengths = pd.to_numeric(sessions["session_length"], errors="coerce").dropna().to_numpy()
+    high = max(int(lengths.max()) if lengths.size else 0, top)
+    # One bar per length while that stays readable; equal-width bins past that.
+    bins: Any = np.arange(0.5, high + 1.5) if high <= 200 else 200
+    figure = Figure(figsize=(7, 3.5), layout="constrained")
+    FigureCanvasAgg(figure)  # draws off-screen, without pyplot's global state
+    ax = figure.add_subplot()
+    ax.hist(lengths, bins=bins, color="tab:blue", log=True)
+    for name, value in (("min", low), ("max", top)):
+        ax.axvline(value, color="tab:red", linestyle="--", linewidth=1)
+        ax.annotate(
+            f"{name} {value}",
+            (value, 1),
+            xycoords=("data", "axes fraction"),
+            color="tab:red",
+            ha="center",
+            va="bottom",
+        )
+    ax.set_xlabel("session length (steps)")
+    ax.set_ylabel("sessions")
+    ax.set_title(f"Session lengths ({lengths.size:,} sessions)", pad=14)
+    return figure
+
+
+# --- the dbt DAG ---------------------------------------------------------------------------------
+
+_FILL = {"ok": "#a5d6a7", "warn": "#ffe082", "failed": "#ef9a9a", "skipped": "#e0e0e0"}
+_FILL |= {"not run": "#ffffff", "source": "#90caf9"}
+_STATUS_KEY = {"success": "ok", "pass": "ok", "warn": "warn", "partial success": "warn"}
+_STATUS_KEY |= {"error": "failed", "fail": "failed", "runtime error": "failed"}
+_STATUS_KEY |= {"skipped": "skipped", "no-op": "skipped"}
+_LEGEND = {"ok": "pass / success", "warn": "warn", "failed": "fail / error", "skipped": "skipped"}
+_LEGEND |= {"not run": "not run", "source": "source"}
+_COLUMN_IN, _ROW_IN = 2.9, 0.3  # inches per DAG column and per row
+_BOX_W, _TEST_W, _INDENT = 0.84, 0.76, 0.08  # in column units
+
+
+def plot_dbt_dag(result: DbtRunResult) -> Figure:
+    """The DAG left to right (sources, staging, marts) with each test under its model.
+
+    Boxes are coloured by status. The figure is not attached to pyplot, so nothing global changes
+    and it renders with the Agg backend (`fig.savefig("dag.png")`).
+    """
+    positions, n_columns, n_rows = _layout(result)
+    fig = Figure(figsize=(max(6.0, n_columns * _COLUMN_IN), max(3.0, (n_rows + 3) * _ROW_IN)))
+    ax = fig.add_axes((0.01, 0.1, 0.98, 0.8))
+    ax.set_xlim(-0.5, n_columns - 0.5)
+    ax.set_ylim(n_rows, -1)
+    ax.axis("off")
+    by_id = {node.unique_id: node for node in result.nodes}
+    for parent, child in result.edges:
+        if parent in positions and child in positions:
+            _draw_edge(ax, positions, by_id[parent], by_id[child])
+    for node in result.nodes:
+        if node.unique_id in positions:
+            _draw_box(ax, node, positions[node.unique_id])
+    ax.set_title(
+        f"dbt {result.command} on {result.target}: {result.counts_text()} "
+        f"({result.elapsed_s:.1f} s)",
+        fontsize=10,
+    )
+    handles = [
+        Patch(facecolor=fill, edgecolor="#555555", label=_LEGEND[key])
+        for key, fill in _FILL.items()
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
+    return fig
+
+
+def _layout(result: DbtRunResult) -> tuple[dict[str, tuple[float, float]], int, int]:
+    """(x, y) of each node: a column per DAG depth, each model followed by its tests below it."""
+    types = {node.unique_id: node.resource_type for node in result.nodes}
+    parents: dict[str, list[str]] = defaultdict(list)
+    for parent, child in result.edges:
+        parents[child].append(parent)
+    depth: dict[str, int] = {}
+
+    def depth_of(uid: str) -> int:
+        if uid not in depth:
+            upstream = [p for p in parents[uid] if types.get(p) not in TEST_TYPES | {None}]
+            depth[uid] = 1 + max(map(depth_of, upstream)) if upstream else 0
+        return depth[uid]
+
+    tests_of: dict[str, list[str]] = defaultdict(list)
+    for node in result.nodes:
+        if node.resource_type in TEST_TYPES and parents[node.unique_id]:
+            # A test hangs under the deepest model it reads: the one it tests.
+            tests_of[max(parents[node.unique_id], key=depth_of)].append(node.unique_id)
+    columns: dict[int, list[str]] = defaultdict(list)
+    for node in result.nodes:
+        if node.resource_type not in TEST_TYPES:
+            columns[depth_of(node.unique_id)].append(node.unique_id)
+
+    positions: dict[str, tuple[float, float]] = {}
+
+    def parent_row(uid: str) -> float:
+        rows = [positions[p][1] for p in parents[uid] if p in positions]
+        return sum(rows) / len(rows) if rows else 0.0
+
+    n_rows = 0
+    for column in sorted(columns):
+        # Order each column by where its parents sit, so edges cross as little as possible.
+        row = 0.0
+        for uid in sorted(columns[column], key=lambda uid: (parent_row(uid), uid)):
+            positions[uid] = (float(column), row)
+            for offset, test in enumerate(sorted(tests_of[uid], key=_test_order(result)), 1):
+                positions[test] = (column + _INDENT, row + offset)
+            row += len(tests_of[uid]) + 1.5
+        n_rows = max(n_rows, int(row))
+    return positions, len(columns), n_rows
+
+
+def _test_order(result: DbtRunResult) -> Callable[[str], tuple[bool, str]]:
+    """Sort key of tests under a model: unit tests first, then by label."""
+    labels = {node.unique_id: node.label for node in result.nodes}
+    return lambda uid: (not uid.startswith("unit_test."), labels[uid])
+
+
+def _draw_box(ax: Axes, node: DbtNode, xy: tuple[float, float]) -> None:
+    is_test = node.resource_type in TEST_TYPES
+    width = _TEST_W if is_test else _BOX_W
+    key = _STATUS_KEY.get(node.status or "", "not run")
+    if node.status is None and node.resource_type == "source":
+        key = "source"
+    ax.add_patch(
+        FancyBboxPatch(
+            (xy[0] - width / 2, xy[1] - 0.4),
+            width,
+            0.8,
+            boxstyle="square,pad=0",
+            gid=node.unique_id,
+            facecolor=_FILL[key],
+            edgecolor="#555555",
+            linewidth=0.6 if is_test else 1.0,
+        )
+    )
+    label = node.label if len(node.label) <= 40 else node.label[:39] + "…"
+    ax.text(
+        *xy,
+        label,
+        ha="center",
+        va="center",
+        fontsize=7 if is_test else 8.5,
+        fontweight="normal" if is_test else "bold",
+    )
+
+
+def _draw_edge(
+    ax: Axes, positions: dict[str, tuple[float, float]], parent: DbtNode, child: DbtNode
+) -> None:
+    (px, py), (cx, cy) = positions[parent.unique_id], positions[child.unique_id]
+    child_left = cx - (_TEST_W if child.resource_type in TEST_TYPES else _BOX_W) / 2
+    if child.resource_type in TEST_TYPES and abs(px + _INDENT - cx) < 1e-9:
+        # A test under its own model: an elbow from the model's left edge down to the test.
+        rail = px - _BOX_W / 2 + 0.02
+        ax.plot([rail, rail, child_left], [py + 0.4, cy, cy], color="#9e9e9e", linewidth=0.6)
+        return
+    ax.annotate(
+        "",
+        xy=(child_left, cy),
+        xytext=(px + _BOX_W / 2, py),
+        arrowprops={
+            "arrowstyle": "-|>",
+            "color": "#616161",
+            "linewidth": 0.8,
+            "linestyle": "--" if child.resource_type in TEST_TYPES else "-",
+            "shrinkA": 0,
+            "shrinkB": 0,
+        },
+    )

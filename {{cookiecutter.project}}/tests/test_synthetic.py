@@ -11,8 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from {{ cookiecutter.project }}.data import (
-    EVENT_COLUMNS,
+from {{ cookiecutter.project }}.ingest.synthetic import (
     MODEL_FILE,
     SESSION_GAP_MS,
     GeneratorConfig,
@@ -25,6 +24,7 @@ from {{ cookiecutter.project }}.data import (
     sample_sessions,
     write_events,
 )
+from {{ cookiecutter.project }}.schema import EVENT_COLUMNS
 from {{ cookiecutter.project }}.settings import Settings
 
 CONFIG = GeneratorConfig(

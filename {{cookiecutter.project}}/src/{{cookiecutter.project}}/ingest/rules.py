@@ -7,7 +7,8 @@ raw text fields (empty string = empty field), column by column, so they cost lit
 parsing; any reader of the Coveo format (the CSV converter, a warehouse loader) can apply them.
 
 Rejects travel beside each clean batch as `rejects-NNNNN.parquet` next to `events-NNNNN.parquet`
-(`rejects_path`), in plain columns (`REJECTS_SCHEMA`) that DuckDB and Snowflake both load.
+(`schema.rejects_path`), in plain columns (`schema.REJECTS_SCHEMA`) that DuckDB and Snowflake both
+load.
 """
 
 from __future__ import annotations
@@ -16,26 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import reduce
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .data import EVENT_COLUMNS
+from ..schema import EVENT_COLUMNS, REJECTS_PREFIX, REJECTS_SCHEMA
 
 EVENT_TYPES = ("pageview", "event_product")
 PRODUCT_ACTIONS = ("detail", "add", "purchase", "remove")
 TIMESTAMP = "server_timestamp_epoch_ms"
-REJECTS_PREFIX = "rejects-"
 REJECTS_GLOB = f"{REJECTS_PREFIX}*.parquet"
-REJECTS_SCHEMA = pa.schema(
-    [
-        ("source_file", pa.string()),  # the file the line came from (the CSV, not the batch)
-        ("line_number", pa.int64()),  # 1-based physical line; the header is line 1
-        ("reason", pa.string()),  # the first rule the row broke
-        ("raw_line", pa.string()),  # the line as read (bytes that are not UTF-8 escaped)
-    ]
-)
 NOT_UTF8 = "not UTF-8 text"
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _VALUE_CHARS = 40  # longest piece of a bad value quoted in a reason
@@ -159,11 +150,6 @@ def rejects_table(
         },
         schema=REJECTS_SCHEMA,
     )
-
-
-def rejects_path(events_path: Path) -> Path:
-    """Where the rejects of an events batch live: `rejects-00000.parquet` for `events-00000...`."""
-    return events_path.with_name(REJECTS_PREFIX + events_path.name.removeprefix("events-"))
 
 
 def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:

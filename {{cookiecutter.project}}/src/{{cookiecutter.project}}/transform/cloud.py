@@ -16,11 +16,11 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from .settings import Settings
-from .transform import DbtError, DbtRunResult, _edges, _nodes
+from ..settings import Settings
+from .profiles import session_vars
+from .results import DbtError, DbtRunResult, NodeRun, edges_from_manifest, nodes_from_manifest
 
 # dbt Cloud run status codes: 1 queued, 2 starting, 3 running, then one of the final ones.
 FINAL_STATUSES = {10: "success", 20: "error", 30: "cancelled"}
@@ -80,11 +80,20 @@ class DbtCloudRun:
 
 
 def run_job(
-    config: DbtCloudConfig, cause: str = "Triggered by the flow", log: Callable[[str], None] = print
+    config: DbtCloudConfig,
+    cause: str = "Triggered by the flow",
+    log: Callable[[str], None] = print,
+    steps: list[str] | None = None,
 ) -> DbtCloudRun:
-    """Trigger the job, poll until it ends (or `timeout_s`), print each status change."""
+    """Trigger the job, poll until it ends (or `timeout_s`), print each status change.
+
+    `steps` replace the commands of the job's definition for this run (`steps_override`).
+    """
     started = time.monotonic()
-    triggered = _call(config, "POST", f"/jobs/{config.job_id}/run/", {"cause": cause})
+    body: dict[str, Any] = {"cause": cause}
+    if steps:
+        body["steps_override"] = steps
+    triggered = _call(config, "POST", f"/jobs/{config.job_id}/run/", body)
     run_id = int(triggered["id"])
     url = str(triggered.get("href") or f"{config.api}/runs/{run_id}/")
     log(f"dbt Cloud job {config.job_id}: run {run_id} triggered ({url})")
@@ -109,22 +118,21 @@ def run_job(
 def build(settings: Settings, output_dir: Path) -> DbtRunResult:
     """Run the dbt Cloud job; return its nodes (from its artifacts, when available) and URL.
 
-    Like `transform.build`, a run whose models or tests failed is returned, not raised; call
-    `transform.raise_on_failure` after reporting it.
+    Like `core.build`, a run whose models or tests failed is returned, not raised; call
+    `raise_on_failure` after reporting it. The job runs `dbt build` with the settings'
+    session-length bounds as `--vars`, as the local build does (the project has no defaults).
     """
     config = DbtCloudConfig.from_settings(settings)
-    run = run_job(config)
+    command = f"dbt build --vars '{json.dumps(session_vars(settings.max_session_length))}'"
+    run = run_job(config, steps=[command])
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest = _artifact(config, run.run_id, "manifest.json", output_dir)
     results = _artifact(config, run.run_id, "run_results.json", output_dir)
     nodes, edges = [], []
     if manifest is not None:
-        ran = [
-            SimpleNamespace(node=SimpleNamespace(unique_id=row["unique_id"]), **_result(row))
-            for row in (results or {}).get("results", [])
-        ]
-        nodes, edges = _nodes(manifest, ran), _edges(manifest)
+        ran = map(NodeRun.from_json, (results or {}).get("results", []))
+        nodes, edges = nodes_from_manifest(manifest, ran), edges_from_manifest(manifest)
     return DbtRunResult(
         command="build",
         target=f"dbt Cloud job {config.job_id}",
@@ -135,15 +143,6 @@ def build(settings: Settings, output_dir: Path) -> DbtRunResult:
         edges=edges,
         run_url=run.url,
     )
-
-
-def _result(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "status": row.get("status"),
-        "execution_time": row.get("execution_time") or 0.0,
-        "failures": row.get("failures"),
-        "message": row.get("message"),
-    }
 
 
 def _artifact(

@@ -1,11 +1,11 @@
 """The real Coveo SIGIR eCom 2021 `browsing_train.csv`, converted to the generator's Parquet files.
 
 The CSV is several GB, so it is streamed: read in blocks of whole lines, split into fields and
-checked with the row rules of `validation`, cut into chunks of `chunk_rows` good rows and written as
-`events-00000.parquet`, ... with exactly the schema of `data.write_events` (dictionary-encoded
-strings, nulls for empty fields), so `warehouse.load_files` takes them unchanged. Rows that break a
-rule go, with their line number, reason and raw text, to `rejects-00000.parquet` beside the chunk
-they were read with; `warehouse.load_files` quarantines them in `raw.rejects`. A wrong header (or
+checked with the row rules of `rules`, cut into chunks of `chunk_rows` good rows and written as
+`events-00000.parquet`, ... with exactly the schema of `synthetic.write_events` (dictionary-encoded
+strings, nulls for empty fields), so the warehouse loads them unchanged. Rows that break a rule
+go, with their line number, reason and raw text, to `rejects-00000.parquet` beside the chunk they
+were read with; the warehouse load quarantines them in `raw.rejects`. A wrong header (or
 an empty file) refuses the whole file. The same CSV gives byte-identical files, hence the same load
 ids: converting and loading again adds nothing.
 """
@@ -21,16 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .data import EVENT_COLUMNS, EVENTS_GLOB
-from .errors import ProjectError
-from .validation import (
+from ..errors import ProjectError
+from ..schema import EVENT_COLUMNS, EVENTS_GLOB, REJECTS_SCHEMA, rejects_path
+from .rules import (
     NOT_UTF8,
     REJECTS_GLOB,
-    REJECTS_SCHEMA,
     TIMESTAMP,
     RowRules,
     field_count_reason,
-    rejects_path,
     rejects_table,
     row_reasons,
     to_events,
@@ -89,7 +87,7 @@ def convert_browsing(
     name only once complete, a chunk's rejects before its events; on an error none is left.
     `progress(bytes_read, total_bytes)` is called after each chunk. `rules` bound the event times
     (default: no later than a day from now). Raises CoveoFormatError for an empty file or a wrong
-    header; bad rows do not raise, they go to the rejects files (`validation.rejects_path`).
+    header; bad rows do not raise, they go to the rejects files (`schema.rejects_path`).
     """
     if chunk_rows < 1:
         raise CoveoError(f"chunk_rows must be at least 1, not {chunk_rows}.")
@@ -107,7 +105,7 @@ def convert_browsing(
             path = out_dir / f"events-{len(paths):05d}.parquet"
             if rejects.num_rows:
                 written.append(_write(rejects, rejects_path(path)))
-            # As data.write_events: statistics only where readers use them (time filters).
+            # As synthetic.write_events: statistics only where readers use them (time filters).
             written.append(_write(_encode(events), path, write_statistics=[TIMESTAMP]))
             paths.append(path)
             if progress is not None:

@@ -33,19 +33,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ProjectError
-from .settings import Settings
+from ..errors import ProjectError
+from ..schema import EVENTS_GLOB
+from ..settings import Settings
 
-EVENT_COLUMNS = (
-    "session_id_hash",
-    "event_type",
-    "product_action",
-    "product_sku_hash",
-    "server_timestamp_epoch_ms",
-    "hashed_url",
-)
 MODEL_FILE = "generator_model.npz"
-EVENTS_GLOB = "events-*.parquet"
 
 SESSION_GAP_MS = 30 * 60 * 1000  # Coveo cuts sessions after 30 idle minutes
 _DAY_MS = 24 * 60 * 60 * 1000

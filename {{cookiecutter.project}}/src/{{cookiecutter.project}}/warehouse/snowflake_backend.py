@@ -1,6 +1,6 @@
 """The Snowflake warehouse: the same append-only raw log and training view as the DuckDB one.
 
-`raw.events`, `raw.loads` and `raw.rejects` have the columns of `warehouse.py`'s tables. A batch
+`raw.events`, `raw.loads` and `raw.rejects` are those of `base` (the DuckDB ones too). A batch
 is loaded the way Snowflake loads fast: PUT into the table stage of a per-file staging table, COPY
 INTO it (Parquet, columns matched by name), then one transaction appends its rows with the load
 columns to `raw.events` (its quarantined rows, if any, to `raw.rejects`) and records the load in
@@ -12,85 +12,43 @@ buffer, whatever the file size.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
-import pyarrow as pa
-import snowflake.connector
-from snowflake.connector import SnowflakeConnection
-from snowflake.connector.cursor import SnowflakeCursor
-from snowflake.connector.errors import Error as ConnectorError
-from snowflake.connector.errors import ProgrammingError
 
-from .data import EVENT_COLUMNS
-from .settings import Settings
-from .validation import REJECTS_SCHEMA, rejects_path
-from .warehouse import (
-    TRAINING_COLUMNS,
+from ..schema import LIST_COLUMNS, TRAINING_COLUMNS
+from ..settings import Settings
+from .base import (
+    EVENT_TYPES,
+    RAW_SCHEMA,
+    REJECT_TYPES,
     EventsFileError,
     LoadResult,
+    Sources,
     WarehouseError,
     as_list,
-    check_events_file,
-    file_load_id,
+    columns_sql,
+    load_batches,
+    raw_tables_sql,
 )
+from .base import raw_log_size as _raw_log_size
 
+if TYPE_CHECKING:
+    from snowflake.connector import SnowflakeConnection
+    from snowflake.connector.cursor import SnowflakeCursor
 
-def _columns_sql(types: dict[str, str], not_null: bool = False) -> str:
-    suffix = " not null" if not_null else ""
-    return ", ".join(f"{column} {kind}{suffix}" for column, kind in types.items())
-
+# snowflake.connector takes seconds to import: it is imported where a connection is made or its
+# errors are caught, so that importing the warehouse package costs a DuckDB project nothing.
 
 # Settings every Snowflake connection and the dbt profile need, as (attribute, variable).
 REQUIRED_SETTINGS = tuple(
     (f"snowflake_{name}", f"SNOWFLAKE_{name.upper()}")
     for name in ("account", "user", "password", "role", "warehouse", "database", "schema")
 )
-RAW_SCHEMA = "raw"
-_EVENT_TYPES = {column: "varchar" for column in EVENT_COLUMNS} | {
-    "server_timestamp_epoch_ms": "bigint"
-}
-_REJECT_TYPES = {
-    field.name: "bigint" if pa.types.is_integer(field.type) else "varchar"
-    for field in REJECTS_SCHEMA
-}
-# timestamp_ntz spelled out: plain `timestamp` follows the account's TIMESTAMP_TYPE_MAPPING.
-_LOAD_COLUMNS = (
-    "load_id varchar not null, loaded_at timestamp_ntz not null, tenant varchar not null"
-)
-_SCHEMA_SQL = (
-    f"create schema if not exists {RAW_SCHEMA}",
-    f"""create table if not exists {RAW_SCHEMA}.loads (
-        load_id varchar primary key,
-        loaded_at timestamp_ntz not null,
-        tenant varchar not null,
-        source_file varchar not null,
-        row_count bigint not null
-    )""",
-    f"""create table if not exists {RAW_SCHEMA}.events (
-        {_LOAD_COLUMNS}, event_date date not null, {_columns_sql(_EVENT_TYPES)}
-    )""",
-    f"""create table if not exists {RAW_SCHEMA}.rejects (
-        {_LOAD_COLUMNS}, {_columns_sql(_REJECT_TYPES, not_null=True)}
-    )""",
-)
-# event_date is the UTC day, as in DuckDB: to_timestamp_ntz of epoch milliseconds is in UTC.
-_INSERT_EVENTS_SQL = f"""
-insert into {RAW_SCHEMA}.events
-select
-    %(load_id)s, %(loaded_at)s, %(tenant)s,
-    to_date(to_timestamp_ntz(server_timestamp_epoch_ms, 3)),
-    {", ".join(EVENT_COLUMNS)}
-from {{staging}}
-"""
-_INSERT_REJECTS_SQL = f"""
-insert into {RAW_SCHEMA}.rejects
-select %(load_id)s, %(loaded_at)s, %(tenant)s, {", ".join(_REJECT_TYPES)}
-from {{staging}}
-"""
 
 
 class SnowflakeError(WarehouseError):
@@ -130,6 +88,9 @@ def connect(settings: Settings) -> SnowflakeConnection:
             "port": settings.snowflake_port,
             "protocol": settings.snowflake_protocol,
         }
+    import snowflake.connector
+    from snowflake.connector.errors import Error as ConnectorError
+
     try:
         con = snowflake.connector.connect(**options)
     except ConnectorError as e:
@@ -160,8 +121,11 @@ def cursor(settings: Settings) -> Iterator[SnowflakeCursor]:
 
 def ensure_schema(cur: SnowflakeCursor) -> None:
     """Create the raw log tables if they are missing (the role needs CREATE SCHEMA)."""
+    from snowflake.connector.errors import ProgrammingError
+
     try:
-        for statement in _SCHEMA_SQL:
+        # timestamp_ntz spelled out: plain `timestamp` follows the account's TIMESTAMP_TYPE_MAPPING.
+        for statement in raw_tables_sql(timestamp="timestamp_ntz"):
             cur.execute(statement)
     except ProgrammingError as e:
         raise SnowflakeError(
@@ -170,73 +134,71 @@ def ensure_schema(cur: SnowflakeCursor) -> None:
         ) from e
 
 
+class _SnowflakeLog:
+    """The Snowflake side of the shared load protocol (`base.RawLog`).
+
+    A batch is staged the way Snowflake loads fast: PUT into the table stage of a staging table of
+    its own, then COPY INTO it (Parquet, columns matched by name). Own staging tables: loaders
+    running at once never share rows, and their DDL stays out of the transaction (a DDL statement
+    would commit it in Snowflake).
+    """
+
+    param: ClassVar[str] = "%({})s"
+    # The UTC day, as in DuckDB: to_timestamp_ntz of epoch milliseconds is in UTC.
+    event_date: ClassVar[str] = "to_date(to_timestamp_ntz(server_timestamp_epoch_ms, 3))"
+    file_errors: ClassVar[tuple[type[Exception], ...]] = ()  # `_stage` reports a bad file
+
+    def __init__(self, cur: SnowflakeCursor) -> None:
+        self.cur = cur
+
+    def fetch_one(self, sql: str, params: Mapping[str, object]) -> tuple[Any, ...] | None:
+        return self.cur.execute(sql, dict(params) if params else None).fetchone()
+
+    @contextmanager
+    def staged(self, events: Path, rejects: Path | None, load_id: str) -> Iterator[Sources]:
+        staged = {events: f"{RAW_SCHEMA}.load_{load_id[:16]}"}
+        if rejects is not None:
+            staged[rejects] = f"{RAW_SCHEMA}.load_{load_id[:16]}_rejects"
+        try:
+            _stage(self.cur, events, staged[events], EVENT_TYPES)
+            if rejects is not None:
+                _stage(self.cur, rejects, staged[rejects], REJECT_TYPES)
+            yield Sources(staged[events], staged.get(rejects) if rejects else None)
+        finally:
+            for table in staged.values():
+                self.cur.execute(f"drop table if exists {table}")
+
+    def begin(self) -> None:
+        self.cur.execute("begin")
+
+    def commit(self) -> None:
+        self.cur.execute("commit")
+
+    def rollback(self) -> None:
+        self.cur.execute("rollback")
+
+
 def load_files(
     paths: Iterable[Path],
     settings: Settings,
     progress: Callable[[LoadResult], None] | None = None,
 ) -> list[LoadResult]:
-    """Append event Parquet files to raw.events (and their rejects to raw.rejects), each file in
-    one transaction; `progress` is called after each commit.
+    """Append event Parquet files to the raw log in SNOWFLAKE_DATABASE (see `base.load_batches`)."""
+    return load_batches(partial(_open_log, settings), paths, settings.tenant, progress)
 
-    Files whose content was loaded before are skipped. Every file is checked before any is loaded.
-    """
-    paths = list(paths)
-    for path in paths:
-        check_events_file(path)
-    results = []
+
+@contextmanager
+def _open_log(settings: Settings) -> Iterator[_SnowflakeLog]:
     with cursor(settings) as cur:
         ensure_schema(cur)
-        for path in paths:
-            results.append(_load_file(cur, path, settings.tenant))
-            if progress is not None and not results[-1].skipped:
-                progress(results[-1])
-    return results
+        yield _SnowflakeLog(cur)
 
 
-def _load_file(cur: SnowflakeCursor, path: Path, tenant: str) -> LoadResult:
-    load_id = file_load_id(path)
-    if (seen := _loaded_rows(cur, load_id)) is not None:
-        return LoadResult(path, load_id, seen, skipped=True)
-    rejects = rejects_path(path)
-    # Staging tables of their own: loaders running at once never share rows, and their DDL stays
-    # out of the transaction (a DDL statement would commit it in Snowflake).
-    staged = {"events": f"{RAW_SCHEMA}.load_{load_id[:16]}"}
-    if rejects.is_file():
-        staged["rejects"] = f"{RAW_SCHEMA}.load_{load_id[:16]}_rejects"
-    try:
-        _stage(cur, path, staged["events"], _EVENT_TYPES)
-        if rejects.is_file():
-            _stage(cur, rejects, staged["rejects"], _REJECT_TYPES)
-        cur.execute("begin")
-        try:
-            if (seen := _loaded_rows(cur, load_id)) is not None:  # another loader was faster
-                cur.execute("rollback")
-                return LoadResult(path, load_id, seen, skipped=True)
-            loaded_at = datetime.now(UTC).replace(tzinfo=None)
-            values = {"load_id": load_id, "loaded_at": loaded_at, "tenant": tenant}
-            insert = _INSERT_EVENTS_SQL.format(staging=staged["events"])
-            (rows,) = cur.execute(insert, values).fetchone()
-            rejected = 0
-            if "rejects" in staged:
-                insert = _INSERT_REJECTS_SQL.format(staging=staged["rejects"])
-                (rejected,) = cur.execute(insert, values).fetchone()
-            cur.execute(
-                f"insert into {RAW_SCHEMA}.loads values (%s, %s, %s, %s, %s)",
-                (load_id, loaded_at, tenant, path.name, rows),
-            )
-            cur.execute("commit")
-        except BaseException:
-            cur.execute("rollback")
-            raise
-    finally:
-        for table in staged.values():
-            cur.execute(f"drop table if exists {table}")
-    return LoadResult(path, load_id, int(rows), skipped=False, rejected=int(rejected))
-
-
-def _stage(cur: SnowflakeCursor, path: Path, table: str, types: dict[str, str]) -> None:
+def _stage(cur: SnowflakeCursor, path: Path, table: str, types: Mapping[str, str]) -> None:
     """Bulk-load one Parquet file into a new staging table through the table's own stage."""
-    cur.execute(f"create or replace transient table {table} ({_columns_sql(types)})")
+    from snowflake.connector.errors import ProgrammingError
+
+    cur.execute(f"create or replace transient table {table} ({columns_sql(types)})")
     schema, name = table.split(".")
     uri = "file://" + path.resolve().as_posix().replace("'", "\\'")
     try:
@@ -252,15 +214,10 @@ def _stage(cur: SnowflakeCursor, path: Path, table: str, types: dict[str, str]) 
         ) from e
 
 
-def _loaded_rows(cur: SnowflakeCursor, load_id: str) -> int | None:
-    row = cur.execute(
-        f"select row_count from {RAW_SCHEMA}.loads where load_id = %s", (load_id,)
-    ).fetchone()
-    return int(row[0]) if row else None
-
-
 def read_training_sessions(settings: Settings, relation: str = "training_sessions") -> pd.DataFrame:
     """The ML view built by dbt in SNOWFLAKE_SCHEMA, oldest first, typed as the DuckDB path's."""
+    from snowflake.connector.errors import ProgrammingError
+
     columns = ", ".join(TRAINING_COLUMNS)
     table = f"{settings.snowflake_database}.{settings.snowflake_schema}.{relation}"
     with cursor(settings) as cur:
@@ -274,7 +231,7 @@ def read_training_sessions(settings: Settings, relation: str = "training_session
         # Arrow batches: far faster than rows of Python objects for millions of sessions.
         frame = cur.fetch_pandas_all().rename(columns=str.lower)
     frame = frame.reindex(columns=list(TRAINING_COLUMNS))  # an empty result may lack columns
-    for column in ("skus", "actions"):  # VARIANT arrays arrive as JSON text
+    for column in LIST_COLUMNS:  # VARIANT arrays arrive as JSON text
         frame[column] = frame[column].map(as_list)
     # NUMBER may arrive as a narrow integer and DATE as datetime.date: give DuckDB's dtypes.
     frame["session_length"] = frame["session_length"].astype("int64")
@@ -293,34 +250,7 @@ def raw_log_size(settings: Settings) -> tuple[int, int]:
     """Rows in the raw log and number of loads so far."""
     with cursor(settings) as cur:
         ensure_schema(cur)
-        (rows,) = cur.execute(f"select count(*) from {RAW_SCHEMA}.events").fetchone()
-        (loads,) = cur.execute(f"select count(*) from {RAW_SCHEMA}.loads").fetchone()
-    return int(rows), int(loads)
-
-
-def dbt_environment(settings: Settings) -> dict[str, str]:
-    """The SNOWFLAKE_* variables dbt/profiles.yml reads, from the settings (which may come from
-    .env rather than the environment). Only the dbt call's environment sees the password."""
-    require_settings(settings, needed_by="dbt's snowflake target")
-    assert settings.snowflake_password is not None
-    values = {
-        variable: str(getattr(settings, name))
-        for name, variable in REQUIRED_SETTINGS
-        if name != "snowflake_password"
-    }
-    values |= {
-        "SNOWFLAKE_PASSWORD": settings.snowflake_password.get_secret_value(),
-        "SNOWFLAKE_HOST": settings.snowflake_host or "",
-        "SNOWFLAKE_PORT": str(settings.snowflake_port),
-        "SNOWFLAKE_PROTOCOL": settings.snowflake_protocol,
-        "SNOWFLAKE_TIMEOUT_S": str(settings.snowflake_timeout_s),
-    }
-    if settings.snowflake_host:
-        # An emulator (fakesnow) cannot run dbt unit tests: dbt-snowflake stages their inputs in
-        # `create temporary table <db>.<schema>.<name>`, which DuckDB rejects. The real service
-        # runs them; the local DuckDB target runs them everywhere.
-        values["DBT_EXCLUDE_RESOURCE_TYPES"] = "unit_test"
-    return values
+        return _raw_log_size(_SnowflakeLog(cur))
 
 
 def _first_line(error: BaseException) -> str:

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import SENTINEL, free_port, run_cli
 
 from {{ cookiecutter.project }} import cli, transform
-from {{ cookiecutter.project }}.dbt_cloud import DbtCloudError
 from {{ cookiecutter.project }}.pipeline import cards
+from {{ cookiecutter.project }}.schema import MIN_SESSION_LENGTH
 from {{ cookiecutter.project }}.settings import Settings, get_settings
+from {{ cookiecutter.project }}.transform.cloud import DbtCloudError
 
 ACCOUNT, JOB, RUN, TOKEN = 11, 22, 333, "service-token"
 MANIFEST = {
@@ -133,12 +135,14 @@ def test_a_successful_job_becomes_a_dbt_result_with_its_url(
     cloud: tuple[str, Scenario], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, scenario = cloud
-    result = transform.build(cloud_settings(url), tmp_path / "dbt")
+    result = transform.build(cloud_settings(url, max_session_length=30), tmp_path / "dbt")
 
+    # The job builds with the settings' session-length bounds, as a local build does.
+    bounds = json.dumps({"min_session_length": MIN_SESSION_LENGTH, "max_session_length": 30})
     assert scenario.requests[0] == (
         "POST",
         f"/api/v2/accounts/{ACCOUNT}/jobs/{JOB}/run/",
-        {"cause": "Triggered by the flow"},
+        {"cause": "Triggered by the flow", "steps_override": [f"dbt build --vars '{bounds}'"]},
     )
     assert scenario.polls == 3
     assert result.run_url == f"https://cloud.example/deploy/{ACCOUNT}/projects/1/runs/{RUN}/"
@@ -208,3 +212,17 @@ def test_missing_settings_stop_the_command_at_once(
         "error: DBT_RUNNER=cloud needs DBT_CLOUD_ACCOUNT_ID, DBT_CLOUD_API_TOKEN (see "
         ".env.example); or set DBT_RUNNER=core to run dbt locally."
     )
+
+
+def test_cli_errors_never_print_the_token(secrets_set: Settings, tmp_path: Path) -> None:
+    closed = str(free_port())  # nothing listens there: the connection fails at once
+    output = run_cli(
+        ["dbt"],
+        tmp_path,
+        DBT_RUNNER="cloud",
+        DBT_CLOUD_URL=f"http://127.0.0.1:{closed}",
+        DBT_CLOUD_ACCOUNT_ID="1",
+        DBT_CLOUD_JOB_ID="2",
+    )
+    assert "cannot reach dbt Cloud" in output and "error" in output.lower()
+    assert SENTINEL not in output

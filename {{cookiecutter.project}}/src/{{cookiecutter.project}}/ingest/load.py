@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from . import coveo, data, warehouse
-from .errors import ProjectError
-from .settings import Settings
+from .. import warehouse
+from ..errors import ProjectError
+from ..settings import Settings
+from . import coveo, synthetic
 
 SOURCES = ("synthetic", "coveo", "warehouse")
 
@@ -56,11 +57,11 @@ def ingest(
         overrides = dict(generator_overrides)
         if isinstance(overrides.get("start_date"), str):
             overrides["start_date"] = date.fromisoformat(str(overrides["start_date"]))
-        gen_config = data.GeneratorConfig.from_settings(settings, **overrides)
+        gen_config = synthetic.GeneratorConfig.from_settings(settings, **overrides)
         config = {k: str(v) for k, v in gen_config.__dict__.items()}
         events_dir = settings.data_dir / "events"
         say(f"Generating {gen_config.n_sessions:,} sessions into {events_dir} ...")
-        written = data.write_events(
+        written = synthetic.write_events(
             gen_config,
             events_dir,
             progress=lambda done, total: say(f"  {done:,}/{total:,} sessions generated"),

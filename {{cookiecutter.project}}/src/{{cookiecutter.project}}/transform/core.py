@@ -1,0 +1,196 @@
+"""Run the dbt project here, with dbt Core, and report its results as plain data.
+
+dbt runs in-process through its programmatic runner (one start-up of ~3 s per call, so the flow
+makes one `build` call for models and tests). Artifacts and logs go to an output folder, never into
+the project, so concurrent runs and read-only checkouts work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..settings import Settings
+from .profiles import dbt_environment, session_vars
+from .results import (
+    DbtError,
+    DbtRunResult,
+    NodeRun,
+    edges_from_manifest,
+    nodes_from_manifest,
+    raise_on_failure,
+)
+
+if TYPE_CHECKING:
+    from dbt.artifacts.schemas.results import NodeResult
+
+# Commands whose result is a list of node results (parse, debug, docs... return other things).
+NODE_COMMANDS = frozenset({"build", "run", "test", "seed", "snapshot", "compile"})
+_LOCK_MARKER = "Could not set lock"
+
+
+def run_dbt(
+    command: str = "build",
+    project_dir: Path = Path("dbt"),
+    target: str = "local",
+    duckdb_path: Path = Path("data/warehouse.duckdb"),
+    output_dir: Path = Path("data/dbt"),
+    select: Sequence[str] | None = None,
+    vars: Mapping[str, Any] | None = None,
+    check: bool = True,
+    memory_limit: str = "3GB",
+    env: Mapping[str, str] | None = None,
+) -> DbtRunResult:
+    """Run one dbt command on the project and return every node's result.
+
+    `select` takes dbt selectors ("stg_events+", "tag:x"); `vars` are passed as `--vars`, over the
+    session-length bounds' defaults (`profiles.session_vars`), which the project needs.
+    Raises DbtError when dbt cannot run at all (bad profile, locked DuckDB file, broken project)
+    and, if `check`, when any model or test fails.
+    """
+    if command not in NODE_COMMANDS:
+        raise ValueError(f"run_dbt runs one of {sorted(NODE_COMMANDS)}, not {command!r}")
+    project_dir = Path(project_dir).resolve()
+    if not (project_dir / "dbt_project.yml").is_file():
+        raise DbtError(
+            f"No dbt project at {project_dir}: point DBT_PROJECT_DIR at the folder that holds "
+            "dbt_project.yml and profiles.yml."
+        )
+    output_dir = Path(output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    duckdb_path = Path(duckdb_path).resolve()
+    args = [
+        command,
+        *("--project-dir", str(project_dir), "--profiles-dir", str(project_dir)),
+        *("--target", target),
+        *("--target-path", str(output_dir / "target"), "--log-path", str(output_dir / "logs")),
+        # dbt.log keeps the details; the console stays quiet and DbtError summarises failures.
+        *("--log-level", "none", "--log-level-file", "debug", "--no-use-colors"),
+        "--no-send-anonymous-usage-stats",
+    ]
+    if select:
+        args += ["--select", *select]
+    args += ["--vars", json.dumps(session_vars() | dict(vars or {}))]
+
+    from dbt.cli.main import dbtRunner  # slow import: only when dbt runs
+
+    started = time.perf_counter()
+    # profiles.yml reads its settings (and secrets) from variables set only while dbt runs.
+    extra = dict(env or {})
+    with _environment(DUCKDB_PATH=str(duckdb_path), DUCKDB_MEMORY_LIMIT=memory_limit, **extra):
+        try:
+            outcome = dbtRunner().invoke(args)
+        finally:
+            _release_duckdb()
+    elapsed = time.perf_counter() - started
+
+    if outcome.exception is not None or outcome.result is None:
+        error = outcome.exception or RuntimeError("dbt returned no result")
+        raise DbtError(_exception_message(command, error, duckdb_path, output_dir)) from error
+    manifest = json.loads((output_dir / "target" / "manifest.json").read_text())
+    result = DbtRunResult(
+        command=command,
+        target=target,
+        success=bool(outcome.success),
+        elapsed_s=round(elapsed, 3),
+        output_dir=str(output_dir),
+        nodes=nodes_from_manifest(manifest, map(_node_run, outcome.result.results)),
+        edges=edges_from_manifest(manifest),
+    )
+    if check:
+        raise_on_failure(result)
+    return result
+
+
+def build(settings: Settings, output_dir: Path) -> DbtRunResult:
+    """`dbt build` of the configured project and target, with the settings' session-length cap.
+
+    Returns even when models or tests fail, so the caller can report the result first; then call
+    `raise_on_failure`.
+    """
+    # The targets of the committed profiles.yml; other (user-added) targets are not second-guessed.
+    targets = {"duckdb": "local", "snowflake": "snowflake"}
+    expected = targets[settings.warehouse]
+    if settings.dbt_target in targets.values() and settings.dbt_target != expected:
+        raise DbtError(
+            f"WAREHOUSE={settings.warehouse} with DBT_TARGET={settings.dbt_target}: dbt would "
+            "build the models in another warehouse than the one loaded and read. Set "
+            f"DBT_TARGET={expected}."
+        )
+    return run_dbt(
+        "build",
+        project_dir=settings.dbt_project_dir,
+        target=settings.dbt_target,
+        duckdb_path=settings.duckdb_path,
+        output_dir=output_dir,
+        vars=session_vars(settings.max_session_length),
+        check=False,
+        memory_limit=settings.duckdb_memory_limit,
+        env=dbt_environment(settings),
+    )
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of the block (profiles.yml reads them)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _release_duckdb() -> None:
+    """Close the database dbt-duckdb keeps open (in a class attribute) after dbt returns.
+
+    Otherwise this process holds the file's write lock until it exits, and its own read-only
+    connections fail with "different configuration".
+    """
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # a Snowflake-only install
+        return
+    with DuckDBConnectionManager._LOCK:
+        if DuckDBConnectionManager._ENV is not None:
+            DuckDBConnectionManager._ENV.close()
+            DuckDBConnectionManager._ENV = None
+
+
+def _node_run(result: NodeResult) -> NodeRun:
+    """A dbt Core node result (dbt's RunResult object) as plain values."""
+    return NodeRun(
+        unique_id=result.node.unique_id,
+        status=str(result.status),
+        execution_time=float(result.execution_time),
+        failures=result.failures,
+        message=result.message,
+    )
+
+
+def _exception_message(
+    command: str, error: BaseException, duckdb_path: Path, output_dir: Path
+) -> str:
+    if _LOCK_MARKER in str(error):  # dbt opens the database before running any node
+        return (
+            f"The DuckDB file {duckdb_path} (DUCKDB_PATH) is locked by another process: DuckDB "
+            "allows one writer at a time. Close the other program that has it open (a notebook, "
+            "a DuckDB shell, another flow run) and rerun, or point DUCKDB_PATH at another file."
+        )
+    return (
+        f"dbt {command} could not run: {type(error).__name__}: {error}\n"
+        "Check the dbt project, profiles.yml and the variables it reads (DUCKDB_PATH, "
+        f"SNOWFLAKE_*); details in {output_dir / 'logs' / 'dbt.log'}."
+    )
