@@ -14,9 +14,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pandas as pd
 import pytest
-from helpers import free_port
+from helpers import FAST_LSTM, free_port
+
+from {{ cookiecutter.project }} import data
+
+if TYPE_CHECKING:
+    from {{ cookiecutter.project }}.modeling.lstm import TrainedModel  # Keras: types only
 
 BIN = Path(sys.executable).parent
 
@@ -113,3 +120,38 @@ def _local_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(_CLOUD_PREFIXES):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DBT_RUNNER", "core")
+
+
+# --- one small trained LSTM, shared by the model's test modules ------------------------------
+
+
+@pytest.fixture(scope="session")
+def lstm_sessions() -> pd.DataFrame:
+    return data.latent_training_frame(
+        data.GeneratorConfig(n_sessions=4_000, n_products=150, n_intents=10), seed=7
+    )
+
+
+@pytest.fixture(scope="session")
+def lstm_progress_log() -> list[tuple[int, dict[str, float]]]:
+    """What `train` reported per epoch while training `trained_lstm`."""
+    return []
+
+
+@pytest.fixture(scope="session")
+def trained_lstm(
+    lstm_sessions: pd.DataFrame, lstm_progress_log: list[tuple[int, dict[str, float]]]
+) -> TrainedModel:
+    """FAST_LSTM trained on the older three quarters of `lstm_sessions` (a `TrainedModel`)."""
+    from {{ cookiecutter.project }}.modeling.lstm import train  # Keras: only when a test asks
+
+    fit_part = lstm_sessions.iloc[: len(lstm_sessions) * 3 // 4]
+    return train(
+        fit_part, FAST_LSTM, progress=lambda epoch, logs: lstm_progress_log.append((epoch, logs))
+    )
+
+
+@pytest.fixture(scope="session")
+def lstm_held_out(lstm_sessions: pd.DataFrame) -> pd.DataFrame:
+    """The newer quarter of `lstm_sessions`, unseen by `trained_lstm`."""
+    return lstm_sessions.iloc[len(lstm_sessions) * 3 // 4 :]

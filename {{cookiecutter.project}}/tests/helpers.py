@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import socket
+import tarfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from {{ cookiecutter.project }}.modeling.params import TrainParams
+
 N_SKUS = 30  # catalogue of the tiny model: sku-0 ... sku-29
+# The LSTM that conftest's `trained_lstm` trains once per test session (seconds on 2 cores).
+FAST_LSTM = TrainParams(embedding_dim=32, lstm_units=32, max_length=8, epochs=6, batch_size=128)
 
 
 def free_port() -> int:
@@ -55,12 +61,9 @@ def wait_ping(host: str, port: int, timeout_s: float = 120) -> tuple[int, dict]:
 
 def build_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Train, export and package a tiny real model once per test session: (export dir, tar)."""
-    from {{ cookiecutter.project }}.model import (
-        TrainParams,
-        export_model,
-        package_model,
-        train,
-    )
+    from {{ cookiecutter.project }}.modeling.archive import package_model
+    from {{ cookiecutter.project }}.modeling.export import export_model
+    from {{ cookiecutter.project }}.modeling.lstm import train  # Keras: only when a test needs it
 
     root = tmp_path_factory.getbasetemp() / "tiny_model"
     export_dir, tar_path = root / "export", root / "model.tar.gz"
@@ -78,3 +81,13 @@ def build_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
         export_model(trained, export_dir)
         package_model(export_dir, tar_path)
     return export_dir, tar_path
+
+
+def make_tar(path: Path, files: dict[str, bytes]) -> Path:
+    """A gzipped tar at `path` holding `files` (member name -> bytes), names taken as given."""
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from helpers import build_tiny_model
 
-from {{ cookiecutter.project }}.baselines import MostPopular
-from {{ cookiecutter.project }}.evaluation import EvaluationReport, ModelResult, evaluate, next_item_examples
+from {{ cookiecutter.project }}.modeling.baselines import MostPopular
+from {{ cookiecutter.project }}.evaluation.metrics import next_item_examples
+from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, ModelResult, evaluate
 from {{ cookiecutter.project }}.gate import (
     CHAMPION_NAME,
     ChampionStatus,

@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from .baselines import MostPopular
-from .ceiling import CEILING_NAME
 from .errors import ProjectError
-from .evaluation import EvaluationReport, Recommender
+from .evaluation.protocol import Recommender
+from .evaluation.report import EvaluationReport
+from .modeling.baselines import MostPopular
+from .modeling.ceiling import CEILING_NAME
 from .settings import Settings
 
 K = 20
@@ -376,7 +377,7 @@ def load_champion(settings: Settings, work_dir: Path) -> tuple[ChampionStatus, R
             "deploy a model again to rewrite both"
         )
         return ChampionStatus("unavailable", reason, record), None
-    from . import model  # TensorFlow: imported only when there is a model to load
+    from .modeling import archive as model  # loads TensorFlow when it loads the archive
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)

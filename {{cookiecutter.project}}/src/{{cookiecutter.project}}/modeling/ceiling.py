@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from . import data
-from .data import GeneratorError, GeneratorModel
-from .evaluation import EvaluationError, EvaluationReport, check_k
+from .. import data
+from ..data import GeneratorError, GeneratorModel
+from ..evaluation.protocol import EvaluationError, check_k
+from ..evaluation.report import EvaluationReport
 
 CEILING_NAME = "ceiling"
 LAST_ITEM_NAME = "ceiling_last_item"

@@ -1,8 +1,20 @@
-"""The LSTM's hyper-parameters, importable without Keras (the flow's parameters default to them)."""
+"""The LSTM's hyper-parameters, id layout and metric name, importable without Keras (the flow's
+parameters default to them; the serving export and the charts read the rest).
+
+Ids: 0 = padding, 1 = out-of-vocabulary (OOV), then the SKUs of the training sessions by
+descending frequency (`TrainedModel.vocabulary[i]` has id i + 2).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..schema import K
+
+PAD_ID = 0
+OOV_ID = 1
+FIRST_SKU_ID = 2
+KERAS_HIT_RATE = f"hit_rate_at_{K}"  # schema.HIT_RATE as a Keras metric name (no '@' allowed)
 
 
 @dataclass(frozen=True)
