@@ -8,15 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from {{ cookiecutter.project }}.modeling.baselines import fit_baselines
-from {{ cookiecutter.project }}.modeling.ceiling import (
-    BayesOptimal,
-    CeilingError,
-    LastItemPosterior,
-    ceiling_ratio,
-    ceiling_recommender,
-    next_item_probabilities_batch,
-)
 from {{ cookiecutter.project }}.data import (
     GeneratorConfig,
     GeneratorModel,
@@ -28,6 +19,15 @@ from {{ cookiecutter.project }}.evaluation.metrics import hit_rate_at_k, mrr_at_
 from {{ cookiecutter.project }}.evaluation.protocol import EvaluationError
 from {{ cookiecutter.project }}.evaluation.report import evaluate
 from {{ cookiecutter.project }}.evaluation.suite import recommend_in_batches
+from {{ cookiecutter.project }}.modeling.baselines import fit_baselines
+from {{ cookiecutter.project }}.modeling.ceiling import (
+    BayesOptimal,
+    CeilingError,
+    LastItemPosterior,
+    ceiling_ratio,
+    ceiling_recommender,
+    next_item_probabilities_batch,
+)
 
 CONFIG = GeneratorConfig(n_sessions=4_000, n_products=300, n_intents=10)
 

@@ -14,8 +14,28 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from {{ cookiecutter.project }}.evaluation.behaviour import BehaviourConfig, behaviour_probes, invalid_item_rate, overlap_at_k
-from {{ cookiecutter.project }}.evaluation.metrics import PREFIX_BUCKETS, Examples, coverage_at_k, f1_at_k, hit_rate_at_k, item_popularity, mrr_at_k, next_item_examples, popularity_bias, popularity_segments, prefix_length_buckets, slice_metrics, target_ranks, target_segments
+from {{ cookiecutter.project }}.evaluation.behaviour import (
+    BehaviourConfig,
+    behaviour_probes,
+    invalid_item_rate,
+    overlap_at_k,
+)
+from {{ cookiecutter.project }}.evaluation.metrics import (
+    PREFIX_BUCKETS,
+    Examples,
+    coverage_at_k,
+    f1_at_k,
+    hit_rate_at_k,
+    item_popularity,
+    mrr_at_k,
+    next_item_examples,
+    popularity_bias,
+    popularity_segments,
+    prefix_length_buckets,
+    slice_metrics,
+    target_ranks,
+    target_segments,
+)
 from {{ cookiecutter.project }}.evaluation.protocol import EvaluationError
 from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, evaluate, evaluate_split, load_report
 from {{ cookiecutter.project }}.evaluation.suite import SCALAR_TESTS

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from helpers import build_tiny_model
 
-from {{ cookiecutter.project }}.modeling.baselines import MostPopular
 from {{ cookiecutter.project }}.evaluation.metrics import next_item_examples
 from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, ModelResult, evaluate
 from {{ cookiecutter.project }}.gate import (
@@ -29,6 +28,7 @@ from {{ cookiecutter.project }}.gate import (
     load_champion,
     thresholds_from_settings,
 )
+from {{ cookiecutter.project }}.modeling.baselines import MostPopular
 from {{ cookiecutter.project }}.settings import Settings
 
 FIRST = ChampionStatus("none", "no champion deployed yet")

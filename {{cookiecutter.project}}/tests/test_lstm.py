@@ -31,7 +31,6 @@ from {{ cookiecutter.project }}.modeling.params import OOV_ID, PAD_ID, TrainPara
 from {{ cookiecutter.project }}.schema import K
 from {{ cookiecutter.project }}.tracking import NullTracker
 
-
 # --- training arrays -------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from {{ cookiecutter.project }} import settings
-from {{ cookiecutter.project }}.tracking import NullTracker, TrackingError, start_tracking
+from {{ cookiecutter.project }}.tracking import TrackingError, start_tracking
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:

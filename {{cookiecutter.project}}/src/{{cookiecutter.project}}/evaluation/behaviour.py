@@ -14,7 +14,6 @@ from .metrics import Examples
 from .protocol import EvaluationError, check_k
 
 
-
 @dataclass(frozen=True)
 class BehaviourConfig:
     """How the behavioural tests probe a model; what the results must reach is the gate's call."""

@@ -18,7 +18,6 @@ PREFIX_BUCKETS = ("1", "2-3", "4-7", "8+")
 POPULARITY_SEGMENTS = ("head", "torso", "tail")
 
 
-
 @dataclass(frozen=True)
 class Examples:
     """Next-item examples: `prefixes[i]` (SKUs in time order) is followed by `targets[i]`.
@@ -91,8 +90,6 @@ def next_item_examples(sessions: Sessions, max_examples: int = 50_000, seed: int
         targets.append(session[length])
         later.append(list(session[length:]))
     return Examples(prefixes=prefixes, targets=targets, later=later)
-
-
 
 
 def target_ranks(

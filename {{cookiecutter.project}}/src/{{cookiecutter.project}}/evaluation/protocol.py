@@ -17,14 +17,13 @@ Sessions = pd.DataFrame | Sequence[Sequence[str]]
 """Sessions as a frame with a `skus` column (the time split) or as plain SKU sequences."""
 
 
-
-
 class EvaluationError(ProjectError, ValueError):
     """Input that cannot be evaluated; the message says what to change."""
 
 
 class Recommender(Protocol):
     """What every model offers the evaluation (the LSTM, the baselines, the ceiling)."""
+
     name: str
 
     def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:

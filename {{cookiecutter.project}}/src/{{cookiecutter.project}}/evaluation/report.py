@@ -23,7 +23,6 @@ from .suite import SCALAR_TESTS, SessionRecList
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-
 @dataclass(frozen=True)
 class ModelResult:
     """One model's metrics (keys like `mrr@20`), slices and its RecList report."""

@@ -57,8 +57,6 @@ def _none_if_nan(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-
-
 def grouped_bars(
     ax: Axes, categories: Sequence[str], series: Mapping[str, Sequence[float | None]]
 ) -> None:
@@ -70,7 +68,6 @@ def grouped_bars(
         ax.bar(positions + (i - (len(series) - 1) / 2) * width, heights, width, label=label)
     ax.set_xticks(positions, categories)
     ax.legend(fontsize="small")
-
 
 
 def recommend_in_batches(

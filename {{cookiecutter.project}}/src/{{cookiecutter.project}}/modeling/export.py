@@ -101,7 +101,6 @@ def export_model(trained: TrainedModel, out_dir: Path) -> Path:
     return out_dir
 
 
-
 class ExportedRecommender:
     """A loaded serving export behind the batch `recommend` interface (used by the server)."""
 

@@ -35,8 +35,6 @@ from .params import FIRST_SKU_ID, KERAS_HIT_RATE, OOV_ID, PAD_ID, TrainParams
 _WINDOW_CHUNK = 1 << 18  # rows per chunk when building windows: bounds temporary memory
 
 
-
-
 @dataclass
 class TrainedModel:
     """A trained network and everything needed to use or export it."""
@@ -272,7 +270,6 @@ def train(
 
 
 # --- batch recommendations -------------------------------------------------------------------
-
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

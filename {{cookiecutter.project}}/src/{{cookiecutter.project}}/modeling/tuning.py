@@ -171,4 +171,3 @@ def trial_rows(trials: Sequence[Trial], best: Trial) -> list[list[Any]]:
         [t.label, t.mrr, t.hit_rate, t.epochs, t.seconds, "best" if t == best else ""]
         for t in trials
     ]
-
