@@ -60,7 +60,10 @@ def _none_if_nan(value: float) -> float | None:
 def grouped_bars(
     ax: Axes, categories: Sequence[str], series: Mapping[str, Sequence[float | None]]
 ) -> None:
-    """One bar group per category, one bar per series; a None value leaves its slot empty."""
+    """One bar group per category, one bar per series; a None value leaves its slot empty.
+
+    The suite's slice charts and the cards' `pipeline.plots.plot_comparison` both draw with it;
+    the cards sit above this layer, so the shared helper lives here."""
     width = 0.8 / max(len(series), 1)
     positions = np.arange(len(categories))
     for i, (label, values) in enumerate(series.items()):

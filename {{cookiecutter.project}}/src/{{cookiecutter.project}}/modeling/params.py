@@ -1,5 +1,5 @@
-"""The LSTM's hyper-parameters, id layout and metric name, importable without Keras (the flow's
-parameters default to them; the serving export and the charts read the rest).
+"""The LSTM's hyper-parameters and id layout, importable without Keras (the flow's parameters
+default to them; the serving export reads the ids).
 
 Ids: 0 = padding, 1 = out-of-vocabulary (OOV), then the SKUs of the training sessions by
 descending frequency (`TrainedModel.vocabulary[i]` has id i + 2).
@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..schema import K
-
 PAD_ID = 0
 OOV_ID = 1
 FIRST_SKU_ID = 2
-KERAS_HIT_RATE = f"hit_rate_at_{K}"  # schema.HIT_RATE as a Keras metric name (no '@' allowed)
 
 
 @dataclass(frozen=True)

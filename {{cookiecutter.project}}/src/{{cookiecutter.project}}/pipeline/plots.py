@@ -12,9 +12,8 @@ from matplotlib.figure import Figure
 from ..evaluation.metrics import PREFIX_BUCKETS
 from ..evaluation.report import EvaluationReport
 from ..evaluation.suite import grouped_bars
-from ..modeling.params import KERAS_HIT_RATE
 from ..modeling.tuning import Trial
-from ..schema import K
+from ..schema import HIT_RATE, K
 
 # --- modeling ----------------------------------------------------------------------------------
 
@@ -22,7 +21,7 @@ from ..schema import K
 def plot_history(history: dict[str, list[float]]) -> Figure:
     """Loss and HR@K per epoch, training vs validation (Keras' history: `loss`, `val_loss`, ...)."""
     figure = Figure(figsize=(9, 3.2))
-    for axes, metric in zip(figure.subplots(1, 2), ("loss", KERAS_HIT_RATE), strict=True):
+    for axes, metric in zip(figure.subplots(1, 2), ("loss", HIT_RATE), strict=True):
         for prefix, style in (("", "-o"), ("val_", "--s")):
             values = history.get(prefix + metric)
             if values:
