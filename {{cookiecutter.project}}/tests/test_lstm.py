@@ -28,7 +28,8 @@ from {{ cookiecutter.project }}.modeling.lstm import (
     train,
 )
 from {{ cookiecutter.project }}.modeling.params import OOV_ID, PAD_ID, TrainParams
-from {{ cookiecutter.project }}.schema import K
+from {{ cookiecutter.project }}.pipeline.plots import plot_history
+from {{ cookiecutter.project }}.schema import HIT_RATE, K
 from {{ cookiecutter.project }}.tracking import NullTracker
 
 # --- training arrays -------------------------------------------------------------------------
@@ -102,6 +103,14 @@ def test_training_reports_history_and_throughput(
     assert trained.history["loss"][-1] < trained.history["loss"][0]
     assert trained.samples_per_second > 0 and trained.train_seconds > 0
     assert trained.n_train_samples > 0 and trained.n_validation_samples > 0
+
+
+def test_the_history_names_hr_as_the_evaluation_and_feeds_the_chart(
+    trained_lstm: TrainedModel,
+) -> None:
+    assert {"loss", "val_loss", HIT_RATE, f"val_{HIT_RATE}"} <= set(trained_lstm.history)
+    _, hit_rate = plot_history(trained_lstm.history).axes
+    assert len(hit_rate.lines) == 2  # training and validation
 
 
 def test_lstm_learns_order(
