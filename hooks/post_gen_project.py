@@ -29,7 +29,7 @@ def remove(project_dir: Path, *paths: str) -> None:
 
 def remove_comet_tracking(project_dir: Path, package: str) -> None:
     """tracking=none: the project tracks nothing, so the Comet adapter and its test go."""
-    remove(project_dir, f"src/{package}/tracking_comet.py", "tests/test_tracking_comet.py")
+    remove(project_dir, f"src/{package}/tracking/comet.py", "tests/test_tracking_comet.py")
 
 
 def remove_sagemaker(project_dir: Path, package: str) -> None:

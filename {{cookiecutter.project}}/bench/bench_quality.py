@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from {{ cookiecutter.project }} import baselines, ceiling, evaluation, model
+from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, evaluate_split
 from {{ cookiecutter.project }}.ingest import synthetic
+from {{ cookiecutter.project }}.modeling import baselines, ceiling, lstm
+from {{ cookiecutter.project }}.modeling.params import TrainParams
+from {{ cookiecutter.project }}.schema import COVERAGE, HIT_RATE, MRR
 from {{ cookiecutter.project }}.settings import get_settings
 
 TARGET_CEILING_SHARE, TARGET_LIFT = 0.90, 0.10
@@ -36,13 +39,13 @@ class Quality:
     """One data size: every model's metrics on the same test prefixes, and the LSTM's cost."""
 
     sessions: int
-    report: evaluation.EvaluationReport
+    report: EvaluationReport
     train_seconds: float
     epochs: int
     samples_per_second: float
 
     def mrr(self, name: str) -> float:
-        return self.report.models[name].metrics["mrr@20"]
+        return self.report.models[name].metrics[MRR]
 
     @property
     def ceiling_share(self) -> float:
@@ -57,24 +60,24 @@ class Quality:
         return self.mrr("lstm") / self.best_baseline - 1
 
 
-def measure(n_sessions: int, params: model.TrainParams | None = None) -> Quality:
+def measure(n_sessions: int, params: TrainParams | None = None) -> Quality:
     """Train the LSTM on the older three quarters of `n_sessions` sessions; score every model."""
     config = synthetic.GeneratorConfig(n_sessions=n_sessions)
     sessions = synthetic.latent_training_frame(config)
     cut = int(len(sessions) * 0.75)
     split = SimpleNamespace(train=sessions.iloc[:cut], test=sessions.iloc[cut:])
     started = time.perf_counter()
-    trained = model.train(split.train, params or model.TrainParams(), progress=lambda e, logs: None)
+    trained = lstm.train(split.train, params or TrainParams(), progress=lambda e, logs: None)
     train_seconds = time.perf_counter() - started
     generator = synthetic.build_model(config)
     models = [
-        model.LstmRecommender(trained),
+        lstm.LstmRecommender(trained),
         *baselines.fit_baselines(split.train),
         ceiling.ceiling_recommender(generator),
         ceiling.LastItemPosterior(generator),
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        report = evaluation.evaluate_split(models, split, MAX_EXAMPLES, seed=0, out_dir=Path(tmp))
+        report = evaluate_split(models, split, MAX_EXAMPLES, seed=0, out_dir=Path(tmp))
     return Quality(
         sessions=n_sessions,
         report=report,
@@ -91,12 +94,12 @@ def print_quality(result: Quality) -> None:
     print(f"{'model':<18} {'MRR@20':>8} {'HR@20':>8} {'coverage@20':>12}")
     for name, scored in report.models.items():
         m = scored.metrics
-        print(f"{name:<18} {m['mrr@20']:>8.4f} {m['hit_rate@20']:>8.4f} {m['coverage@20']:>12.4f}")
+        print(f"{name:<18} {m[MRR]:>8.4f} {m[HIT_RATE]:>8.4f} {m[COVERAGE]:>12.4f}")
     ratio = ceiling.ceiling_ratio(report)
     share_met = "met" if result.ceiling_share >= TARGET_CEILING_SHARE else "MISSED"
     lift_met = "met" if result.lift >= TARGET_LIFT else "MISSED"
     print(
-        f"LSTM / ceiling: MRR@20 {ratio['mrr@20']:.1%}, HR@20 {ratio['hit_rate@20']:.1%} "
+        f"LSTM / ceiling: MRR@20 {ratio[MRR]:.1%}, HR@20 {ratio[HIT_RATE]:.1%} "
         f"(target {TARGET_CEILING_SHARE:.0%} of MRR@20: {share_met})"
     )
     print(

@@ -32,7 +32,9 @@ def export_default_model(out_dir: Path, n_skus: int, n_sessions: int = 5_000) ->
     """Train one epoch on random sessions over `n_skus` SKUs; the export is what matters here."""
     import pandas as pd
 
-    from {{ cookiecutter.project }}.model import TrainParams, export_model, train
+    from {{ cookiecutter.project }}.modeling.export import export_model
+    from {{ cookiecutter.project }}.modeling.lstm import train
+    from {{ cookiecutter.project }}.modeling.params import TrainParams
 
     rng = random.Random(0)
     sessions = [

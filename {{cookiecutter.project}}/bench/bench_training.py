@@ -24,16 +24,15 @@ from pathlib import Path
 import keras
 
 from {{ cookiecutter.project }}.ingest import synthetic
-from {{ cookiecutter.project }}.model import (
-    TrainParams,
+from {{ cookiecutter.project }}.modeling.archive import package_model
+from {{ cookiecutter.project }}.modeling.export import export_model, load_recommender
+from {{ cookiecutter.project }}.modeling.lstm import (
     build_vocabulary,
     encode_sessions,
-    export_model,
-    load_recommender,
-    package_model,
     prefix_arrays,
     train,
 )
+from {{ cookiecutter.project }}.modeling.params import TrainParams
 
 
 def _device() -> str:

@@ -22,10 +22,10 @@ With BATCH=true the model steps (@compute.heavy) run on AWS Batch: see pipeline/
 
 from metaflow import FlowSpec, Parameter, card, current, step
 
-from {{ cookiecutter.project }}.params import TrainParams
+from {{ cookiecutter.project }}.modeling.params import TrainParams
+from {{ cookiecutter.project }}.modeling.tuning import DEFAULT_GRID_JSON, VALIDATION_DAYS
 from {{ cookiecutter.project }}.pipeline import cards, compute
 from {{ cookiecutter.project }}.settings import get_settings
-from {{ cookiecutter.project }}.tuning import DEFAULT_GRID_JSON, VALIDATION_DAYS
 
 SETTINGS = get_settings()
 _P = TrainParams()  # the model's defaults
@@ -135,7 +135,8 @@ class RecsFlow(FlowSpec):
     @step
     def dataset(self):
         """Read the session table and split it by time."""
-        from {{ cookiecutter.project }} import dataset, tuning
+        from {{ cookiecutter.project }} import dataset
+        from {{ cookiecutter.project }}.modeling import tuning
 
         self.split = dataset.load_split(SETTINGS, test_days=self.test_days)
         current.card.extend(cards.dataset_card(self.split))
@@ -158,7 +159,7 @@ class RecsFlow(FlowSpec):
     @step
     def tune(self):
         """Train one grid configuration on the older training days; score the newest ones."""
-        from {{ cookiecutter.project }} import tuning
+        from {{ cookiecutter.project }}.modeling import tuning
 
         self.trial = tuning.run_trial(
             self.split.train,
@@ -174,7 +175,7 @@ class RecsFlow(FlowSpec):
     @step
     def choose(self, inputs):
         """Keep the configuration with the best validation MRR@20."""
-        from {{ cookiecutter.project }} import tuning
+        from {{ cookiecutter.project }}.modeling import tuning
 
         self.trials = [branch.trial for branch in inputs]
         self.best = tuning.choose_best(self.trials)
@@ -187,11 +188,12 @@ class RecsFlow(FlowSpec):
     @step
     def train(self):
         """Train the chosen configuration on the whole train split; export model.tar.gz."""
-        from {{ cookiecutter.project }} import model, tracking, tuning
+        from {{ cookiecutter.project }} import tracking
+        from {{ cookiecutter.project }}.modeling import lstm, tuning
 
         params = tuning.params_for(self._base_params(), self.best.overrides)
         tracker = tracking.from_settings(SETTINGS, f"{current.flow_name}-{current.run_id}")
-        self.training = model.train_and_export(
+        self.training = lstm.train_and_export(
             self.split.train, params, cards.step_dir(current), tracker
         )
         current.card.extend(cards.training_card(self.training))
@@ -202,26 +204,31 @@ class RecsFlow(FlowSpec):
     @step
     def evaluate(self):
         """RecList suite on the LSTM, baselines and deployed champion, on the same test prefixes."""
-        from {{ cookiecutter.project }} import baselines, ceiling, evaluation, model, tracking
+        from {{ cookiecutter.project }} import tracking
+        from {{ cookiecutter.project }}.evaluation import behaviour, report
+        from {{ cookiecutter.project }}.modeling import archive, baselines, ceiling
+        from {{ cookiecutter.project }}.pipeline import plots
         from {{ cookiecutter.project }}.release.champion import load_champion
 
-        lstm = model.load_archive(self.training.model_archive, cards.step_dir(current))
+        lstm = archive.load_archive(self.training.model_archive, cards.step_dir(current))
         best = ceiling.ceiling_for(self.ingest_result.generator_model, self.split.test["skus"])
         self.champion, champion = load_champion(SETTINGS, cards.step_dir(current) / "champion")
-        self.evaluation = evaluation.evaluate_split(
+        self.evaluation = report.evaluate_split(
             [lstm, *baselines.fit_baselines(self.split.train), *filter(None, (champion, best))],
             self.split,
             max_examples=SETTINGS.eval_max_examples,
             seed=self.seed,
             out_dir=cards.step_dir(current) / "reclist",
-            behaviour=evaluation.BehaviourConfig(
+            behaviour=behaviour.BehaviourConfig(
                 sample_size=SETTINGS.eval_behaviour_sample,
                 short_prefix_max=SETTINGS.eval_short_prefix_max,
                 seed=self.seed,
             ),
         )
         tracker = tracking.from_settings(SETTINGS, f"{current.flow_name}-{current.run_id}-eval")
-        self.evaluation_tracking = evaluation.log_report(tracker, self.evaluation)
+        self.evaluation_tracking = report.log_report(
+            tracker, self.evaluation, plots.plot_comparison(self.evaluation)
+        )
         current.card.extend(cards.evaluation_card(self.evaluation))
         self.next(self.gate)
 

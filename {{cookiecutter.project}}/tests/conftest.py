@@ -14,11 +14,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pandas as pd
 import pytest
-from helpers import SECRET_FIELDS, SENTINEL, free_port
+from helpers import FAST_LSTM, SECRET_FIELDS, SENTINEL, free_port
 
+from {{ cookiecutter.project }}.ingest import synthetic
 from {{ cookiecutter.project }}.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from {{ cookiecutter.project }}.modeling.lstm import TrainedModel  # Keras: types only
 
 BIN = Path(sys.executable).parent
 
@@ -128,3 +134,38 @@ def secrets_set(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     assert all(getattr(settings, name).get_secret_value() == SENTINEL for name in SECRET_FIELDS)
     yield settings
     get_settings.cache_clear()
+
+
+# --- one small trained LSTM, shared by the model's test modules ------------------------------
+
+
+@pytest.fixture(scope="session")
+def lstm_sessions() -> pd.DataFrame:
+    return synthetic.latent_training_frame(
+        synthetic.GeneratorConfig(n_sessions=4_000, n_products=150, n_intents=10), seed=7
+    )
+
+
+@pytest.fixture(scope="session")
+def lstm_progress_log() -> list[tuple[int, dict[str, float]]]:
+    """What `train` reported per epoch while training `trained_lstm`."""
+    return []
+
+
+@pytest.fixture(scope="session")
+def trained_lstm(
+    lstm_sessions: pd.DataFrame, lstm_progress_log: list[tuple[int, dict[str, float]]]
+) -> TrainedModel:
+    """FAST_LSTM trained on the older three quarters of `lstm_sessions` (a `TrainedModel`)."""
+    from {{ cookiecutter.project }}.modeling.lstm import train  # Keras: only when a test asks
+
+    fit_part = lstm_sessions.iloc[: len(lstm_sessions) * 3 // 4]
+    return train(
+        fit_part, FAST_LSTM, progress=lambda epoch, logs: lstm_progress_log.append((epoch, logs))
+    )
+
+
+@pytest.fixture(scope="session")
+def lstm_held_out(lstm_sessions: pd.DataFrame) -> pd.DataFrame:
+    """The newer quarter of `lstm_sessions`, unseen by `trained_lstm`."""
+    return lstm_sessions.iloc[len(lstm_sessions) * 3 // 4 :]

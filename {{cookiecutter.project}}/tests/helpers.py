@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from {{ cookiecutter.project }}.modeling.params import TrainParams
 from {{ cookiecutter.project }}.settings import Settings
 
 N_SKUS = 30  # catalogue of the tiny model: sku-0 ... sku-29
@@ -23,6 +26,8 @@ SENTINEL = "sentinel-7f3a9c-never-print-me"
 SECRET_FIELDS = sorted(
     name for name, field in Settings.model_fields.items() if "Secret" in str(field.annotation)
 )
+# The LSTM that conftest's `trained_lstm` trains once per test session (seconds on 2 cores).
+FAST_LSTM = TrainParams(embedding_dim=32, lstm_units=32, max_length=8, epochs=6, batch_size=128)
 
 
 def free_port() -> int:
@@ -76,12 +81,9 @@ def wait_ping(host: str, port: int, timeout_s: float = 120) -> tuple[int, dict]:
 
 def build_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Train, export and package a tiny real model once per test session: (export dir, tar)."""
-    from {{ cookiecutter.project }}.model import (
-        TrainParams,
-        export_model,
-        package_model,
-        train,
-    )
+    from {{ cookiecutter.project }}.modeling.archive import package_model
+    from {{ cookiecutter.project }}.modeling.export import export_model
+    from {{ cookiecutter.project }}.modeling.lstm import train  # Keras: only when a test needs it
 
     root = tmp_path_factory.getbasetemp() / "tiny_model"
     export_dir, tar_path = root / "export", root / "model.tar.gz"
@@ -115,3 +117,13 @@ def make_release(archive: bytes, passed: bool) -> Any:
         flow="RecsFlow",
         run_id="12",
     )
+
+
+def make_tar(path: Path, files: dict[str, bytes]) -> Path:
+    """A gzipped tar at `path` holding `files` (member name -> bytes), names taken as given."""
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path

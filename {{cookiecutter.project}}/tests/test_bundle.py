@@ -13,7 +13,7 @@ import pytest
 from helpers import make_release
 
 from {{ cookiecutter.project }} import cli
-from {{ cookiecutter.project }}.evaluation import EvaluationReport, ModelResult
+from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, ModelResult
 from {{ cookiecutter.project }}.release.bundle import (
     RELEASE_FILES,
     DeployRefused,
@@ -56,7 +56,7 @@ from types import SimpleNamespace
 import pandas as pd
 from metaflow import FlowSpec, step
 
-from {{ cookiecutter.project }}.evaluation import EvaluationReport, ModelResult
+from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, ModelResult
 from {{ cookiecutter.project }}.release.gate import GateCheck, GateDecision
 
 

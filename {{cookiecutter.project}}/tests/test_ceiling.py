@@ -8,29 +8,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from {{ cookiecutter.project }}.baselines import fit_baselines
-from {{ cookiecutter.project }}.ceiling import (
-    BayesOptimal,
-    CeilingError,
-    LastItemPosterior,
-    ceiling_ratio,
-    ceiling_recommender,
-    next_item_probabilities_batch,
-)
-from {{ cookiecutter.project }}.evaluation import (
-    EvaluationError,
-    evaluate,
-    hit_rate_at_k,
-    mrr_at_k,
-    next_item_examples,
-    recommend_in_batches,
-)
+from {{ cookiecutter.project }}.evaluation.metrics import hit_rate_at_k, mrr_at_k, next_item_examples
+from {{ cookiecutter.project }}.evaluation.protocol import EvaluationError
+from {{ cookiecutter.project }}.evaluation.report import evaluate
+from {{ cookiecutter.project }}.evaluation.suite import recommend_in_batches
 from {{ cookiecutter.project }}.ingest.synthetic import (
     GeneratorConfig,
     GeneratorModel,
     build_model,
     latent_training_frame,
     next_item_probabilities,
+)
+from {{ cookiecutter.project }}.modeling.baselines import fit_baselines
+from {{ cookiecutter.project }}.modeling.ceiling import (
+    BayesOptimal,
+    CeilingError,
+    LastItemPosterior,
+    ceiling_ratio,
+    ceiling_recommender,
+    next_item_probabilities_batch,
 )
 
 CONFIG = GeneratorConfig(n_sessions=4_000, n_products=300, n_intents=10)

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from helpers import build_tiny_model
 
-from {{ cookiecutter.project }}.baselines import MostPopular
-from {{ cookiecutter.project }}.evaluation import evaluate, next_item_examples
+from {{ cookiecutter.project }}.evaluation.metrics import next_item_examples
+from {{ cookiecutter.project }}.evaluation.report import evaluate
+from {{ cookiecutter.project }}.modeling.baselines import MostPopular
 from {{ cookiecutter.project }}.release.champion import (
     ARCHIVE_FILE,
     CHAMPION_FILE,

@@ -14,26 +14,21 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from {{ cookiecutter.project }}.evaluation import (
-    PREFIX_BUCKETS,
-    SCALAR_TESTS,
+from {{ cookiecutter.project }}.evaluation.behaviour import (
     BehaviourConfig,
-    EvaluationError,
-    EvaluationReport,
-    Examples,
     behaviour_probes,
+    invalid_item_rate,
+    overlap_at_k,
+)
+from {{ cookiecutter.project }}.evaluation.metrics import (
+    PREFIX_BUCKETS,
+    Examples,
     coverage_at_k,
-    evaluate,
-    evaluate_split,
     f1_at_k,
     hit_rate_at_k,
-    invalid_item_rate,
     item_popularity,
-    load_report,
     mrr_at_k,
     next_item_examples,
-    overlap_at_k,
-    plot_comparison,
     popularity_bias,
     popularity_segments,
     prefix_length_buckets,
@@ -41,6 +36,10 @@ from {{ cookiecutter.project }}.evaluation import (
     target_ranks,
     target_segments,
 )
+from {{ cookiecutter.project }}.evaluation.protocol import EvaluationError
+from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, evaluate, evaluate_split, load_report
+from {{ cookiecutter.project }}.evaluation.suite import SCALAR_TESTS
+from {{ cookiecutter.project }}.pipeline.plots import plot_comparison
 
 
 class FixedList:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from {{ cookiecutter.project }}.evaluation import EvaluationReport, ModelResult
+from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, ModelResult
 from {{ cookiecutter.project }}.release.gate import (
     CHAMPION_NAME,
     ChampionStatus,

@@ -1,4 +1,4 @@
-"""Comet tracking (this file is removed with tracking_comet.py from projects baked without it)."""
+"""Comet tracking (this file is removed with tracking/comet.py from projects baked without it)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,19 @@ from typing import Any
 
 import pytest
 
-# tracking_comet comes first: it sets Comet's environment before comet_ml loads.
-from {{ cookiecutter.project }} import tracking_comet
-from {{ cookiecutter.project }}.tracking import start_tracking
+from {{ cookiecutter.project }}.schema import MRR, K
+
+# tracking.comet sets Comet's environment before comet_ml loads: import it before comet_ml.
+from {{ cookiecutter.project }}.tracking import comet, start_tracking
 
 
 def test_comet_with_a_key_is_online() -> None:
     import comet_ml
 
-    online, options = tracking_comet.experiment_spec("secret-key", "proj", Path("unused"))
+    online, options = comet.experiment_spec("secret-key", "proj", Path("unused"))
     assert online is comet_ml.Experiment
     assert options["api_key"] == "secret-key" and "offline_directory" not in options
-    offline, options = tracking_comet.experiment_spec(None, "proj", Path("here"))
+    offline, options = comet.experiment_spec(None, "proj", Path("here"))
     assert offline is comet_ml.OfflineExperiment and options["offline_directory"] == "here"
 
 
@@ -59,17 +60,20 @@ def test_comet_without_a_key_writes_an_offline_archive_and_calls_nobody(tmp_path
 
 
 def test_the_final_evaluation_goes_to_an_offline_experiment(tmp_path: Path) -> None:
-    from {{ cookiecutter.project }} import baselines, evaluation
+    from {{ cookiecutter.project }}.evaluation import metrics
+    from {{ cookiecutter.project }}.evaluation.report import evaluate, log_report
+    from {{ cookiecutter.project }}.modeling import baselines
+    from {{ cookiecutter.project }}.pipeline.plots import plot_comparison
 
     train = [["a", "b", "c"], ["a", "b"], ["b", "c"], ["c", "a"]]
-    examples = evaluation.next_item_examples([["a", "b", "c"]], max_examples=10, seed=0)
+    examples = metrics.next_item_examples([["a", "b", "c"]], max_examples=10, seed=0)
     models = baselines.fit_baselines(train)
-    report = evaluation.evaluate(models, examples, train, k=20, out_dir=tmp_path / "reclist")
+    report = evaluate(models, examples, train, k=K, out_dir=tmp_path / "reclist")
     tracker = start_tracking("comet", None, "session-recs", tmp_path / "comet", "run-1-eval")
-    archive = Path(evaluation.log_report(tracker, report))
+    archive = Path(log_report(tracker, report, plot_comparison(report)))
     with zipfile.ZipFile(archive) as zipped:
         logged = "".join(zipped.read(name).decode(errors="ignore") for name in zipped.namelist())
-    assert "markov/mrr@20" in logged
+    assert f"markov/{MRR}" in logged
 
 
 def test_comet_with_a_key_goes_online_and_keeps_the_run_if_comet_is_unreachable(

@@ -8,8 +8,8 @@ import pytest
 
 from {{ cookiecutter.project }}.dataset import split_by_time
 from {{ cookiecutter.project }}.ingest import synthetic
-from {{ cookiecutter.project }}.params import TrainParams
-from {{ cookiecutter.project }}.tuning import (
+from {{ cookiecutter.project }}.modeling.params import TrainParams
+from {{ cookiecutter.project }}.modeling.tuning import (
     DEFAULT_GRID,
     DEFAULT_GRID_JSON,
     Trial,
@@ -17,11 +17,11 @@ from {{ cookiecutter.project }}.tuning import (
     choose_best,
     params_for,
     parse_grid,
-    plot_trials,
     run_trial,
     trial_rows,
     validation_split,
 )
+from {{ cookiecutter.project }}.pipeline.plots import plot_trials
 
 
 def _sessions(n: int = 3_000, days: int = 14, n_products: int = 120) -> pd.DataFrame:

@@ -298,7 +298,7 @@ def _json_type(value: Any) -> str:
 
 
 def _default_loader(model_dir: Path) -> Recommender:
-    from .model import load_recommender  # imports TensorFlow: seconds, so only in the loader thread
+    from .modeling.export import load_recommender  # TensorFlow loads in the loader thread
 
     return load_recommender(model_dir)
 

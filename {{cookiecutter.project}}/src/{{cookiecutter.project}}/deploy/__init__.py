@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..evaluation import EvaluationReport
+from ..evaluation.report import EvaluationReport
 from ..release.bundle import DeployRefused, candidate_metrics, read_release
 from ..release.champion import write_champion
 from ..release.gate import GateDecision, format_decision

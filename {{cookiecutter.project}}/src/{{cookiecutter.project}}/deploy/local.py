@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ProjectError
+from ..modeling.archive import unpack_model
 from ..release.champion import ARCHIVE_FILE
 
 # The serving package's command line of its server. MERGE: `from ..serving.server import command`.
@@ -188,24 +187,6 @@ def stop_local(deploy_dir: Path, timeout_s: float = 30.0) -> bool:
         stopped = True
     endpoint_file.unlink(missing_ok=True)
     return stopped
-
-
-# MERGE: unpack_model moves to modeling/archive.py: import it from there and delete it here.
-def unpack_model(model_tar: Path, model_dir: Path) -> Path:
-    """Replace `model_dir` with the archive's contents (unsafe members such as ../ are refused)."""
-    staging = model_dir.with_name(model_dir.name + ".unpacking")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        with tarfile.open(model_tar) as archive:
-            archive.extractall(staging, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DeployError(
-            f"cannot unpack {model_tar} ({exc}): package the exported model again"
-        ) from None
-    shutil.rmtree(model_dir, ignore_errors=True)
-    staging.rename(model_dir)
-    return model_dir
 
 
 def _check_port_free(host: str, port: int) -> None:

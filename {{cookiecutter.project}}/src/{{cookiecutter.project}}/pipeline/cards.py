@@ -1,7 +1,7 @@
 """Metaflow cards: what each step shows a person (`make cards` writes them as HTML).
 
-Each function turns one step's plain results into card components; the figures come from the
-module that owns the data (transform, quality, model, evaluation).
+Each function turns one step's plain results into card components; the figures come from
+`plots`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from typing import Any, get_args
 from metaflow.cards import Image, Markdown, Table
 from pydantic import BaseModel, SecretBytes, SecretStr
 
+from ..modeling.ceiling import CEILING_NAME, ceiling_ratio
+from ..modeling.tuning import trial_rows
+from ..schema import HIT_RATE, MRR, K
 from ..settings import get_settings
-from .plots import plot_dbt_dag, plot_session_lengths
+from .plots import plot_comparison, plot_dbt_dag, plot_history, plot_session_lengths, plot_trials
 
 Components = list[Any]
 
@@ -134,8 +137,6 @@ def dataset_card(split: Any) -> Components:
 
 
 def tuning_card(trials: Sequence[Any], best: Any) -> Components:
-    from ..tuning import K, plot_trials, trial_rows
-
     first = trials[0]
     return [
         Markdown(
@@ -153,8 +154,6 @@ def tuning_card(trials: Sequence[Any], best: Any) -> Components:
 
 
 def training_card(training: Any) -> Components:
-    from ..model import plot_history
-
     rows = sorted(training.params.items())
     stats = [
         ("training samples", training.n_samples),
@@ -174,15 +173,12 @@ def training_card(training: Any) -> Components:
 
 
 def evaluation_card(report: Any) -> Components:
-    from ..ceiling import CEILING_NAME, ceiling_ratio
-    from ..evaluation import plot_comparison
-
     names = list(report.models)
     ratio = ceiling_ratio(report) if CEILING_NAME in report.models else {}
     if ratio and None not in ratio.values():
         reference = (
-            f"The LSTM reaches {ratio['mrr@20']:.0%} of the best achievable MRR@20 and "
-            f"{ratio['hit_rate@20']:.0%} of its HR@20 (ceiling: the generator's exact posterior)."
+            f"The LSTM reaches {ratio[MRR]:.0%} of the best achievable MRR@{K} and "
+            f"{ratio[HIT_RATE]:.0%} of its HR@{K} (ceiling: the generator's exact posterior)."
         )
     else:
         reference = "No ceiling: the events do not all come from the saved synthetic generator."

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ProjectError
-from ..evaluation import EvaluationReport
+from ..evaluation.report import EvaluationReport
 from .champion import ARCHIVE_FILE
 from .gate import GateDecision, GateError, decision_from_dict, decision_to_dict
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ProjectError
-from ..evaluation import Recommender
+from ..evaluation.protocol import Recommender
+from ..modeling.archive import load_archive
 from ..settings import Settings, get_settings
 from .gate import CHAMPION_NAME, ChampionStatus
 
@@ -95,10 +96,6 @@ def load_champion(settings: Settings, work_dir: Path) -> tuple[ChampionStatus, R
             "deploy a model again to rewrite both"
         )
         return ChampionStatus("unavailable", reason, record), None
-    # The modeling package's archive loader, imported here because it imports TensorFlow: only
-    # when there is a model to load. MERGE: becomes `from ..modeling.archive import load_archive`.
-    from ..model import load_archive
-
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from ..baselines import MostPopular
-from ..ceiling import CEILING_NAME
 from ..errors import ProjectError
-from ..evaluation import EvaluationReport
+from ..evaluation.report import EvaluationReport
+from ..modeling.baselines import MostPopular
+from ..modeling.ceiling import CEILING_NAME
 from ..schema import COVERAGE, HIT_RATE, MRR, K
 from ..settings import Settings
 

@@ -1,66 +1,36 @@
-"""LSTM model: training arrays, training, batch recommendations and the serving export."""
+"""LSTM model: training arrays, training, batch recommendations and the tracker callback."""
 
 from __future__ import annotations
 
-import tarfile
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import FAST_LSTM
 
-from {{ cookiecutter.project }}.baselines import MostPopular
-from {{ cookiecutter.project }}.evaluation import (
-    mrr_at_k,
-    next_item_examples,
-    recommend_in_batches,
-)
-from {{ cookiecutter.project }}.ingest import synthetic
-from {{ cookiecutter.project }}.model import (
-    OOV_ID,
-    PAD_ID,
+from {{ cookiecutter.project }}.evaluation.metrics import mrr_at_k, next_item_examples
+from {{ cookiecutter.project }}.evaluation.protocol import EvaluationError
+from {{ cookiecutter.project }}.evaluation.suite import recommend_in_batches
+from {{ cookiecutter.project }}.modeling import ModelError
+from {{ cookiecutter.project }}.modeling.baselines import MostPopular
+from {{ cookiecutter.project }}.modeling.lstm import (
     LstmRecommender,
-    ModelError,
+    TrackerCallback,
     TrainedModel,
-    TrainParams,
     build_vocabulary,
     encode_sessions,
-    export_model,
-    load_recommender,
-    package_model,
     prefix_arrays,
     session_windows,
     split_validation,
     train,
 )
-
-FAST = TrainParams(embedding_dim=32, lstm_units=32, max_length=8, epochs=6, batch_size=128)
-
-
-@pytest.fixture(scope="module")
-def sessions() -> pd.DataFrame:
-    return synthetic.latent_training_frame(
-        synthetic.GeneratorConfig(n_sessions=4_000, n_products=150, n_intents=10), seed=7
-    )
-
-
-@pytest.fixture(scope="module")
-def progress_log() -> list[tuple[int, dict[str, float]]]:
-    return []
-
-
-@pytest.fixture(scope="module")
-def trained(
-    sessions: pd.DataFrame, progress_log: list[tuple[int, dict[str, float]]]
-) -> TrainedModel:
-    fit_part = sessions.iloc[: len(sessions) * 3 // 4]
-    return train(fit_part, FAST, progress=lambda epoch, logs: progress_log.append((epoch, logs)))
-
-
-@pytest.fixture(scope="module")
-def held_out(sessions: pd.DataFrame) -> pd.DataFrame:
-    return sessions.iloc[len(sessions) * 3 // 4 :]
-
+from {{ cookiecutter.project }}.modeling.params import OOV_ID, PAD_ID, TrainParams
+from {{ cookiecutter.project }}.pipeline.plots import plot_history
+from {{ cookiecutter.project }}.schema import HIT_RATE, K
+from {{ cookiecutter.project }}.tracking import NullTracker
 
 # --- training arrays -------------------------------------------------------------------------
 
@@ -122,10 +92,11 @@ def test_train_rejects_unusable_data() -> None:
 
 
 def test_training_reports_history_and_throughput(
-    trained: TrainedModel, progress_log: list[tuple[int, dict[str, float]]]
+    trained_lstm: TrainedModel, lstm_progress_log: list[tuple[int, dict[str, float]]]
 ) -> None:
+    trained, progress_log = trained_lstm, lstm_progress_log
     epochs = len(trained.history["loss"])
-    assert 1 <= epochs <= FAST.epochs
+    assert 1 <= epochs <= FAST_LSTM.epochs
     assert [epoch for epoch, _ in progress_log] == list(range(1, epochs + 1))
     assert progress_log[-1][1]["val_loss"] == pytest.approx(trained.history["val_loss"][-1])
     assert len(trained.history["val_loss"]) == epochs
@@ -134,21 +105,30 @@ def test_training_reports_history_and_throughput(
     assert trained.n_train_samples > 0 and trained.n_validation_samples > 0
 
 
-def test_lstm_learns_order(
-    trained: TrainedModel, sessions: pd.DataFrame, held_out: pd.DataFrame
+def test_the_history_names_hr_as_the_evaluation_and_feeds_the_chart(
+    trained_lstm: TrainedModel,
 ) -> None:
-    examples = next_item_examples(held_out, max_examples=2_000)
-    lstm = recommend_in_batches(LstmRecommender(trained), examples.prefixes, 20)
-    popular = MostPopular().fit(sessions.iloc[: len(sessions) * 3 // 4])
-    baseline = recommend_in_batches(popular, examples.prefixes, 20)
+    assert {"loss", "val_loss", HIT_RATE, f"val_{HIT_RATE}"} <= set(trained_lstm.history)
+    _, hit_rate = plot_history(trained_lstm.history).axes
+    assert len(hit_rate.lines) == 2  # training and validation
+
+
+def test_lstm_learns_order(
+    trained_lstm: TrainedModel, lstm_sessions: pd.DataFrame, lstm_held_out: pd.DataFrame
+) -> None:
+    examples = next_item_examples(lstm_held_out, max_examples=2_000)
+    lstm = recommend_in_batches(LstmRecommender(trained_lstm), examples.prefixes, K)
+    popular = MostPopular().fit(lstm_sessions.iloc[: len(lstm_sessions) * 3 // 4])
+    baseline = recommend_in_batches(popular, examples.prefixes, K)
     lstm_mrr, popular_mrr = (
-        mrr_at_k(lstm, examples.targets, 20),
-        mrr_at_k(baseline, examples.targets, 20),
+        mrr_at_k(lstm, examples.targets, K),
+        mrr_at_k(baseline, examples.targets, K),
     )
     assert lstm_mrr > 2 * popular_mrr, (lstm_mrr, popular_mrr)
 
 
-def test_recommend_returns_ranked_known_skus_only(trained: TrainedModel) -> None:
+def test_recommend_returns_ranked_known_skus_only(trained_lstm: TrainedModel) -> None:
+    trained = trained_lstm
     known = set(trained.vocabulary)
     sessions = [trained.vocabulary[:3], ["unknown-sku"], [], trained.vocabulary[:1] * 30]
     k = len(trained.vocabulary) + 10  # more than can be recommended
@@ -159,59 +139,56 @@ def test_recommend_returns_ranked_known_skus_only(trained: TrainedModel) -> None
         scores = [score for _, score in ranked]
         assert len(skus) == len(known) and set(skus) == known  # never padding or OOV
         assert scores == sorted(scores, reverse=True)
-    with pytest.raises(ModelError, match="k must be"):
+    with pytest.raises(EvaluationError, match="k must be"):
         LstmRecommender(trained).recommend(sessions, 0)
 
 
-def test_the_sessions_last_sku_is_never_recommended(trained: TrainedModel) -> None:
+def test_the_sessions_last_sku_is_never_recommended(trained_lstm: TrainedModel) -> None:
     """Sequences collapse consecutive repeats, so the next SKU always differs from the last."""
+    trained = trained_lstm
     sessions = [[sku] for sku in trained.vocabulary[:30]] + [trained.vocabulary[5:9]]
-    results = LstmRecommender(trained).recommend(sessions, 20)
+    results = LstmRecommender(trained).recommend(sessions, K)
     for session, ranked in zip(sessions, results, strict=True):
         assert session[-1] not in [sku for sku, _ in ranked]
     everything = LstmRecommender(trained).recommend([trained.vocabulary[:1]], 10_000)[0]
     assert dict(everything)[trained.vocabulary[0]] < 1e-6  # ranked last, with no probability
 
 
-# --- export ----------------------------------------------------------------------------------
+# --- tracker callback ------------------------------------------------------------------------
 
 
-def test_export_package_unpack_load_matches_the_in_memory_model(
-    trained: TrainedModel, held_out: pd.DataFrame, tmp_path: Path
-) -> None:
-    export_dir = export_model(trained, tmp_path / "export")
-    tar_path = package_model(export_dir, tmp_path / "model.tar.gz")
-    with tarfile.open(tar_path) as tar:
-        names = set(tar.getnames())
-        tar.extractall(tmp_path / "opt_ml_model", filter="data")
-    assert {"saved_model.pb", "metadata.json", "variables"} <= names  # at the archive root
+class RecordingTracker:
+    """A Tracker that keeps the metrics it was given."""
 
-    exported = load_recommender(tmp_path / "opt_ml_model")
-    assert exported.metadata["vocabulary_size"] == len(trained.vocabulary)
-    assert exported.metadata["params"]["max_length"] == FAST.max_length
-    sessions = held_out["skus"].tolist()[:200] + [
-        ["unknown-sku"],
-        [],
-        trained.vocabulary[:1] * 3 + trained.vocabulary[:20],  # longer than max_length
-    ]
-    expected = LstmRecommender(trained).recommend(sessions, 10)
-    actual = exported.recommend(sessions, 10)
-    assert [[s for s, _ in r] for r in actual] == [[s for s, _ in r] for r in expected]
-    np.testing.assert_allclose(
-        [[p for _, p in r] for r in actual], [[p for _, p in r] for r in expected], rtol=1e-4
+    def __init__(self) -> None:
+        self.metrics: list[tuple[dict[str, float], int | None]] = []
+
+    def log_parameters(self, parameters: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.metrics.append((dict(metrics), step))
+
+    def log_figure(self, name: str, figure: Any) -> None:
+        pass
+
+    def end(self) -> str | None:
+        return None
+
+
+def test_callback_logs_every_epoch() -> None:
+    tracker = RecordingTracker()
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.arange(24, dtype="float32").reshape(8, 3) / 24
+    model.fit(
+        x,
+        x[:, :1],
+        epochs=3,
+        validation_split=0.25,
+        verbose=0,
+        callbacks=[TrackerCallback(tracker)],
     )
-    # '' is padding wherever it sits; k is capped at the vocabulary size.
-    session = trained.vocabulary[:3]
-    assert exported.recommend([["", *session, "", ""]], 5) == exported.recommend([session], 5)
-    assert len(exported.recommend([session], 10_000)[0]) == len(trained.vocabulary)
-
-
-def test_export_and_load_errors(trained: TrainedModel, tmp_path: Path) -> None:
-    (tmp_path / "busy").mkdir()
-    (tmp_path / "busy" / "file.txt").write_text("x")
-    with pytest.raises(ModelError, match="not empty"):
-        export_model(trained, tmp_path / "busy")
-    with pytest.raises(ModelError, match="saved_model.pb"):
-        load_recommender(tmp_path / "missing")
-    with pytest.raises(ModelError, match="export_model first"):
-        package_model(tmp_path / "busy", tmp_path / "model.tar.gz")
+    assert [step for _, step in tracker.metrics] == [1, 2, 3]
+    assert all({"loss", "val_loss"} <= set(metrics) for metrics, _ in tracker.metrics)
+    assert NullTracker().end() is None

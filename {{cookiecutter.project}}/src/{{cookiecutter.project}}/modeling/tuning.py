@@ -15,13 +15,14 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import pandas as pd
-from matplotlib.figure import Figure
 
-from .dataset import DatasetError, split_by_time
-from .errors import ProjectError
+from ..dataset import DatasetError, split_by_time
+from ..errors import ProjectError
+from ..evaluation.metrics import hit_rate_at_k, mrr_at_k, next_item_examples
+from ..evaluation.suite import recommend_in_batches
+from ..schema import K
 from .params import TrainParams
 
-K = 20
 VALIDATION_DAYS = 3  # newest days of the training period that score each configuration
 # A short default grid (the demo trains each one, so none is slower than the defaults): the
 # defaults, a faster learning rate (stops sooner) and a narrower net.
@@ -134,8 +135,9 @@ def run_trial(
     seed: int = 0,
 ) -> Trial:
     """Train `base` + `overrides` on the older training days and score the newest `days`."""
-    from .evaluation import hit_rate_at_k, mrr_at_k, next_item_examples, recommend_in_batches
-    from .model import LstmRecommender, train
+    # Keras (and TensorFlow) only in the step that trains: the flow imports this module for its
+    # defaults, and every step would otherwise pay seconds to load them.
+    from .lstm import LstmRecommender, train
 
     fit_df, val_df = validation_split(train_df, days)
     params = params_for(base, overrides)
@@ -169,16 +171,3 @@ def trial_rows(trials: Sequence[Trial], best: Trial) -> list[list[Any]]:
         [t.label, t.mrr, t.hit_rate, t.epochs, t.seconds, "best" if t == best else ""]
         for t in trials
     ]
-
-
-def plot_trials(trials: Sequence[Trial], best: Trial) -> Figure:
-    """Validation MRR@K per configuration; the winner's bar stands out."""
-    figure = Figure(figsize=(7, 0.5 * len(trials) + 1.5), layout="constrained")
-    axes = figure.subplots()
-    labels = [t.label for t in trials]
-    colours = ["tab:orange" if t == best else "tab:blue" for t in trials]
-    axes.barh(labels, [t.mrr for t in trials], color=colours)
-    axes.invert_yaxis()  # grid order, top to bottom
-    axes.set_xlabel(f"validation MRR@{K} (newest training days)")
-    axes.set_title("Hyper-parameter grid")
-    return figure

@@ -1,13 +1,10 @@
-"""Keras LSTM next-item model: training arrays, training, batch recommendations and serving export.
+"""Keras LSTM next-item model: vocabulary, training arrays, the network, training, batch
+recommendations, and the flow's train step (train, export, package).
 
-Ids: 0 = padding, 1 = out-of-vocabulary (OOV), then the SKUs of the training sessions by descending
-frequency (`TrainedModel.vocabulary[i]` has id i + 2). The model reads the last `max_length` items
-of a session, left-padded with 0 and masked, and returns a softmax over all ids; recommendations
-never include the padding or OOV ids, nor the session's last SKU (sequences collapse consecutive
-repeats, so the next SKU always differs from it).
-
-The serving export is a TensorFlow SavedModel holding the SKU lookup, the network and the top-k, so
-a caller sends SKU strings and gets SKU strings back (see `export_model`).
+Ids are laid out in `params` (0 = padding, 1 = OOV, then the SKUs by descending frequency). The
+model reads the last `max_length` items of a session, left-padded with 0 and masked, and returns a
+softmax over all ids; recommendations never include the padding or OOV ids, nor the session's last
+SKU (sequences collapse consecutive repeats, so the next SKU always differs from it).
 """
 
 from __future__ import annotations
@@ -16,12 +13,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras imports TensorFlow: quiet start
 
-import json
-import tarfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -29,21 +23,16 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from .errors import ProjectError
-from .params import TrainParams
-from .tracking import NullTracker, Tracker, TrackerCallback
+from ..evaluation.protocol import check_k
+from ..schema import HIT_RATE, K
+from ..tracking import NullTracker, Tracker
+from . import ModelError
+from .archive import package_model
+from .export import export_model
+from .params import FIRST_SKU_ID, OOV_ID, PAD_ID, TrainParams
 
-PAD_ID = 0
-OOV_ID = 1
-FIRST_SKU_ID = 2
-METADATA_FILE = "metadata.json"
 _WINDOW_CHUNK = 1 << 18  # rows per chunk when building windows: bounds temporary memory
-
-
-class ModelError(ProjectError):
-    """A problem the user can fix (training data, model folder, arguments); says what to do."""
 
 
 @dataclass
@@ -189,6 +178,20 @@ class _Progress(keras.callbacks.Callback):
         self._progress(epoch + 1, {name: float(value) for name, value in (logs or {}).items()})
 
 
+class TrackerCallback(keras.callbacks.Callback):
+    """Logs Keras' per-epoch metrics (loss, val_loss, ...) to a tracker, the 1-based epoch as step.
+
+    It lives here, not in `tracking`, so that tracking stays vendor- and framework-neutral."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        metrics = {name: float(value) for name, value in (logs or {}).items()}
+        self.tracker.log_metrics(metrics, step=epoch + 1)
+
+
 def _check_training_frame(train_df: pd.DataFrame) -> None:
     missing = {"skus", "first_event_at"} - set(train_df.columns)
     if missing:
@@ -230,7 +233,8 @@ def train(
     model.compile(
         optimizer=keras.optimizers.Adam(params.learning_rate),
         loss="sparse_categorical_crossentropy",
-        metrics=[keras.metrics.SparseTopKCategoricalAccuracy(k=20, name="hit_rate_at_20")],
+        # Named as the evaluation names it: history, tracker and card read `hit_rate@20`.
+        metrics=[keras.metrics.SparseTopKCategoricalAccuracy(k=K, name=HIT_RATE)],
     )
     throughput = _Throughput()
     monitor = "val_loss" if validation else "loss"
@@ -269,11 +273,6 @@ def train(
 # --- batch recommendations -------------------------------------------------------------------
 
 
-def _check_k(k: int) -> None:
-    if k < 1:
-        raise ModelError(f"k must be a positive number of recommendations, got {k}")
-
-
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Column indices and values of each row's k largest scores, best first."""
     k = min(k, scores.shape[1])
@@ -297,7 +296,7 @@ class LstmRecommender:
 
     def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
         """Top-k (sku, probability) per session, best first; unknown SKUs in a session are OOV."""
-        _check_k(k)
+        check_k(k)
         windows = session_windows(sessions, self._index, self._max_length)
         results: list[list[tuple[str, float]]] = []
         for lo in range(0, len(windows), self._batch_size):
@@ -309,149 +308,6 @@ class LstmRecommender:
                 for row_skus, row_scores in zip(skus, scores, strict=True)
             )
         return results
-
-
-# --- serving export --------------------------------------------------------------------------
-
-
-def _serving_module(trained: TrainedModel) -> Any:
-    """A tf.Module whose `recommend(skus, k)` does lookup, network and top-k inside the graph."""
-    import tensorflow as tf
-
-    max_length = trained.params.max_length
-
-    class Serving(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.network = trained.model
-            self.skus = tf.Variable(trained.vocabulary, dtype=tf.string, trainable=False)
-            self.table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(trained.vocabulary, tf.string),
-                    tf.range(FIRST_SKU_ID, len(trained.vocabulary) + FIRST_SKU_ID, dtype=tf.int64),
-                ),
-                default_value=OOV_ID,
-            )
-
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None, None], tf.string, name="skus"),
-                tf.TensorSpec([], tf.int32, name="k"),
-            ]
-        )
-        def recommend(self, skus: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
-            is_item = skus != ""
-            ids = tf.where(is_item, tf.cast(self.table.lookup(skus), tf.int32), PAD_ID)
-            # Move each row's items to the right (stable, so in order), keep the last max_length.
-            order = tf.argsort(tf.cast(is_item, tf.int32), axis=1, stable=True)
-            ids = tf.gather(ids, order, batch_dims=1)[:, -max_length:]
-            ids = tf.pad(ids, [[0, 0], [max_length - tf.shape(ids)[1], 0]])
-            probs = self.network(ids, training=False)[:, FIRST_SKU_ID:]
-            best = tf.math.top_k(probs, tf.minimum(k, tf.shape(probs)[1]))
-            return {"skus": tf.gather(self.skus, best.indices), "scores": best.values}
-
-    return Serving()
-
-
-def export_model(trained: TrainedModel, out_dir: Path) -> Path:
-    """Write the serving SavedModel and `metadata.json` into `out_dir`; return `out_dir`.
-
-    Signature `serving_default(skus: string [batch, width], k: int32 scalar)` -> `skus: string
-    [batch, k]`, `scores: float32 [batch, k]` (probabilities, best first). Each row of `skus` is one
-    session in time order; '' is padding and may sit anywhere (right-padding is natural); only the
-    last `max_length` items count; unknown SKUs are read as OOV; k is capped at the vocabulary size.
-    """
-    import tensorflow as tf
-
-    if keras.backend.backend() != "tensorflow":
-        raise ModelError(
-            f"the serving export needs Keras' TensorFlow backend, not {keras.backend.backend()!r}: "
-            "export from a process started with KERAS_BACKEND=tensorflow"
-        )
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ModelError(f"{out_dir} is not empty: export into a new folder or remove it first")
-    module = _serving_module(trained)
-    tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.recommend})
-    metadata = {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "params": asdict(trained.params),
-        "vocabulary_size": len(trained.vocabulary),
-        "train_seconds": round(trained.train_seconds, 3),
-        "samples_per_second": round(trained.samples_per_second, 1),
-        "n_train_samples": trained.n_train_samples,
-        "epochs_run": len(next(iter(trained.history.values()), [])),
-        "keras_backend": keras.backend.backend(),
-        "signature": "serving_default(skus: string [batch, width], '' = padding; k: int32)",
-    }
-    (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    return out_dir
-
-
-def package_model(export_dir: Path, tar_path: Path) -> Path:
-    """Write `tar_path` (model.tar.gz) with the export's files at the archive root, as SageMaker
-    unpacks it into /opt/ml/model."""
-    export_dir, tar_path = Path(export_dir), Path(tar_path)
-    if not (export_dir / "saved_model.pb").is_file():
-        raise ModelError(f"no SavedModel in {export_dir}: run export_model first")
-    tar_path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tar_path, "w:gz") as tar:
-        for child in sorted(export_dir.iterdir()):
-            if child.resolve() != tar_path.resolve():
-                tar.add(child, arcname=child.name)
-    return tar_path
-
-
-class ExportedRecommender:
-    """A loaded serving export behind the batch `recommend` interface (used by the server)."""
-
-    name = "lstm"
-
-    def __init__(self, model_dir: Path, batch_size: int = 4096) -> None:
-        import tensorflow as tf
-
-        self._tf = tf
-        self._loaded = tf.saved_model.load(str(model_dir))
-        # The signature (a concrete function) is the cheapest to call: ~0.7 ms vs ~0.9 ms for the
-        # restored tf.function, which first matches its arguments against the input signature.
-        self._serve = self._loaded.signatures["serving_default"]
-        self._batch_size = batch_size
-        metadata_path = Path(model_dir) / METADATA_FILE
-        self.metadata: dict[str, Any] = (
-            json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
-        )
-
-    def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
-        """Top-k (sku, probability) per session, best first; '' items are ignored as padding."""
-        _check_k(k)
-        results: list[list[tuple[str, float]]] = []
-        for lo in range(0, len(sessions), self._batch_size):
-            batch = sessions[lo : lo + self._batch_size]
-            width = max(1, max(map(len, batch)))
-            padded = np.full((len(batch), width), "", dtype=object)
-            for row, session in enumerate(batch):
-                padded[row, : len(session)] = session
-            out = self._serve(
-                skus=self._tf.constant(padded, self._tf.string),
-                k=self._tf.constant(k, self._tf.int32),
-            )
-            skus, scores = out["skus"].numpy(), out["scores"].numpy().tolist()
-            results.extend(
-                [(sku.decode(), score) for sku, score in zip(row_skus, row_scores, strict=True)]
-                for row_skus, row_scores in zip(skus, scores, strict=True)
-            )
-        return results
-
-
-def load_recommender(model_dir: Path) -> ExportedRecommender:
-    """Load an export (a folder from `export_model` or an unpacked model.tar.gz)."""
-    model_dir = Path(model_dir)
-    if not (model_dir / "saved_model.pb").is_file():
-        raise ModelError(
-            f"no SavedModel (saved_model.pb) in {model_dir}: train and export a model first, or "
-            "unpack model.tar.gz into this folder"
-        )
-    return ExportedRecommender(model_dir)
 
 
 # --- the flow's train step -------------------------------------------------------------------
@@ -495,28 +351,3 @@ def train_and_export(
         model_archive=archive.read_bytes(),
         tracking_location=tracker.end(),
     )
-
-
-def plot_history(history: dict[str, list[float]]) -> Figure:
-    """Loss and HR@20 per epoch, training vs validation."""
-    figure = Figure(figsize=(9, 3.2))
-    for axes, metric in zip(figure.subplots(1, 2), ("loss", "hit_rate_at_20"), strict=True):
-        for prefix, style in (("", "-o"), ("val_", "--s")):
-            values = history.get(prefix + metric)
-            if values:
-                epochs = range(1, len(values) + 1)
-                axes.plot(epochs, values, style, label="validation" if prefix else "training")
-        axes.set_title(metric.replace("_", " "))
-        axes.set_xlabel("epoch")
-        axes.legend()
-    figure.tight_layout()
-    return figure
-
-
-def load_archive(model_archive: bytes, work_dir: Path) -> ExportedRecommender:
-    """Unpack model.tar.gz bytes into `work_dir/model` as SageMaker would, and load it."""
-    from .deploy.local import unpack_model  # MERGE: unpack_model moves beside load_archive
-
-    tar_path = Path(work_dir) / "model.tar.gz"
-    tar_path.write_bytes(model_archive)
-    return load_recommender(unpack_model(tar_path, Path(work_dir) / "model"))

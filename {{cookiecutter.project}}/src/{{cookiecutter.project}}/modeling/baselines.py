@@ -12,8 +12,9 @@ from itertools import chain
 import numpy as np
 import pandas as pd
 
-from .errors import ProjectError
-from .evaluation import EvaluationError, Sessions, as_session_lists, check_k, item_popularity
+from ..errors import ProjectError
+from ..evaluation.metrics import item_popularity
+from ..evaluation.protocol import EvaluationError, Sessions, as_session_lists, check_k
 
 
 class NotFittedError(ProjectError, RuntimeError):

@@ -1,23 +1,19 @@
-"""Experiment tracking behind one small interface, so training code never depends on a vendor.
+"""Experiment tracking behind one small interface, so training code never depends on a vendor
+(nor this module on a framework: the Keras callback is `modeling.lstm.TrackerCallback`).
 
 `start_tracking("none", ...)` returns a `NullTracker` and imports nothing of Comet; "comet" loads
-`tracking_comet` lazily, a module that projects baked without Comet do not have.
+`tracking.comet` when asked for, a module that projects baked without Comet do not have (their
+settings refuse TRACKING=comet, so it is never asked for there).
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras imports TensorFlow: quiet start
 
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import keras
-
-from .errors import ProjectError
-from .settings import Settings
+from ..errors import ProjectError
+from ..settings import Settings
 
 
 class TrackingError(ProjectError):
@@ -52,18 +48,6 @@ class NullTracker:
         return None
 
 
-class TrackerCallback(keras.callbacks.Callback):
-    """Logs Keras' per-epoch metrics (loss, val_loss, ...) with the 1-based epoch as step."""
-
-    def __init__(self, tracker: Tracker) -> None:
-        super().__init__()
-        self.tracker = tracker
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        metrics = {name: float(value) for name, value in (logs or {}).items()}
-        self.tracker.log_metrics(metrics, step=epoch + 1)
-
-
 def start_tracking(
     kind: str, api_key: str | None, project: str, offline_dir: Path, run_name: str
 ) -> Tracker:
@@ -72,14 +56,13 @@ def start_tracking(
         return NullTracker()
     if kind != "comet":
         raise TrackingError(f"unknown TRACKING={kind!r}: use 'comet' or 'none'")
+    # Imported on demand: TRACKING=none never loads comet-ml, and a bake without Comet has no
+    # such module (its settings refuse TRACKING=comet, so no guard for that). comet-ml itself is
+    # an optional extra: a Comet bake installed without it (`uv sync` alone, `pip install .`)
+    # gets here, and the error names the fix.
     try:
-        from .tracking_comet import CometTracker
+        from .comet import CometTracker
     except ModuleNotFoundError as error:
-        if error.name == f"{__package__}.tracking_comet":
-            raise TrackingError(
-                "TRACKING=comet needs a project baked with Comet (tracking=comet), and this one "
-                "was baked without it: set TRACKING=none, or bake the template again with Comet"
-            ) from error
         if (error.name or "").split(".")[0] == "comet_ml":
             raise TrackingError(
                 "TRACKING=comet needs the comet-ml package: install the project's `comet` extra "

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation import EvaluationError, EvaluationReport, check_k
-from .ingest import synthetic
-from .ingest.synthetic import GeneratorError, GeneratorModel
+from ..evaluation.protocol import EvaluationError, check_k
+from ..evaluation.report import EvaluationReport
+from ..ingest import synthetic
+from ..ingest.synthetic import GeneratorError, GeneratorModel
 
 CEILING_NAME = "ceiling"
 LAST_ITEM_NAME = "ceiling_last_item"

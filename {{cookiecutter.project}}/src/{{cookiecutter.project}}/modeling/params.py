@@ -1,8 +1,17 @@
-"""The LSTM's hyper-parameters, importable without Keras (the flow's parameters default to them)."""
+"""The LSTM's hyper-parameters and id layout, importable without Keras (the flow's parameters
+default to them; the serving export reads the ids).
+
+Ids: 0 = padding, 1 = out-of-vocabulary (OOV), then the SKUs of the training sessions by
+descending frequency (`TrainedModel.vocabulary[i]` has id i + 2).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+PAD_ID = 0
+OOV_ID = 1
+FIRST_SKU_ID = 2
 
 
 @dataclass(frozen=True)
