@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import serving
 from .errors import ProjectError
+from .serving import server as serving
 from .settings import Settings, get_settings
 
 ENDPOINT_FILE = "endpoint.json"  # pid and url of the server we started
