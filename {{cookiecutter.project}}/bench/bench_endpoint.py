@@ -1,7 +1,7 @@
 """The endpoint side by side with a baseline server: same model, same machine, one run.
 
 Run: python bench/bench_endpoint.py [--model-dir DIR] [--seconds 30] [--clients 1,16,64]
-     [--baseline OLD_SERVING_PY] [--workers N]
+     [--baseline OLD_SERVING_PY] [--workers 1,2]
 
 For each server (the baseline first, if given, then this project's): start it as its own process,
 then for each client count run bench_load's keep-alive clients (threads of this process, one
@@ -51,6 +51,20 @@ def memory_mb(pid: int) -> dict[str, float]:
             if key in total:
                 total[key] += int(value.split()[0]) / 1024
     return {"rss_mb": round(total["VmRSS"]), "peak_mb": round(total["VmHWM"])}
+
+
+def wait_all_ready(port: int, in_a_row: int = 30, timeout_s: float = 180) -> None:
+    """/ping is 200 once one worker is ready: wait until answers in a row come from ready ones."""
+    import http.client
+
+    deadline, ok = time.monotonic() + timeout_s, 0
+    body = json.dumps({"sessions": [["sku-1"]], "k": 1})
+    while ok < in_a_row and time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # new: any worker
+        conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        ok = ok + 1 if conn.getresponse().status == 200 else 0
+        conn.close()
+        time.sleep(0.05 if ok else 0.5)
 
 
 def steady_load(port: int, seconds: float, clients: int, n_skus: int, k: int) -> dict:
@@ -110,6 +124,7 @@ def bench_server(
     result: dict = {"server": name, "loads": []}
     try:
         wait_ready(port, server)
+        wait_all_ready(port)
         warm = Client(port, request_bodies(args.skus, args.k, seed=-1), args.k)
         warm_until = time.monotonic() + 2
         warm.run(lambda: time.monotonic() > warm_until)
@@ -153,7 +168,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="load per client count")
     parser.add_argument("--clients", default="1,16,64", help="client counts (the last: SIGTERM)")
     parser.add_argument("--baseline", type=Path, help="a single-module server to compare with")
-    parser.add_argument("--workers", type=int, help="this server's worker processes")
+    parser.add_argument("--workers", default="1", help="this server's worker counts to try")
     parser.add_argument("--skus", type=int, default=2_000, help="catalogue of the trained model")
     parser.add_argument("--k", type=int, default=20)
     args = parser.parse_args()
@@ -165,9 +180,8 @@ def main() -> int:
         if args.baseline:
             servers.append(("baseline", baseline_command(args.baseline, tmp)))
         command = serving.command(model_dir, "127.0.0.1", 0)[:3]  # python -m <module>
-        servers.append(
-            ("this", [*command, *(["--workers", str(args.workers)] if args.workers else [])])
-        )
+        for workers in args.workers.split(","):
+            servers.append((f"this-w{workers}", [*command, "--workers", workers]))
         results = [bench_server(name, cmd, args, model_dir, tmp) for name, cmd in servers]
     print(f"cpus: {os.cpu_count()}; {args.seconds:.0f} s per client count; k={args.k}")
     print(f"{'server':>9} {'clients':>7} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")

@@ -662,10 +662,9 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_answers() -> No
 
     async def scenario() -> list[list[list[tuple[str, float]]]]:
         batcher = MicroBatcher(model.recommend, max_batch=8, wait_s=0.01)
-        runner = asyncio.create_task(batcher.run())
         jobs = [batcher.recommend([[f"s{i}", f"t{i}"]], 1 + i % 3) for i in range(20)]
         answers = await asyncio.gather(*jobs)
-        runner.cancel()
+        batcher.close()
         return answers
 
     answers = asyncio.run(scenario())
@@ -678,10 +677,9 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_answers() -> No
 def test_a_lone_request_is_not_held_back() -> None:
     async def scenario() -> float:
         batcher = MicroBatcher(EchoRecommender().recommend, max_batch=8, wait_s=5.0)
-        runner = asyncio.create_task(batcher.run())
         started = time.perf_counter()
         await batcher.recommend([["a"]], 1)
-        runner.cancel()
+        batcher.close()
         return time.perf_counter() - started
 
     assert asyncio.run(scenario()) < 0.5  # nothing else was arriving: no wait for the batch

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from http import HTTPStatus
 from pathlib import Path
@@ -142,11 +142,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         slot.start()
-        batching = asyncio.create_task(endpoint.batcher.run(), name="batcher")
         yield {"limits": limits}  # the lifespan state: the HTTP protocol reads its limits here
-        batching.cancel()
-        with suppress(asyncio.CancelledError):
-            await batching
+        endpoint.batcher.close()
         dropped = endpoint.dropped + endpoint.in_flight
         logger.info("stopped (%s)", f"{dropped} request(s) dropped" if dropped else "drained")
 

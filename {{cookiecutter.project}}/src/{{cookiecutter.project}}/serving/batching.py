@@ -1,9 +1,10 @@
 """Dynamic batching: concurrent requests share one model call, each gets its own answer back.
 
-The model runs in one thread beside the event loop. While it is busy, new requests queue; when it
-is free, everything queued (up to `max_batch` sessions) goes into the next call. Before a call the
-batcher waits at most `wait_s` for requests that are already being read (`incoming()`), and not at
-all when none is: a single request on an idle server goes straight to the model.
+The model runs in one thread beside the event loop. The first request on an idle batcher starts a
+task that feeds the model until the queue is empty; while the model is busy, new requests queue,
+and when it is free everything queued (up to `max_batch` sessions) goes into the next call.
+Before a call the batcher waits at most `wait_s` for requests that are already being read
+(`incoming()`), and not at all when none is: a lone request on an idle server goes straight on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .contract import Predict
@@ -28,7 +29,7 @@ class _Job:
 
 
 class MicroBatcher:
-    """Gathers concurrent `recommend` calls into one `predict` call; start with `run()`."""
+    """Gathers concurrent `recommend` calls into one `predict` call (no task to start or stop)."""
 
     def __init__(self, predict: Predict, max_batch: int = 256, wait_s: float = 0.002) -> None:
         self.max_batch = max_batch
@@ -39,7 +40,8 @@ class MicroBatcher:
         self._queue: deque[_Job] = deque()
         self._queued_sessions = 0
         self._incoming = 0
-        self._wake = asyncio.Event()
+        self._draining: asyncio.Task[None] | None = None  # the one task feeding the model
+        self._arrival: asyncio.Future[None] | None = None  # set when a request arrives
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="model")
 
     @contextmanager
@@ -50,21 +52,30 @@ class MicroBatcher:
             yield
         finally:
             self._incoming -= 1
-            self._wake.set()
+            self._arrived()
 
     async def recommend(self, sessions: list[list[str]], k: int) -> Recommendations:
         """Top-k per session, computed in a batch with whatever else is waiting."""
         future: asyncio.Future[Recommendations] = asyncio.get_running_loop().create_future()
         self._queue.append(_Job(sessions, k, future))
         self._queued_sessions += len(sessions)
-        self._wake.set()
+        self._arrived()
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain(), name="batcher")
         return await future
 
-    async def run(self) -> None:
-        """The batching loop (one task per event loop); cancel it to stop."""
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
+
+    def _arrived(self) -> None:
+        if self._arrival is not None and not self._arrival.done():
+            self._arrival.set_result(None)
+
+    async def _drain(self) -> None:
+        """Feed the model until the queue is empty; requests queue while it computes."""
         loop = asyncio.get_running_loop()
         try:
-            while True:
+            while self._queue:
                 await self._gather(loop)
                 batch = self._take()
                 try:
@@ -78,20 +89,18 @@ class MicroBatcher:
                         if not job.future.done():
                             job.future.set_result(recs)
         finally:
-            self._executor.shutdown(wait=False)
+            self._draining = None  # no await since the queue was seen empty: nothing is stranded
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        while not self._queue:
-            self._wake.clear()
-            await self._wake.wait()
+        """Wait (at most `wait_s`) while requests are being read and the batch has room."""
         deadline = loop.time() + self.wait_s
         while self._queued_sessions < self.max_batch and self._incoming > 0:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
-            self._wake.clear()
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+            self._arrival = loop.create_future()
+            await asyncio.wait([self._arrival], timeout=remaining)
+            self._arrival = None
 
     def _take(self) -> list[_Job]:
         """Queued jobs up to `max_batch` sessions (at least one job: a request is never split)."""

@@ -21,10 +21,12 @@ import argparse
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,6 @@ import h11
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.supervisors import Multiprocess
 
 from ..errors import ProjectError
 from ..settings import get_settings
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = Path("/opt/ml/model")
 DEFAULT_PORT = 8080
 GRACE_S = 20  # SageMaker sends SIGKILL 30 s after SIGTERM
-APP_ARGS_ENV = "_SERVING_APP_ARGS"  # how `main` hands the app's arguments to worker processes
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
@@ -107,9 +107,19 @@ class Protocol(H11Protocol):
 
         uvicorn closes such a connection after the answer but only says so in the answer when the
         request asked for it; marking the request so makes the client not reuse the connection."""
+        self.server_state.stopping = True  # type: ignore[attr-defined]
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.scope["headers"].append((b"connection", b"close"))
         super().shutdown()
+
+    def on_response_complete(self) -> None:
+        """Stopping: close after each answer, on every connection of this worker.
+
+        uvicorn's own `shutdown` only covers the connections open when it ran; with several
+        workers some kept being served until the 20 s grace ran out (bench_endpoint.py)."""
+        super().on_response_complete()
+        if getattr(self.server_state, "stopping", False) and not self.transport.is_closing():
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_timer is not None:
@@ -139,36 +149,16 @@ def _over_capacity(max_connections: int) -> Any:
     return app
 
 
-def uvicorn_config(app: FastAPI | str, limits: Limits, workers: int = 1) -> uvicorn.Config:
+def uvicorn_config(app: FastAPI, limits: Limits) -> uvicorn.Config:
     return uvicorn.Config(
         app,
-        factory=isinstance(app, str),
         http=Protocol,
         lifespan="on",
-        workers=workers,
         access_log=False,  # the app logs requests when asked (--log-requests)
-        log_config=_log_config() if workers > 1 else None,  # one process: the caller's logging
+        log_config=None,  # the process's own logging (see `main`)
         timeout_keep_alive=int(limits.idle_timeout_s),
         timeout_graceful_shutdown=GRACE_S,
     )
-
-
-def _log_config() -> dict[str, Any]:
-    """One format for our lines and uvicorn's, in every worker process."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": LOG_FORMAT}},
-        "handlers": {
-            "out": {
-                "class": "logging.StreamHandler",
-                "formatter": "plain",
-                "stream": "ext://sys.stdout",
-            }
-        },
-        "root": {"handlers": ["out"], "level": "INFO"},
-        "loggers": {"uvicorn": {"level": "INFO"}, "uvicorn.error": {"level": "INFO"}},
-    }
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -237,12 +227,6 @@ def create_server(
     return InferenceServer(app, limits, sock)
 
 
-def app_from_environment() -> FastAPI:
-    """The app of a worker process (uvicorn's factory): `main` passes its arguments in the env."""
-    kwargs = json.loads(os.environ[APP_ARGS_ENV])
-    return create_app(Path(kwargs.pop("model_dir")), **kwargs)
-
-
 def command(model_dir: Path, host: str, port: int) -> list[str]:
     """The command line that starts this server as its own process."""
     module = [sys.executable, "-m", __name__, "--model-dir", str(model_dir)]
@@ -292,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = args.workers or settings.serving_workers
     workers = workers or ((os.cpu_count() or 1) if args.command == "serve" else 1)
     app_args = {
-        "model_dir": str(args.model_dir),
+        "model_dir": args.model_dir,
         "log_requests": args.log_requests,
         "max_batch": settings.serving_max_batch,
         "batch_wait_ms": settings.serving_batch_wait_ms,
@@ -309,23 +293,66 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.model_dir,
         workers,
     )
-    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again under the handler it found:
-    # make that one a no-op so that the drained server exits 0 below.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: None)
     if workers == 1:
-        app = create_app(args.model_dir, **{k: v for k, v in app_args.items() if k != "model_dir"})
-        InferenceServer(app, Limits(), sock).serve()
+        _serve(sock, app_args)
     else:
-        os.environ[APP_ARGS_ENV] = json.dumps(app_args)
-        config = uvicorn_config(f"{__name__}:app_from_environment", Limits(), workers)
-        Multiprocess(config, sockets=[sock]).run()
-    # Skip the interpreter's teardown: TensorFlow's takes seconds (over 10 on a busy machine) and
-    # SageMaker kills the container 30 s after SIGTERM; nothing is left to clean up.
+        _supervise(sock, app_args, workers)
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """Skip the interpreter's teardown: TensorFlow's takes seconds (over 10 on a busy machine) and
+    SageMaker kills the container 30 s after SIGTERM; nothing is left to clean up."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _serve(sock: socket.socket, app_args: dict[str, Any]) -> None:
+    """One worker: the app on uvicorn in this process until SIGTERM/SIGINT, then drain."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # again in a spawned worker
+    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again under the handler it found:
+    # make that one a no-op so that the drained worker exits 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    app = create_app(**app_args)
+    InferenceServer(app, Limits(), sock).serve()
+
+
+def _worker(sock: socket.socket, app_args: dict[str, Any]) -> None:
+    _serve(sock, app_args)
+    _exit_now()
+
+
+def _supervise(sock: socket.socket, app_args: dict[str, Any], workers: int) -> None:
+    """Worker processes sharing the listening socket; SIGTERM/SIGINT are passed on to them.
+
+    uvicorn's own supervisor restarts a worker that answers its health ping late, which under
+    load dropped requests, and passed SIGTERM on seconds late. Here a worker that dies stops all
+    (SageMaker replaces an unhealthy container), and a signal reaches the workers at once."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    spawn = multiprocessing.get_context("spawn")  # no fork: TensorFlow's threads do not survive it
+    processes = [
+        spawn.Process(target=_worker, args=(sock, app_args), name=f"worker-{i}")
+        for i in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    while not stop.wait(0.5):
+        if dead := [p for p in processes if not p.is_alive()]:
+            logger.error("%s exited with %s: stopping the others", dead[0].name, dead[0].exitcode)
+            break
+    sock.close()
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGTERM)
+    for process in processes:
+        process.join(GRACE_S + 5)
+        if process.is_alive():
+            process.kill()
 
 
 if __name__ == "__main__":
