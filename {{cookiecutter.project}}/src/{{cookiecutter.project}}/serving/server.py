@@ -2,8 +2,8 @@
 
 What each defence is (tests/test_serving.py tries each as an attacker would):
 
-* conflicting or malformed Content-Length, bad request lines, heads over 16 KiB: h11 refuses
-  them; `Protocol.send_400_response` answers with a JSON 400 instead of uvicorn's plain text;
+* conflicting or malformed Content-Length, bad header lines, unfinished heads over 16 KiB: h11
+  refuses them; `Protocol.send_400_response` answers a JSON 400 instead of uvicorn's plain text;
 * a request head trickling in (slowloris): `Protocol` gives the head `read_timeout_s` (408);
   the body gets `read_timeout_s` in the app (408); an idle keep-alive connection is closed after
   `idle_timeout_s` (uvicorn's `timeout_keep_alive`, armed here for new connections too);
@@ -13,6 +13,9 @@ What each defence is (tests/test_serving.py tries each as an attacker would):
 * a client that leaves before its answer: one log line (`Protocol.connection_lost`), no trace;
 * SIGTERM: uvicorn stops listening, closes idle connections, lets in-flight requests finish (at
   most `GRACE_S`), then the app logs "stopped (drained)".
+
+Several workers (`--workers`, SERVING_WORKERS) are spawned processes serving one listening socket,
+each with its own model and batcher; `_supervise` passes signals on to them.
 """
 
 from __future__ import annotations
@@ -236,8 +239,7 @@ def command(model_dir: Path, host: str, port: int) -> list[str]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options; defaults follow the container contract (env vars, then built-ins)."""
     parser = argparse.ArgumentParser(description="Serve the recommender (SageMaker contract).")
-    # SageMaker starts the container as `<image> serve`: accept that word (it also means
-    # "in the container": one worker per core unless SERVING_WORKERS says otherwise).
+    # SageMaker starts the container as `<image> serve`: accept and ignore that word.
     parser.add_argument("command", nargs="?", choices=["serve"], help=argparse.SUPPRESS)
     parser.add_argument(
         "--model-dir",
@@ -274,7 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     settings = get_settings()
     workers = args.workers or settings.serving_workers
-    workers = workers or ((os.cpu_count() or 1) if args.command == "serve" else 1)
+    # In the container SageMaker runs the `serve` console script (the Dockerfile's CMD), perhaps
+    # with `serve` as its argument: one worker per core there; locally (python -m, cli) one.
+    in_container = args.command == "serve" or Path(sys.argv[0]).name == "serve"
+    workers = workers or ((os.cpu_count() or 1) if in_container else 1)
     app_args = {
         "model_dir": args.model_dir,
         "log_requests": args.log_requests,
