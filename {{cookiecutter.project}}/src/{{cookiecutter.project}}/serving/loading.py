@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-if TYPE_CHECKING:  # evaluation imports matplotlib and RecList: seconds the server does not need
-    from ..evaluation import Recommender
+if TYPE_CHECKING:
+    from .contract import Recommender
 
 logger = logging.getLogger(__name__)
 
