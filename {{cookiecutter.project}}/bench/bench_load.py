@@ -34,7 +34,7 @@ from pathlib import Path
 
 from bench_serving import export_default_model, free_port, percentile, wait_ready
 
-from {{ cookiecutter.project }} import serving
+from {{ cookiecutter.project }}.serving import server as serving
 
 EXIT_LIMIT_S = 30.0  # SageMaker's SIGKILL comes 30 s after SIGTERM
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from {{ cookiecutter.project }} import serving
+from {{ cookiecutter.project }}.serving import server as serving
 
 TARGET_P50_MS, TARGET_P99_MS = 5.0, 20.0
 

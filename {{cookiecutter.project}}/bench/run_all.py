@@ -15,6 +15,7 @@ HERE = Path(__file__).parent
 def main(argv: list[str]) -> int:
     sizes = ["100000"] if "--quick" in argv else []
     quick = ["--quick"] if "--quick" in argv else []  # the load test: 10 s instead of 60 s
+    seconds = ["--seconds", "10"] if "--quick" in argv else []  # per client count, else 30 s
     runs = [
         ("Synthetic generator", ["bench_generator.py", *sizes]),
         ("Load + dbt build + quality", ["bench_pipeline.py", *sizes]),
@@ -22,6 +23,7 @@ def main(argv: list[str]) -> int:
         ("LSTM training and export", ["bench_training.py"]),
         ("Endpoint latency and throughput", ["bench_serving.py"]),
         ("Endpoint under load, then SIGTERM", ["bench_load.py", *quick]),
+        ("Endpoint at 1, 16, 64 clients; largest request", ["bench_endpoint.py", *seconds]),
         # The default data size only: 10x (make bench-quality) takes ~10x as long.
         ("Model quality vs baselines and the known ceiling", ["bench_models.py"]),
     ]

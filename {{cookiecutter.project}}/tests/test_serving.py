@@ -1,7 +1,9 @@
-"""Inference server: the pure parse → predict → format core, and real HTTP against a real model."""
+"""Inference server: the pure parse → predict → format core, the micro-batcher, real HTTP against a
+real model, and the attacks a hand-written server failed (smuggling, slow clients, floods)."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import logging
@@ -21,19 +23,22 @@ from pathlib import Path
 import pytest
 from helpers import build_tiny_model, free_port, request, wait_ping
 
-from {{ cookiecutter.project }} import serving
-from {{ cookiecutter.project }}.serving import (
-    InferenceServer,
+from {{ cookiecutter.project }}.serving import server as serving
+from {{ cookiecutter.project }}.serving.batching import MicroBatcher
+from {{ cookiecutter.project }}.serving.contract import (
     Limits,
     Request,
     RequestError,
-    ServingError,
-    create_server,
     format_response,
     invoke,
+    parse_request,
+)
+from {{ cookiecutter.project }}.serving.server import (
+    InferenceServer,
+    ServingError,
+    create_server,
     main,
     parse_args,
-    parse_request,
 )
 
 LIMITS = Limits(max_body_bytes=2_000, max_sessions=3, max_session_length=4, max_k=10, default_k=5)
@@ -57,13 +62,19 @@ class EchoRecommender:
 
 @contextmanager
 def running(server: InferenceServer) -> Iterator[InferenceServer]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     try:
         yield server
     finally:
-        server.stop(grace_s=5)
-        thread.join(5)
+        server.stop()
+        thread.join(10)
+
+
+def echo_server(limits: Limits = LIMITS, **kwargs) -> InferenceServer:  # type: ignore[no-untyped-def]
+    return create_server(
+        Path("."), "127.0.0.1", 0, limits, loader=lambda d: EchoRecommender(), **kwargs
+    )
 
 
 def post(server: InferenceServer, payload: object, headers: dict | None = None) -> tuple[int, dict]:
@@ -297,8 +308,8 @@ def test_extra_headers_are_ignored(live: InferenceServer) -> None:
             422,
             "max_session_length=4",
         ),
-        ("GET", "/invocations", None, {}, 405, "POST only"),
-        ("POST", "/ping", b"{}", {"Content-Type": JSON}, 405, "GET only"),
+        ("GET", "/invocations", None, {}, 405, "accepts POST"),
+        ("POST", "/ping", b"{}", {"Content-Type": JSON}, 405, "accepts GET"),
         ("GET", "/predict", None, {}, 404, "/invocations"),
     ],
 )
@@ -333,7 +344,7 @@ def raw_exchange(server: InferenceServer, head: bytes) -> tuple[int, dict, bytes
             data += chunk
     head_part, _, body = data.partition(b"\r\n\r\n")
     lines = head_part.decode().split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
+    headers = {name.title(): value for name, value in (line.split(": ", 1) for line in lines[1:])}
     return int(lines[0].split()[1]), headers, body
 
 
@@ -355,16 +366,25 @@ def test_chunked_body_is_refused(live: InferenceServer) -> None:
 
 
 def test_other_methods_are_405(live: InferenceServer) -> None:
-    status, headers, body = raw_exchange(live, b"DELETE /invocations HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, body = raw_exchange(
+        live, b"DELETE /invocations HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     assert (status, headers["Allow"]) == (405, "POST")
     assert "DELETE is not supported" in json.loads(body)["error"]
 
 
-def test_malformed_http_gets_a_json_error(live: InferenceServer) -> None:
-    status, headers, body = raw_exchange(live, b"GET /ping HTTP/1.1\r\n" + b"X: y\r\n" * 101)
-    assert status == 431  # too many header lines
-    assert headers["Content-Type"] == JSON
-    assert json.loads(body)["error"]
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /ping HTTP/1.1\r\nHost: x\r\nnot a header line\r\n\r\n",
+        b"GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    ],
+    ids=["bad-line", "bad-length"],
+)
+def test_malformed_http_gets_a_json_error(live: InferenceServer, head: bytes) -> None:
+    status, headers, body = raw_exchange(live, head)
+    assert (status, headers["Content-Type"], headers["Connection"]) == (400, JSON, "close")
+    assert "not valid HTTP/1.1" in json.loads(body)["error"]
 
 
 def test_requests_are_quiet_unless_asked(caplog: pytest.LogCaptureFixture) -> None:
@@ -442,7 +462,7 @@ def test_stop_lets_an_in_flight_request_finish() -> None:
             return super().recommend(sessions, k)
 
     server = create_server(Path("."), "127.0.0.1", 0, LIMITS, loader=lambda d: Slow())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     host, port = server.server_address[:2]
     wait_ping(host, port, 10)
@@ -455,19 +475,17 @@ def test_stop_lets_an_in_flight_request_finish() -> None:
     client = threading.Thread(target=lambda: answers.append(conn.getresponse()))
     client.start()
     assert entered.wait(10)
-    stopper = threading.Thread(target=server.stop, kwargs={"grace_s": 10})
-    stopper.start()
-    time.sleep(0.7)  # serve_forever has stopped accepting; the request is still in the model
-    assert stopper.is_alive()
+    server.stop()
+    time.sleep(0.7)  # the server has stopped accepting; the request is still in the model
+    assert thread.is_alive()
     with pytest.raises(ConnectionError):
         socket.create_connection((host, port), timeout=2).close()
     release.set()
-    stopper.join(10)
+    thread.join(10)
     client.join(10)
-    assert not stopper.is_alive()
+    assert not thread.is_alive()
     assert answers[0].status == 200
     assert answers[0].getheader("Connection") == "close"
-    thread.join(5)
     idle.close()
     conn.close()
 
@@ -602,8 +620,10 @@ def test_a_sent_oversized_body_still_gets_its_413(live: InferenceServer) -> None
 
 
 def test_expect_100_continue_is_refused_before_an_oversized_body() -> None:
-    server = create_server(Path("."), "127.0.0.1", 0, LIMITS, loader=lambda d: EchoRecommender())
-    with running(server), socket.create_connection(server.server_address[:2], timeout=30) as sock:
+    with (
+        running(echo_server()) as server,
+        socket.create_connection(server.server_address[:2], timeout=30) as sock,
+    ):
         head = "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         sock.sendall(f"{head}Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n".encode())
         answer = sock.recv(65536)  # no body sent: the answer comes from the headers alone
@@ -613,4 +633,166 @@ def test_expect_100_continue_is_refused_before_an_oversized_body() -> None:
 def test_the_server_serves_its_openapi_description(live: InferenceServer) -> None:
     status, body = request(*live.server_address[:2], "GET", "/openapi.json")
     assert status == 200
-    assert json.loads(body) == serving.openapi_document(LIMITS)  # this server's limits
+    document = json.loads(body)
+    assert document == live.app.openapi()
+    assert document["info"]["x-limits"]["max_k"] == LIMITS.max_k  # this server's limits
+    schemas = document["components"]["schemas"]
+    assert schemas["SessionsRequest"]["properties"]["sessions"]["maxItems"] == LIMITS.max_sessions
+    body_spec = document["paths"]["/invocations"]["post"]["requestBody"]
+    assert body_spec["x-max-body-bytes"] == LIMITS.max_body_bytes
+
+
+# --- dynamic batching --------------------------------------------------------------------------
+
+
+class Counting(EchoRecommender):
+    """Echo that records the batches it is called with (slowly: 20 ms a call)."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+
+    def recommend(self, sessions, k):  # type: ignore[no-untyped-def]
+        self.batches.append((len(sessions), k))
+        time.sleep(0.02)
+        return super().recommend(sessions, k)
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_answers() -> None:
+    model = Counting()
+
+    async def scenario() -> list[list[list[tuple[str, float]]]]:
+        batcher = MicroBatcher(model.recommend, max_batch=8, wait_s=0.01)
+        jobs = [batcher.recommend([[f"s{i}", f"t{i}"]], 1 + i % 3) for i in range(20)]
+        answers = await asyncio.gather(*jobs)
+        batcher.close()
+        return answers
+
+    answers = asyncio.run(scenario())
+    for i, recs in enumerate(answers):  # each request's own sessions, cut to its own k
+        assert recs == EchoRecommender().recommend([[f"s{i}", f"t{i}"]], 1 + i % 3)
+    assert len(model.batches) < 20 and max(size for size, _ in model.batches) <= 8
+    assert sum(size for size, _ in model.batches) == 20
+
+
+def test_a_lone_request_is_not_held_back() -> None:
+    async def scenario() -> float:
+        batcher = MicroBatcher(EchoRecommender().recommend, max_batch=8, wait_s=5.0)
+        started = time.perf_counter()
+        await batcher.recommend([["a"]], 1)
+        batcher.close()
+        return time.perf_counter() - started
+
+    assert asyncio.run(scenario()) < 0.5  # nothing else was arriving: no wait for the batch
+
+
+def test_a_failing_batch_fails_each_request_with_a_500(caplog: pytest.LogCaptureFixture) -> None:
+    server = create_server(Path("."), "127.0.0.1", 0, LIMITS, loader=lambda d: Broken())
+    server.app.state.endpoint.slot.predictor = Broken()  # skip the (failing) warm-up
+    with running(server):
+        host, port = server.server_address
+        status, body = request(
+            host, port, "POST", "/invocations", b'{"sessions": [["a"]]}', {"Content-Type": JSON}
+        )
+    assert status == 500 and "secret" not in body.decode()
+
+
+def test_concurrent_http_requests_are_batched() -> None:
+    model = Counting()
+    server = create_server(Path("."), "127.0.0.1", 0, LIMITS, loader=lambda d: model)
+    with running(server):
+        host, port = server.server_address
+        wait_ping(host, port, 10)
+        model.batches.clear()
+        results: list[int] = []
+
+        def client(i: int) -> None:
+            payload = json.dumps({"sessions": [[f"sku-{i}"]], "k": 1}).encode()
+            status, body = request(
+                host, port, "POST", "/invocations", payload, {"Content-Type": JSON}
+            )
+            assert json.loads(body)["recommendations"] == [[{"sku": f"sku-{i}", "score": 1.0}]]
+            results.append(status)
+
+        clients = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(30)
+    assert results == [200] * 16
+    assert len(model.batches) < 16  # while the model was busy, requests queued into one call
+
+
+# --- what an attacker tries ----------------------------------------------------------------------
+
+QUICK = Limits(max_body_bytes=2_000, read_timeout_s=1.0, max_connections=4)
+HEAD = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+def test_conflicting_content_lengths_are_refused(live: InferenceServer) -> None:
+    """Request smuggling: two lengths for one body must never be guessed between."""
+    head = HEAD + b"Content-Length: 21\r\nContent-Length: 5\r\n\r\n"
+    status, headers, body = raw_exchange(live, head + b'{"sessions": [["a"]]}')
+    assert (status, headers["Connection"]) == (400, "close")
+    assert "conflicting Content-Length" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("part", ["head", "body"])
+def test_a_trickling_request_gets_408_within_its_deadline(part: str) -> None:
+    """One byte every 0.2 s never trips a per-read timeout; the per-request deadline cuts it."""
+    with running(echo_server(QUICK)) as server:
+        sock = socket.create_connection(server.server_address, timeout=10)
+        trickle = (
+            HEAD + b"Content-Length: 21\r\n\r\n" if part == "head" else b'{"sessions": [["a"]]}'
+        )
+        if part == "body":
+            sock.sendall(HEAD + b"Content-Length: 21\r\n\r\n")
+        started = time.monotonic()
+        answer = b""
+        try:
+            for byte in trickle:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.2)
+        except OSError:  # closed on us after the 408
+            pass
+        while chunk := sock.recv(65536):
+            answer += chunk
+        elapsed = time.monotonic() - started
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"read_timeout_s=1.0" in answer
+    assert elapsed < QUICK.read_timeout_s + 1.5
+
+
+def test_connections_over_the_cap_get_a_clear_503(caplog: pytest.LogCaptureFixture) -> None:
+    with running(echo_server(QUICK)) as server:
+        host, port = server.server_address
+        wait_ping(host, port, 10)
+        held = [
+            socket.create_connection((host, port), timeout=10) for _ in range(QUICK.max_connections)
+        ]
+        time.sleep(0.2)
+        status, headers, body = raw_exchange(server, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (status, headers["Connection"]) == (503, "close")
+        assert f"max_connections={QUICK.max_connections}" in json.loads(body)["error"]
+        held.pop().close()
+        time.sleep(0.2)
+        assert request(host, port, "GET", "/ping")[0] == 200  # room again
+        for sock in held:
+            sock.close()
+    assert "max_connections" in caplog.text
+
+
+def test_a_client_that_leaves_costs_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with running(echo_server(QUICK)) as server:
+        wait_ping(*server.server_address, 10)
+        caplog.clear()
+        for _ in range(3):
+            with socket.create_connection(server.server_address, timeout=10) as sock:
+                sock.sendall(HEAD + b'Content-Length: 100\r\n\r\n{"sess')  # then leaves
+            time.sleep(0.3)
+    lines = [
+        r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "{{ cookiecutter.project }}"))
+    ]
+    assert len([line for line in lines if "left before its answer" in line]) == 3, lines
+    assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)

@@ -182,12 +182,12 @@ def _run_markdown(run: Any) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import serving
+    from .serving import server
 
     settings = get_settings()
     model_dir = args.model_dir or settings.data_dir / "deploy" / "model"
     argv = ["--model-dir", str(model_dir), "--host", settings.serving_host]
-    return serving.main([*argv, "--port", str(args.port or settings.serving_port)])
+    return server.main([*argv, "--port", str(args.port or settings.serving_port)])
 
 
 def _stop(args: argparse.Namespace) -> int:

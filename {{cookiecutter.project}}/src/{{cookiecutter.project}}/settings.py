@@ -142,6 +142,15 @@ class Settings(BaseSettings):
     # --- serving ----------------------------------------------------------------------------
     serving_host: str = Field("127.0.0.1", description="Local endpoint host")
     serving_port: int = Field(8080, description="Local endpoint port")
+    serving_workers: int | None = Field(
+        None, ge=1, description="Server processes (default: one per core in the container, else 1)"
+    )
+    serving_max_batch: int = Field(
+        256, ge=1, description="Most sessions the server scores in one model call"
+    )
+    serving_batch_wait_ms: float = Field(
+        2.0, ge=0, description="Longest wait (ms) for concurrent requests to join a batch"
+    )
 
     # --- deployment -------------------------------------------------------------------------
     deploy_target: Literal["local", "sagemaker"] = Field(

@@ -25,8 +25,7 @@ from ..errors import ProjectError
 from ..modeling.archive import unpack_model
 from ..release.champion import ARCHIVE_FILE
 
-# The serving package's command line of its server. MERGE: `from ..serving.server import command`.
-from ..serving import command as server_command
+from ..serving.server import command as server_command
 from ..settings import Settings, get_settings
 
 ENDPOINT_FILE = "endpoint.json"  # pid and url of the server we started
