@@ -18,11 +18,13 @@ from pathlib import Path
 import duckdb
 
 from {{ cookiecutter.project }} import coveo, data, transform, warehouse
+from {{ cookiecutter.project }}.settings import Settings
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "bad"
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
 MARKER = "0bad"
 SPEED_ROWS = 300_000
+REJECT_MAX_SHARE = Settings.model_fields["reject_max_share"].default
 
 
 def data_lines(path: Path) -> int:
@@ -39,7 +41,8 @@ def run_corpus(work: Path) -> dict[str, int]:
         path, tenant = CORPUS / name, Path(name).stem
         try:
             batches = coveo.convert_browsing(path, work / "events" / tenant)
-        except coveo.CoveoFormatError:
+            coveo.summarize(path, batches).check_rejects(REJECT_MAX_SHARE)
+        except (coveo.CoveoFormatError, coveo.CoveoRejectsError):
             totals["refused"] += 1
             continue
         results = warehouse.load_files(batches, db, tenant=tenant)

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     coveo_dir: Path | None = Field(
         None, description="Folder with the real Coveo browsing_train.csv (source 'coveo')"
     )
+    reject_max_share: float = Field(
+        0.5, ge=0, le=1, description="Largest share of a file's rows quarantined; more refuses it"
+    )
 
     # --- warehouse --------------------------------------------------------------------------
     warehouse: Literal["duckdb", "snowflake"] = Field("duckdb", description="Where events live")
