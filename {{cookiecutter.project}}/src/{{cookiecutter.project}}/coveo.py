@@ -6,8 +6,9 @@ checked with the row rules of `validation`, cut into chunks of `chunk_rows` good
 strings, nulls for empty fields), so `warehouse.load_files` takes them unchanged. Rows that break a
 rule go, with their line number, reason and raw text, to `rejects-00000.parquet` beside the chunk
 they were read with; `warehouse.load_files` quarantines them in `raw.rejects`. A wrong header (or
-an empty file, or a header with no rows) refuses the whole file. The same CSV gives byte-identical files, hence the same load
-ids: converting and loading again adds nothing.
+an empty file, or a header with no rows) refuses the whole file; `summarize` counts a conversion's
+rows, and its `check_rejects` refuses a file of mostly bad rows. The same CSV gives byte-identical
+files, hence the same load ids: converting and loading again adds nothing.
 """
 
 from __future__ import annotations
