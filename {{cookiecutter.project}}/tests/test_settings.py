@@ -108,7 +108,9 @@ def test_a_bad_flow_parameter_stops_the_run_before_it_starts(tmp_path: Path) -> 
 
 def test_a_variable_close_to_a_setting_gets_a_warning(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("N_SESION=300\nAWS_DEFAULT_REGION=eu-west-1\nMETAFLOW_PROFILE=dev\n")
+    env_file.write_text(
+        "\n".join(["N_SESION=300", "AWS_DEFAULT_REGION=eu-west-1", "DBT_TARGET=local"])
+    )
     environ = {
         "N_SESION": "300",  # .env's, exported by uv: warned about once
         "BATCH_QUEUES": "q",
