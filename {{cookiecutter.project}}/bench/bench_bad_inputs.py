@@ -21,11 +21,13 @@ from {{ cookiecutter.project }} import schema
 from {{ cookiecutter.project }}.ingest import coveo, synthetic
 from {{ cookiecutter.project }}.transform import core
 from {{ cookiecutter.project }}.warehouse import duckdb_backend
+from {{ cookiecutter.project }}.settings import Settings
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "bad"
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
 MARKER = "0bad"
 SPEED_ROWS = 300_000
+REJECT_MAX_SHARE = Settings.model_fields["reject_max_share"].default
 
 
 def data_lines(path: Path) -> int:
@@ -42,7 +44,8 @@ def run_corpus(work: Path) -> dict[str, int]:
         path, tenant = CORPUS / name, Path(name).stem
         try:
             batches = coveo.convert_browsing(path, work / "events" / tenant)
-        except coveo.CoveoFormatError:
+            coveo.summarize(path, batches).check_rejects(REJECT_MAX_SHARE)
+        except (coveo.CoveoFormatError, coveo.CoveoRejectsError):
             totals["refused"] += 1
             continue
         results = duckdb_backend.load_files(batches, db, tenant=tenant)

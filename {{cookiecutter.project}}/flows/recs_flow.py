@@ -21,14 +21,41 @@ With BATCH=true the model steps (@compute.heavy) run on AWS Batch: see pipeline/
 """
 
 from metaflow import FlowSpec, Parameter, card, current, step
+from metaflow._vendor import click  # Metaflow's own click: it parses the parameters
 
 from {{ cookiecutter.project }}.modeling.params import TrainParams
 from {{ cookiecutter.project }}.modeling.tuning import DEFAULT_GRID_JSON, VALIDATION_DAYS
 from {{ cookiecutter.project }}.pipeline import cards, compute
 from {{ cookiecutter.project }}.settings import get_settings
+from {{ cookiecutter.project }}.settings import SettingsError, get_settings, with_overrides
 
 SETTINGS = get_settings()
 _P = TrainParams()  # the model's defaults
+
+
+class _Setting(click.ParamType):
+    """The type of a parameter that stands for a setting: a value is checked by the setting's rules
+    as the command line is parsed, so a bad one stops the run before it starts, in one line."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.base = click.INT if isinstance(getattr(SETTINGS, field), int) else click.STRING
+        self.name = self.base.name
+
+    def convert(self, value, param, ctx):
+        value = self.base.convert(value, param, ctx)
+        try:
+            with_overrides(SETTINGS, **{self.field: value})
+        except SettingsError as error:
+            self.fail(str(error), param, ctx)
+        return value
+
+
+def _setting(name: str, help: str) -> Parameter:
+    """A parameter that overrides the setting of the same name; its default is the setting's."""
+    default = getattr(SETTINGS, name)
+    default = default if isinstance(default, int) else str(default)
+    return Parameter(name, help=help, default=default, type=_Setting(name))
 
 
 class RecsFlow(FlowSpec):
@@ -40,18 +67,12 @@ class RecsFlow(FlowSpec):
         "'warehouse' uses what is loaded already",
         default="synthetic",
     )
-    n_sessions = Parameter("n_sessions", help="Synthetic sessions", default=SETTINGS.n_sessions)
-    n_products = Parameter(
-        "n_products", help="Synthetic catalogue size", default=SETTINGS.n_products
-    )
-    seed = Parameter("seed", help="Seed of the generator and the model", default=SETTINGS.seed)
-    start_date = Parameter(
-        "start_date", help="First day of events (YYYY-MM-DD)", default=str(SETTINGS.start_date)
-    )
-    days = Parameter("days", help="Days of events", default=SETTINGS.days)
-    test_days = Parameter(
-        "test_days", help="Newest days held out as test", default=SETTINGS.test_days
-    )
+    n_sessions = _setting("n_sessions", help="Synthetic sessions")
+    n_products = _setting("n_products", help="Synthetic catalogue size")
+    seed = _setting("seed", help="Seed of the generator and the model")
+    start_date = _setting("start_date", help="First day of events (YYYY-MM-DD)")
+    days = _setting("days", help="Days of events")
+    test_days = _setting("test_days", help="Newest days held out as test")
     epochs = Parameter(
         "epochs", help="Most epochs (early stopping may stop sooner)", default=_P.epochs
     )

@@ -24,6 +24,7 @@ from {{ cookiecutter.project }}.ingest import coveo, rules
 from {{ cookiecutter.project }}.transform import DbtError
 from {{ cookiecutter.project }}.transform.core import run_dbt
 from {{ cookiecutter.project }}.warehouse import duckdb_backend
+from {{ cookiecutter.project }}.settings import Settings
 
 CORPUS = Path(__file__).parent / "data" / "bad"
 EXPECTED: dict[str, dict] = json.loads((CORPUS / "expected.json").read_text())
@@ -33,6 +34,7 @@ LONG_SESSION = "bot0000000000001"
 LONG_EVENTS = 10_000
 HEADER = ",".join(schema.EVENT_COLUMNS)
 TABLES = ("events", "rejects", "loads")
+REJECT_MAX_SHARE = Settings.model_fields["reject_max_share"].default
 
 
 def tenant_of(name: str) -> str:
@@ -70,7 +72,8 @@ def corpus_warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for path in files:
         try:
             batches = coveo.convert_browsing(path, work / "events" / path.stem, chunk_rows=16)
-        except coveo.CoveoFormatError as e:
+            coveo.summarize(path, batches).check_rejects(REJECT_MAX_SHARE)
+        except (coveo.CoveoFormatError, coveo.CoveoRejectsError) as e:
             outcomes[path.name] = e
             continue
         outcomes[path.name] = duckdb_backend.load_files(batches, db, tenant=tenant_of(path.name))
@@ -103,7 +106,22 @@ def test_a_structural_flaw_refuses_the_file_with_one_message(
     assert query(corpus_warehouse["db"], sql, tenant_of(name)) == [(0,)]
 
 
-@pytest.mark.parametrize("name", [n for n, e in EXPECTED.items() if e["outcome"] != "reject"])
+@pytest.mark.parametrize("name", [n for n, e in EXPECTED.items() if e["outcome"] == "refuse"])
+def test_a_file_of_mostly_bad_rows_is_refused_with_its_likeliest_cause(
+    corpus_warehouse: dict, name: str
+) -> None:
+    error = corpus_warehouse["outcomes"][name]
+    assert isinstance(error, coveo.CoveoRejectsError)
+    message = str(error)
+    assert message.startswith(f"{CORPUS / name}: ") and EXPECTED[name]["reason"] in message
+    assert "nothing of it was loaded" in message
+    sql = "select count(*) from raw.events where tenant = ?"
+    assert query(corpus_warehouse["db"], sql, tenant_of(name)) == [(0,)]
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, e in EXPECTED.items() if e["outcome"] in ("load", "quarantine")]
+)
 def test_good_rows_arrive_once_and_bad_rows_are_quarantined(
     corpus_warehouse: dict, name: str
 ) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ProjectError
-from .settings import get_settings
+from .settings import get_settings, with_overrides
 
 if TYPE_CHECKING:
     from .release.gate import GateDecision
@@ -31,16 +31,13 @@ def _data(args: argparse.Namespace) -> int:
             ("n_products", args.products),
             ("seed", args.seed),
             ("days", args.days),
+            ("coveo_dir", args.coveo_dir or None),
         )
         if value is not None
     }
-    settings = get_settings()
-    if args.coveo_dir:
-        settings = settings.model_copy(update={"coveo_dir": args.coveo_dir})
-    if settings.coveo_dir:
-        ingest(settings, source="coveo")
-    else:
-        ingest(settings, source="synthetic", **overrides)
+    # Options are checked by the rules of the settings they stand for (N_SESSIONS >= 100, ...).
+    settings = with_overrides(get_settings(), **overrides)
+    ingest(settings, source="coveo" if settings.coveo_dir else "synthetic")
     return 0
 
 

@@ -5,14 +5,18 @@ Every default makes the local run work with no cloud account; `.env.example` doc
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Iterable, Mapping
 from datetime import date
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from dotenv import dotenv_values  # the parser pydantic-settings reads .env with
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,6 +26,11 @@ from .schema import MAX_SESSION_LENGTH, MIN_SESSION_LENGTH
 # The answers the project was baked with (cookiecutter renders bake.json): the optional parts that
 # a bake left out are whole files the post-generation hook removed: settings may not ask for them.
 BAKE: dict[str, str] = json.loads(resources.files(__package__).joinpath("bake.json").read_text())
+# How close (difflib's ratio) an unknown variable's name must be to a setting's to be taken for a
+# misspelling of it: .env holds mostly this project's variables, the environment many others'
+# (PATH, METAFLOW_*, AWS_*, DBT_PROFILES_DIR at 0.77 of DBT_PROJECT_DIR), so it needs a closer one.
+_CLOSE_IN_ENV_FILE = 0.8
+_CLOSE_IN_ENVIRONMENT = 0.85
 # (setting, value that needs an optional part, the bake question, the answer that keeps the part)
 _NEEDS_PART = (
     ("tracking", "comet", "tracking", "comet"),
@@ -44,6 +53,9 @@ class Settings(BaseSettings):
     days: int = Field(28, ge=2, description="Days covered by synthetic events")
     coveo_dir: Path | None = Field(
         None, description="Folder with the real Coveo browsing_train.csv (source 'coveo')"
+    )
+    reject_max_share: float = Field(
+        0.5, ge=0, le=1, description="Largest share of a file's rows quarantined; more refuses it"
     )
 
     # --- warehouse --------------------------------------------------------------------------
@@ -192,15 +204,58 @@ class SettingsError(ProjectError, ValueError):
 
 @lru_cache
 def get_settings() -> Settings:
-    """The settings of this process (read once); a bad value names its variable."""
+    """The settings of this process (read once); a bad value names its variable, and a variable
+    that looks like a misspelled setting gets a one-line warning on stderr."""
+    env_file = Path(str(Settings.model_config.get("env_file") or ".env"))
+    for warning in misspelled_variables(env_file, os.environ):
+        print(warning, file=sys.stderr)
     try:
         return Settings()
     except ValidationError as error:
-        problems = "; ".join(_problem(e) for e in error.errors())
         raise SettingsError(
-            f"Invalid setting(s): {problems}. Fix them in .env or the environment "
+            f"Invalid setting(s): {_problems(error)}. Fix them in .env or the environment "
             "(see .env.example)."
         ) from None
+
+
+def with_overrides(settings: Settings, **values: object) -> Settings:
+    """`settings` with some fields set (a flow's parameters, command-line options), checked by the
+    rules of the settings (`Field` limits, types): SettingsError names each bad value and its rule.
+    """
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise SettingsError(f"{', '.join(unknown)}: not settings (see .env.example).")
+    try:
+        return Settings.model_validate({**dict(settings), **values})
+    except ValidationError as error:
+        raise SettingsError(f"{_problems(error)}.") from None
+
+
+def misspelled_variables(env_file: Path, environ: Mapping[str, str]) -> list[str]:
+    """A warning for each variable of env_file or environ that is no setting but close to one."""
+    fields = list(Settings.model_fields)
+    sources: list[tuple[str, Iterable[str], float]] = [
+        ("the environment", environ, _CLOSE_IN_ENVIRONMENT)
+    ]
+    if env_file.is_file():
+        sources.insert(0, (str(env_file), dotenv_values(env_file).keys(), _CLOSE_IN_ENV_FILE))
+    warnings, seen = [], set(fields)
+    for where, names, cutoff in sources:
+        for name in sorted(names):
+            if name.lower() in seen:
+                continue
+            seen.add(name.lower())
+            close = difflib.get_close_matches(name.lower(), fields, n=1, cutoff=cutoff)
+            if close:
+                warnings.append(
+                    f"Warning: {name} (in {where}) is not a setting and is ignored; did you mean "
+                    f"{close[0].upper()}?"
+                )
+    return warnings
+
+
+def _problems(error: ValidationError) -> str:
+    return "; ".join(_problem(e) for e in error.errors())
 
 
 def _problem(error: Mapping[str, Any]) -> str:

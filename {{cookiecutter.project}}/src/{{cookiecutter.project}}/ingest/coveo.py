@@ -6,14 +6,16 @@ checked with the row rules of `rules`, cut into chunks of `chunk_rows` good rows
 strings, nulls for empty fields), so the warehouse loads them unchanged. Rows that break a rule
 go, with their line number, reason and raw text, to `rejects-00000.parquet` beside the chunk they
 were read with; the warehouse load quarantines them in `raw.rejects`. A wrong header (or
-an empty file) refuses the whole file. The same CSV gives byte-identical files, hence the same load
-ids: converting and loading again adds nothing.
+an empty file, or a header with no rows) refuses the whole file; `summarize` counts a conversion's
+rows, and its `check_rejects` refuses a file of mostly bad rows. The same CSV gives byte-identical
+files, hence the same load ids: converting and loading again adds nothing.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,10 @@ class CoveoDataMissingError(CoveoError):
     """The folder has no browsing_train.csv."""
 
 
+class CoveoRejectsError(CoveoError):
+    """A file refused whole: more of its rows broke the row rules than REJECT_MAX_SHARE allows."""
+
+
 class CoveoFormatError(CoveoError):
     """A file refused whole: it is not in the browsing_train.csv format (the line and the rule)."""
 
@@ -56,6 +62,76 @@ class CoveoFormatError(CoveoError):
             "converted; fix the file or use the challenge's unmodified browsing_train.csv."
         )
         self.path, self.line, self.rule = path, line, rule
+
+
+# The commonest kind of reason among a file's rejects -> the likeliest cause (first match wins).
+_CAUSES = (
+    (
+        f"{TIMESTAMP} '...' is before",
+        f"timestamps in seconds: {TIMESTAMP} is in milliseconds since 1970 (multiply by 1000)",
+    ),
+    (
+        f"{TIMESTAMP} '...' is after",
+        f"timestamps in micro- or nanoseconds: {TIMESTAMP} is in milliseconds since 1970",
+    ),
+    ("fields instead of", "another delimiter than the comma, or quoted fields holding commas"),
+    (NOT_UTF8, "a file in another encoding than UTF-8 (convert it to UTF-8)"),
+    ("", "rows whose columns are not in the order of the header (wrong column order)"),
+)
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What converting a file gave: its batches, their rows, and the rows quarantined."""
+
+    csv_path: Path
+    paths: list[Path]
+    rows_good: int  # rows in the batches
+    rejected: dict[str, int]  # kind of reason (quoted values left out) -> rows, commonest first
+    example: str  # a quarantined line of the commonest kind, `line N: text`; "" if none
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def rows_read(self) -> int:
+        return self.rows_good + self.rows_rejected
+
+    def check_rejects(self, max_share: float) -> None:
+        """CoveoRejectsError, naming the likeliest cause, if more than max_share of the rows read
+        were quarantined: such a file is in another format, not a file with a few bad rows."""
+        if not self.rows_read or self.rows_rejected <= max_share * self.rows_read:
+            return
+        kind, count = next(iter(self.rejected.items()))
+        cause = next(cause for piece, cause in _CAUSES if piece in kind)
+        raise CoveoRejectsError(
+            f"{self.csv_path}: {self.rows_rejected:,} of its {self.rows_read:,} rows "
+            f"({self.rows_rejected / self.rows_read:.0%}) break the row rules, more than "
+            f"REJECT_MAX_SHARE={max_share:g}: the whole file was refused and nothing of it was "
+            f"loaded. Likeliest cause: {cause}. Commonest: {count:,} x {kind} ({self.example})."
+        )
+
+
+def summarize(csv_path: Path, paths: list[Path]) -> Conversion:
+    """The Conversion of the batches `convert_browsing` wrote for csv_path, from their files."""
+    rows = sum(pq.read_metadata(path).num_rows for path in paths)
+    rejects = [
+        pq.read_table(rejects_path(path), columns=["line_number", "reason", "raw_line"])
+        for path in paths
+        if rejects_path(path).is_file()
+    ]
+    if not rejects:
+        return Conversion(csv_path, paths, rows, {}, "")
+    table = pa.concat_tables(rejects)
+    kinds = pc.replace_substring_regex(table["reason"], r"'[^']*'", "'...'")
+    counts = sorted(
+        ((c["values"], c["counts"]) for c in pc.value_counts(kinds).to_pylist()),
+        key=lambda kind_count: (-kind_count[1], kind_count[0]),
+    )
+    first = table.filter(pc.equal(kinds, counts[0][0])).slice(0, 1).to_pylist()[0]
+    example = f"line {first['line_number']}: {first['raw_line'][:120]}"
+    return Conversion(csv_path, paths, rows, dict(counts), example)
 
 
 def find_browsing_file(coveo_dir: Path) -> Path:
@@ -87,7 +163,8 @@ def convert_browsing(
     name only once complete, a chunk's rejects before its events; on an error none is left.
     `progress(bytes_read, total_bytes)` is called after each chunk. `rules` bound the event times
     (default: no later than a day from now). Raises CoveoFormatError for an empty file or a wrong
-    header; bad rows do not raise, they go to the rejects files (`schema.rejects_path`).
+    header, or a header with no rows; bad rows do not raise, they go to the rejects files
+    (`schema.rejects_path`): `summarize` counts them.
     """
     if chunk_rows < 1:
         raise CoveoError(f"chunk_rows must be at least 1, not {chunk_rows}.")
@@ -110,10 +187,14 @@ def convert_browsing(
             paths.append(path)
             if progress is not None:
                 progress(bytes_read, total)
+        if not paths:  # a header and nothing else (or blank lines): no data set at all
+            raise CoveoFormatError(csv_path, 2, "the file has a header line and no rows")
     except BaseException:
         # A half-converted file must not be loaded as if it were the whole data set.
         for path in written:
             path.unlink(missing_ok=True)
+        if not any(out_dir.iterdir()):
+            out_dir.rmdir()
         raise
     return paths
 

@@ -3,10 +3,13 @@
 `synthetic` generates events with the built-in generator and loads them; `coveo` converts the real
 challenge file (COVEO_DIR/browsing_train.csv) in chunks and loads it; `warehouse` loads nothing and
 uses what other loaders already appended. Loading is idempotent (content-hashed load ids).
+Each load says how many rows it read, loaded, found loaded already and quarantined (by reason).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,12 +31,15 @@ class IngestError(ProjectError, ValueError):
 @dataclass(frozen=True)
 class IngestResult:
     source: str
-    events_dir: Path | None
+    events_dir: Path | None  # the generator's (a Coveo file's batches go once loaded)
     generator_model: Path | None  # kept generating probabilities (synthetic data only)
     sessions_generated: int
     files_loaded: int
     files_skipped: int  # content already in the raw log
     rows_loaded: int
+    rows_read: int  # rows generated, or read from the file (good and quarantined)
+    rows_already_loaded: int  # rows of batches whose content was in the raw log already
+    quarantined: dict[str, int]  # kind of reason -> rows of the file quarantined in raw.rejects
     raw_rows_total: int  # rows in the raw log after this ingest
     loads_total: int
     seconds: float
@@ -53,6 +59,7 @@ def ingest(
     started = time.perf_counter()
     events_dir = model_path = None
     generated, results, config = 0, [], {}
+    rows_read, quarantined = 0, {}
     if source == "synthetic":
         overrides = dict(generator_overrides)
         if isinstance(overrides.get("start_date"), str):
@@ -69,19 +76,30 @@ def ingest(
         generated, model_path = written.sessions, written.model_path
         say(f"Loading {len(written.paths)} file(s) into {warehouse.warehouse_name(settings)} ...")
         results = warehouse.load_to_warehouse(written.paths, settings)
+        rows_read = sum(r.rows for r in results)
     if source == "coveo":
         if settings.coveo_dir is None:
             raise IngestError("source 'coveo' needs COVEO_DIR: the folder with browsing_train.csv.")
         csv_path = coveo.find_browsing_file(settings.coveo_dir)
-        events_dir = settings.data_dir / "coveo"
-        say(f"Converting {csv_path} into {events_dir} ...")
-        paths = coveo.convert_browsing(
-            csv_path,
-            events_dir,
-            progress=lambda done, total: say(f"  {done / max(total, 1):.0%} of the file read"),
-        )
-        say(f"Loading {len(paths)} file(s) into {warehouse.warehouse_name(settings)} ...")
-        results = warehouse.load_to_warehouse(paths, settings)
+        # A folder of this conversion's own, removed once loaded: two loads at once (of other
+        # files or the same) must not replace or load each other's batches. The batches are
+        # content-hashed, so converting the same file again gives the same load ids.
+        (settings.data_dir / "coveo").mkdir(parents=True, exist_ok=True)
+        batches_dir = Path(tempfile.mkdtemp(prefix="convert-", dir=settings.data_dir / "coveo"))
+        try:
+            say(f"Converting {csv_path} into {batches_dir} ...")
+            paths = coveo.convert_browsing(
+                csv_path,
+                batches_dir,
+                progress=lambda done, total: say(f"  {done / max(total, 1):.0%} of the file read"),
+            )
+            conversion = coveo.summarize(csv_path, paths)
+            conversion.check_rejects(settings.reject_max_share)
+            say(f"Loading {len(paths)} file(s) into {warehouse.warehouse_name(settings)} ...")
+            results = warehouse.load_to_warehouse(paths, settings)
+        finally:
+            shutil.rmtree(batches_dir, ignore_errors=True)
+        rows_read, quarantined = conversion.rows_read, conversion.rejected
     rows_total, loads_total = warehouse.warehouse_log_size(settings)
     result = IngestResult(
         source=source,
@@ -91,6 +109,9 @@ def ingest(
         files_loaded=sum(not r.skipped for r in results),
         files_skipped=sum(r.skipped for r in results),
         rows_loaded=sum(r.rows for r in results if not r.skipped),
+        rows_read=rows_read,
+        rows_already_loaded=sum(r.rows for r in results if r.skipped),
+        quarantined=quarantined,
         raw_rows_total=rows_total,
         loads_total=loads_total,
         seconds=time.perf_counter() - started,
@@ -101,10 +122,15 @@ def ingest(
 
 
 def describe(result: IngestResult) -> str:
-    """One line for logs and the CLI."""
-    return (
-        f"Ingest ({result.source}): {result.rows_loaded:,} rows loaded from {result.files_loaded} "
-        f"file(s), {result.files_skipped} already loaded; the raw log holds "
-        f"{result.raw_rows_total:,} rows from {result.loads_total} load(s) "
-        f"[{result.seconds:.1f} s]"
-    )
+    """A line for logs and the CLI, then one per kind of quarantined row."""
+    lines = [
+        f"Ingest ({result.source}): {result.rows_read:,} rows read: {result.rows_loaded:,} rows "
+        f"loaded from {result.files_loaded} file(s), {result.rows_already_loaded:,} rows already "
+        f"loaded ({result.files_skipped} file(s)), {sum(result.quarantined.values()):,} rows "
+        f"quarantined; the raw log holds {result.raw_rows_total:,} rows from "
+        f"{result.loads_total} load(s) [{result.seconds:.1f} s]"
+    ]
+    lines += [f"  quarantined: {n:,} x {reason}" for reason, n in result.quarantined.items()]
+    if result.quarantined:
+        lines.append("  `make rejects` lists the quarantined rows with their lines (raw.rejects)")
+    return "\n".join(lines)
