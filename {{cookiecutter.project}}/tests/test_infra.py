@@ -357,9 +357,10 @@ def test_other_repositories_and_look_alike_owners_are_not_trusted(role: str) -> 
     for form, given in FORMS:
         for repo in ("acme-evil/session-recs", "acme/session-recs-fork", "other/session-recs"):
             assert not trusts(role, subject(job, "push", form=form, repo=repo), **given)
-    # An owner named `acme-1234` with a repository `session-recs-98765` must not pass for the
-    # immutable `-` form: that form is trusted only with the ids, never with a `-*` wildcard.
-    look_alike = f"repo:acme-9/session-recs-{REPO_ID}:ref:refs/heads/main"
+    # An owner `acme-9` must not pass for `acme` in the immutable `-` form: that form is trusted
+    # only with the ids given, never through a `-*` wildcard.
+    context = "ref:refs/heads/main" if job == "train" else "environment:production"
+    look_alike = f"repo:acme-9/session-recs-{REPO_ID}:{context}"
     assert not any(trusts(role, look_alike, **given) for _, given in FORMS)
 
 
@@ -367,11 +368,14 @@ def test_role_sessions_outlast_the_jobs() -> None:
     jobs = main_workflow()["jobs"]
     train_s = jobs["train"]["timeout-minutes"] * 60
     assert int(parameters()["TrainSessionSeconds"]) >= train_s
-    assert resolved("TrainRole")["Properties"]["MaxSessionDuration"] == "14400"
+    role = template()["Resources"]["TrainRole"]["Properties"]
+    assert role["MaxSessionDuration"] == {"Ref": "TrainSessionSeconds"}
     credentials = [
         s for s in jobs["train"]["steps"] if "configure-aws-credentials" in s.get("uses", "")
     ]
-    assert credentials[0]["with"]["role-duration-seconds"] >= train_s
+    asked = credentials[0]["with"]["role-duration-seconds"]
+    # AssumeRoleWithWebIdentity refuses a session longer than the role's MaxSessionDuration.
+    assert train_s <= asked <= int(parameters()["TrainSessionSeconds"])
     if SAGEMAKER:
         deploy_s = jobs["deploy"]["timeout-minutes"] * 60
         assert template()["Resources"]["DeployRole"]["Properties"]["MaxSessionDuration"] >= deploy_s
