@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +95,19 @@ def stack_parameters(
     stack: Mapping[str, Any] | None,
     github_repo: str | None,
     oidc_exists: bool,
+    accepted: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """CloudFormation parameters: those given win; an update keeps every earlier value; a new
-    stack gets the GitHub repository and creates the OIDC provider only where there is none."""
-    values = dict(given)
+    """CloudFormation parameters: those given win; an update keeps every earlier value that the
+    template still `accepted` (sent as values: the template has no NoEcho parameter); a new stack
+    gets the GitHub repository and creates the OIDC provider only where there is none."""
+    previous = {
+        p["ParameterKey"]: p["ParameterValue"]
+        for p in (stack or {}).get("Parameters", [])
+        if accepted is None or p["ParameterKey"] in accepted
+    }
+    values = previous | dict(given)
     if github_repo:
         values.setdefault("GitHubRepository", github_repo)
-    previous = {p["ParameterKey"] for p in (stack or {}).get("Parameters", [])}
     if stack is None:
         if "GitHubRepository" not in values:
             raise InfraError(
@@ -109,11 +115,7 @@ def stack_parameters(
                 'pass --github-repo OWNER/REPO (make infra ARGS="--github-repo OWNER/REPO")'
             )
         values.setdefault("CreateOidcProvider", "false" if oidc_exists else "true")
-    parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(values.items())]
-    parameters += [
-        {"ParameterKey": key, "UsePreviousValue": True} for key in sorted(previous - set(values))
-    ]
-    return parameters
+    return [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(values.items())]
 
 
 def create_change_set(
@@ -305,18 +307,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfn = session.client("cloudformation")
         if args.command != "outputs":
             stack = existing_stack(cfn, args.stack_name)
+            template = args.template.read_text()
+            summary = cfn.get_template_summary(TemplateBody=template)
             parameters = stack_parameters(
                 parse_params(args.param),
                 stack,
                 args.github_repo or (None if stack else origin_repository()),
                 stack is None and oidc_provider_exists(session.client("iam")),
+                accepted=[p["ParameterKey"] for p in summary["Parameters"]],
             )
             if stack and stack["StackStatus"] == "ROLLBACK_COMPLETE":
                 raise InfraError(
                     f"stack {args.stack_name} failed to create and cannot be updated: delete it "
                     f"(aws cloudformation delete-stack --stack-name {args.stack_name}), then retry"
                 )
-            template, update = args.template.read_text(), stack is not None
+            update = stack is not None
             if args.command == "diff":
                 changes = preview(cfn, args.stack_name, template, parameters, update)
                 print(f"Stack {args.stack_name} ({region}): {len(changes)} change(s), not applied")

@@ -435,13 +435,16 @@ def test_a_new_stack_needs_the_repository_and_an_update_keeps_earlier_values() -
         stack.stack_parameters({}, None, None, oidc_exists=False)
     created = stack.stack_parameters({}, None, REPO, oidc_exists=True)
     assert {"ParameterKey": "CreateOidcProvider", "ParameterValue": "false"} in created
+    earlier = {"GitHubRepository": REPO, "CpuMaxVcpus": "64", "RemovedFromTheTemplate": "x"}
     existing = {
-        "Parameters": [{"ParameterKey": "GitHubRepository"}, {"ParameterKey": "CpuMaxVcpus"}]
+        "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in earlier.items()]
     }
-    updated = stack.stack_parameters({"CpuMaxVcpus": "8"}, existing, None, oidc_exists=True)
+    updated = stack.stack_parameters(
+        {"CpuMaxVcpus": "8"}, existing, None, oidc_exists=True, accepted=parameters()
+    )
     assert updated == [
         {"ParameterKey": "CpuMaxVcpus", "ParameterValue": "8"},
-        {"ParameterKey": "GitHubRepository", "UsePreviousValue": True},
+        {"ParameterKey": "GitHubRepository", "ParameterValue": REPO},
     ]
 
 
@@ -543,6 +546,12 @@ def test_stack_deploys_to_moto_and_writes_its_outputs(aws_env, tmp_path: Path, c
 
     assert stack.main(["outputs", *options]) == 0
     assert "AWS_TRAIN_ROLE_ARN" in capsys.readouterr().out
+    # An update keeps the repository given at creation.
+    assert stack.main(["deploy", *options, "--param", "GpuMaxVcpus=0"]) == 0
+    assert f"Stack {name} (us-east-1): updated" in capsys.readouterr().out
+    described = boto3.client("cloudformation").describe_stacks(StackName=name)["Stacks"][0]
+    given = {p["ParameterKey"]: p.get("ParameterValue") for p in described["Parameters"]}
+    assert given["GitHubRepository"] == REPO and given["GpuMaxVcpus"] == "0"
 
 
 def test_a_missing_region_is_one_line(monkeypatch, tmp_path: Path, capsys) -> None:
