@@ -206,6 +206,19 @@ def test_no_wildcard_action_or_resource_except_where_aws_requires_it() -> None:
             assert statement["Effect"] == "Deny", (name, statement)
 
 
+def test_only_the_batch_instances_use_an_aws_managed_policy() -> None:
+    # The ECS agent's actions (register the instance, poll for tasks, pull, log) are AWS's to keep
+    # up to date; they include "Resource": "*" that this template does not write.
+    managed = {
+        name: resource["Properties"]["ManagedPolicyArns"]
+        for name, resource in template()["Resources"].items()
+        if "ManagedPolicyArns" in resource.get("Properties", {})
+    }
+    assert list(managed) == ["BatchInstanceRole"]
+    (arn,) = managed["BatchInstanceRole"]
+    assert arn["Fn::Sub"].endswith(":policy/service-role/AmazonEC2ContainerServiceforEC2Role")
+
+
 def allowed_actions(role: str) -> set[str]:
     props = template()["Resources"][role]["Properties"]
     return {
