@@ -220,7 +220,8 @@ def aws_variables(moto: str) -> dict[str, str]:
     return {
         "BATCH": "false",
         "AWS_REGION": "us-east-1",
-        "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/github-ci",
+        "AWS_TRAIN_ROLE_ARN": "arn:aws:iam::123456789012:role/github-train",
+        "AWS_DEPLOY_ROLE_ARN": "arn:aws:iam::123456789012:role/github-deploy",
         "METAFLOW_DATASTORE_SYSROOT_S3": "s3://flows/metaflow",
         "METAFLOW_S3_ENDPOINT_URL": moto,
         "MODEL_BUCKET": "models",
@@ -311,7 +312,8 @@ def test_main_workflow_deploys_a_model_that_passes_the_gate(bake: Bake, moto: st
     assert {"model.tar.gz", "gate.json", "run.json"} <= release, release
     assert "Success - Main make deploy" in log and "Success - Main make smoke" in log
     roles = (bake.artifacts / "aws-role.txt").read_text().split()
-    assert roles == [variables["AWS_ROLE_ARN"]] * 2  # train and deploy, from the variable
+    # train and deploy, each from its own variable
+    assert roles == [variables["AWS_TRAIN_ROLE_ARN"], variables["AWS_DEPLOY_ROLE_ARN"]]
     assert "**Deployment gate PASSED**" in step_report(log)
     assert "Success - Main Summary" in log  # the deploy job's summary
 
