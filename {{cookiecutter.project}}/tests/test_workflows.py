@@ -426,8 +426,13 @@ def test_input_check_refuses_anything_but_digits(value: str, tmp_path: Path) -> 
 
 
 def run_gate(tmp_path: Path, cli_status: int, script: str | None = None) -> tuple[int, str, str]:
-    """`make gate` (or the workflow's gate step) with the CLI standing in as `uv`, exiting
-    `cli_status`; returns the status, the outcome file's text and $GITHUB_OUTPUT's."""
+    """`make gate` (or the workflow's gate step) in a copy of the Makefile whose environment is
+    installed already, with the CLI standing in as `uv`, exiting `cli_status`; returns the status,
+    the outcome file's text and $GITHUB_OUTPUT's."""
+    shutil.copy(PROJECT / "Makefile", tmp_path / "Makefile")
+    for stamp in ("pyproject.toml", "uv.lock", ".venv/.synced"):  # `make setup` has nothing to do
+        (tmp_path / stamp).parent.mkdir(exist_ok=True)
+        (tmp_path / stamp).touch()
     fake_uv = tmp_path / "uv"
     fake_uv.write_text(f"#!/bin/sh\nexit {cli_status}\n")
     fake_uv.chmod(0o755)
@@ -435,10 +440,10 @@ def run_gate(tmp_path: Path, cli_status: int, script: str | None = None) -> tupl
     github_output.write_text("")
     env = {
         "PATH": os.environ["PATH"], "UV": str(fake_uv), "GATE_OUTCOME": str(outcome),
-        "GITHUB_OUTPUT": str(github_output), "MAKEFLAGS": "-o .venv/.synced",
+        "GITHUB_OUTPUT": str(github_output),
     }  # fmt: skip
     command = ["bash", "-e", "-c", script] if script else ["make", "--silent", "gate"]
-    proc = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     text = outcome.read_text() if outcome.exists() else ""
     return proc.returncode, text, github_output.read_text()
 
