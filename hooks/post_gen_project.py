@@ -42,6 +42,7 @@ def remove_sagemaker(project_dir: Path, package: str) -> None:
         f"src/{package}/release/champion_s3.py",
         "tests/test_sagemaker.py",
         "tests/test_champion_s3.py",
+        ".github/workflows/deploy.yml",
     )
 
 

@@ -3,8 +3,10 @@
 act runs each job on the host (`-P ubuntu-latest=-self-hosted`) in a copy of the bake's git tree.
 Every action the workflows use is replaced by a composite double from tests/act_doubles/ (see its
 README), given to act with `--local-repository owner/repo@<sha>=<folder>`; `gh` (on PATH) and the
-Makefile's `UV` are doubles too. AWS is a moto server started here; the jobs run with BATCH=false
-(no containers on this host: a repository variable that real CI leaves unset, so it gets true).
+Makefile's `UV` are doubles too. act does not know GitHub's `$/` self-repository syntax yet, so the
+bake's call of its reusable deploy workflow is rewritten to the equivalent `./` form before it runs.
+AWS is a moto server started here; the jobs run with BATCH=false (no containers on this host: a
+repository variable that real CI leaves unset, so it gets true).
 
 The jobs reuse a prepared Python environment instead of `make setup`: TEMPLATE_TEST_VENV names one
 that holds the project's dependencies (its tests import the bake's own src/ through PYTHONPATH);
@@ -153,10 +155,19 @@ def project_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
+def act_compatible(project: Path) -> None:
+    """Rewrite `uses: $/...` (a reusable workflow of the same repository) as `uses: ./...`: the same
+    commit's file on GitHub, and the only form act reads."""
+    for workflow in (project / ".github" / "workflows").glob("*.yml"):
+        text = workflow.read_text()
+        workflow.write_text(text.replace("uses: $/.github/", "uses: ./.github/"))
+
+
 @pytest.fixture
 def bake(tmp_path: Path, project_venv: Path) -> Bake:
     """The defaults baked into a git repository whose remote names the test's GitHub repo."""
     project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(tmp_path)))
+    act_compatible(project)
     git(project, "init", "--quiet", "--initial-branch", "main")
     git(project, "add", "--all")
     git(project, "commit", "--quiet", "--message", "bake")
@@ -215,19 +226,24 @@ def moto(project_venv: Path, tmp_path: Path) -> Iterator[str]:
         server.wait()
 
 
-def aws_variables(moto: str) -> dict[str, str]:
+def aws_variables() -> dict[str, str]:
     """Repository variables of a project that trains on AWS (moto) without Batch."""
     return {
         "BATCH": "false",
         "AWS_REGION": "us-east-1",
-        "AWS_TRAIN_ROLE_ARN": "arn:aws:iam::123456789012:role/github-train",
-        "AWS_DEPLOY_ROLE_ARN": "arn:aws:iam::123456789012:role/github-deploy",
+        "AWS_TRAIN_ROLE_ARN": "arn:aws:iam::123456789012:role/ci-train",
+        "AWS_DEPLOY_ROLE_ARN": "arn:aws:iam::123456789012:role/ci-deploy",
         "METAFLOW_DATASTORE_SYSROOT_S3": "s3://flows/metaflow",
-        "METAFLOW_S3_ENDPOINT_URL": moto,
         "MODEL_BUCKET": "models",
         "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/sagemaker",
         "SAGEMAKER_IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/session-recs:1",
     }
+
+
+def aws_env(moto: str) -> dict[str, str]:
+    """What points the jobs at moto: the doubles' endpoint and Metaflow's S3 endpoint (no
+    repository variable can: each job reads only the variables it lists)."""
+    return {"ACT_AWS_ENDPOINT_URL": moto, "METAFLOW_S3_ENDPOINT_URL": moto}
 
 
 DISPATCH = {"inputs": {"n_sessions": "1500", "epochs": "1"}, "ref": "refs/heads/main"}
@@ -304,16 +320,18 @@ def queue_smoke_answers(moto: str, *sizes: int) -> None:
 def test_main_workflow_deploys_a_model_that_passes_the_gate(bake: Bake, moto: str) -> None:
     # `make deploy` sends the release's three test sessions, then `make smoke` one default session.
     queue_smoke_answers(moto, 3, 1)
-    variables = aws_variables(moto) | PASSING_GATE
+    variables = aws_variables() | PASSING_GATE
     code, log = bake.act("workflow_dispatch", "main.yml", DISPATCH, variables=variables,
-                         extra_env={"ACT_AWS_ENDPOINT_URL": moto})  # fmt: skip
+                         extra_env=aws_env(moto))  # fmt: skip
     assert code == 0, log[-6000:]
     release = {path.name for path in (bake.artifacts / "release").iterdir()}
     assert {"model.tar.gz", "gate.json", "run.json"} <= release, release
     assert "Success - Main make deploy" in log and "Success - Main make smoke" in log
-    roles = (bake.artifacts / "aws-role.txt").read_text().split()
-    # train and deploy, each from its own variable
-    assert roles == [variables["AWS_TRAIN_ROLE_ARN"], variables["AWS_DEPLOY_ROLE_ARN"]]
+    # Each job assumes its own role, for as long as it may run (train 240, deploy 60 minutes).
+    roles = (bake.artifacts / "aws-role.txt").read_text().splitlines()
+    assert roles == [
+        f"{variables['AWS_TRAIN_ROLE_ARN']} 14400", f"{variables['AWS_DEPLOY_ROLE_ARN']} 3600"
+    ]  # fmt: skip
     assert "**Deployment gate PASSED**" in step_report(log)
     assert "Success - Main Summary" in log  # the deploy job's summary
 
@@ -321,9 +339,9 @@ def test_main_workflow_deploys_a_model_that_passes_the_gate(bake: Bake, moto: st
 @pytest.mark.bake_run
 @pytest.mark.act
 def test_main_workflow_skips_deploy_when_the_gate_fails(bake: Bake, moto: str) -> None:
-    variables = aws_variables(moto) | {"GATE_MIN_MRR_AT_20": "0.99"}
+    variables = aws_variables() | {"GATE_MIN_MRR_AT_20": "0.99"}
     code, log = bake.act("workflow_dispatch", "main.yml", DISPATCH, variables=variables,
-                         extra_env={"ACT_AWS_ENDPOINT_URL": moto})  # fmt: skip
+                         extra_env=aws_env(moto))  # fmt: skip
     assert code == 0, log[-6000:]
     report = step_report(log)
     assert "**Deployment gate FAILED**" in report and "0.9900" in report  # the MRR@20 floor
@@ -331,3 +349,16 @@ def test_main_workflow_skips_deploy_when_the_gate_fails(bake: Bake, moto: str) -
     assert "the deploy job is skipped" in log  # the warning annotation
     assert "make deploy" not in log
     assert not (bake.artifacts / "release").exists()
+
+
+@pytest.mark.bake_run
+@pytest.mark.act
+def test_main_workflow_refuses_an_input_that_is_not_digits(bake: Bake) -> None:
+    """A dispatch input never reaches a shell command line: `1; touch PWNED` stops the run at its
+    first step, before any credentials, and runs nothing."""
+    event = {"inputs": {"n_sessions": "1; touch PWNED", "epochs": "1"}, "ref": "refs/heads/main"}
+    code, log = bake.act("workflow_dispatch", "main.yml", event, variables=aws_variables())
+    assert code != 0
+    assert "n_sessions must be digits only" in log
+    assert not list(bake.project.rglob("PWNED")) and not list(bake.cache.rglob("PWNED"))
+    assert not (bake.artifacts / "aws-role.txt").exists()

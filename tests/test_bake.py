@@ -143,8 +143,12 @@ WORKFLOW_CHECKS = load_workflow_checks()
 
 def test_workflows_pass_the_static_checks(baked: Result, tmp_path: Path) -> None:
     """Schema, zizmor, shellcheck and pinning on the workflows as this answer set renders them."""
-    workflows = sorted((project_of(baked) / ".github" / "workflows").glob("*.yml"))
-    assert [w.name for w in workflows] == ["main.yml", "pr.yml"]
+    github = project_of(baked) / ".github"
+    workflows = sorted((github / "workflows").glob("*.yml"))
+    deploy = ["deploy.yml"] if baked.context["deployment"] == "sagemaker" else []
+    assert [w.name for w in workflows] == [*deploy, "main.yml", "pr.yml"]
+    for script in sorted((github / "scripts").glob("*.sh")):
+        assert not WORKFLOW_CHECKS.script_problems(script), script.name
     for workflow in workflows:
         assert not WORKFLOW_CHECKS.schema_problems(workflow), workflow.name
         assert not WORKFLOW_CHECKS.audit_problems(workflow), workflow.name

@@ -83,13 +83,20 @@ def _latest_run(run_id: str | None):
         raise CliError(f"No {FLOW_NAME} run found here ({e}). Run the flow first: make run.") from e
 
 
+GATE_UNDECIDED = 2  # `gate` exit status when no decision could be read (0 passed, 1 failed)
+
+
 def _gate(args: argparse.Namespace) -> int:
     from .release import gate
 
-    run = _latest_run(args.run)
-    if "gate" not in run or not run["gate"].task.successful:
-        raise CliError(f"Run {run.id} has no gate decision (it stopped before the gate step).")
-    decision = run["gate"].task.data.gate_decision
+    try:
+        run = _latest_run(args.run)
+        if "gate" not in run or not run["gate"].task.successful:
+            raise CliError(f"Run {run.id} has no gate decision (it stopped before the gate step).")
+        decision = run["gate"].task.data.gate_decision
+    except Exception as e:  # S3 down, expired credentials ...: "cannot tell" is not "failed"
+        print(f"error: no gate decision: {e}", file=sys.stderr)
+        return GATE_UNDECIDED
     print(f"Run {run.id}:")
     print(gate.format_decision(decision))
     return gate.gate_exit_code(decision)
@@ -251,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         "dbt": (_dbt, "build the dbt models and run their tests"),
         "quality": (_quality, "run the expectation suite on the training sessions"),
         "rejects": (_rejects, "show the rows the loader quarantined, by reason"),
-        "gate": (_gate, "print a run's gate decision; exit 1 if the model failed"),
+        "gate": (_gate, "print a run's gate decision; exit 1 if it failed, 2 if unknown"),
         "cards": (_cards, "write every card of a run as HTML"),
         "summary": (_summary, "where the latest run's results are"),
         "serve": (_serve, "serve a model in the foreground (SageMaker contract)"),
