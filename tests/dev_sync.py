@@ -34,6 +34,8 @@ def is_output(relative: str) -> bool:
 
 
 PROJECT_TAG = "{{ cookiecutter.project }}"
+# The distribution name (uv.lock, pyproject), the package name with dashes.
+DIST_TAG = "{{ cookiecutter.project | replace('_', '-') }}"
 
 
 def answers_of(bake: Path) -> dict[str, str]:
@@ -75,6 +77,8 @@ def sync(bake: Path) -> list[str]:
             if current.rstrip("\n") == decoded.rstrip("\n"):
                 continue
         candidate = decoded.replace(package, PROJECT_TAG)
+        if "_" in package:
+            candidate = candidate.replace(package.replace("_", "-"), DIST_TAG)
         plain = not target.is_file() or "{%" not in target.read_text()
         rendered = env.from_string(candidate).render(cookiecutter=context)
         if plain and rendered.rstrip("\n") == decoded.rstrip("\n"):

@@ -19,9 +19,9 @@ import duckdb
 
 from {{ cookiecutter.project }} import schema
 from {{ cookiecutter.project }}.ingest import coveo, synthetic
+from {{ cookiecutter.project }}.settings import Settings
 from {{ cookiecutter.project }}.transform import core
 from {{ cookiecutter.project }}.warehouse import duckdb_backend
-from {{ cookiecutter.project }}.settings import Settings
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "bad"
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"

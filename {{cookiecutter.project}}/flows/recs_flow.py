@@ -26,7 +26,6 @@ from metaflow._vendor import click  # Metaflow's own click: it parses the parame
 from {{ cookiecutter.project }}.modeling.params import TrainParams
 from {{ cookiecutter.project }}.modeling.tuning import DEFAULT_GRID_JSON, VALIDATION_DAYS
 from {{ cookiecutter.project }}.pipeline import cards, compute
-from {{ cookiecutter.project }}.settings import get_settings
 from {{ cookiecutter.project }}.settings import SettingsError, get_settings, with_overrides
 
 SETTINGS = get_settings()

@@ -21,10 +21,10 @@ import pytest
 
 from {{ cookiecutter.project }} import schema, warehouse
 from {{ cookiecutter.project }}.ingest import coveo, rules
+from {{ cookiecutter.project }}.settings import Settings
 from {{ cookiecutter.project }}.transform import DbtError
 from {{ cookiecutter.project }}.transform.core import run_dbt
 from {{ cookiecutter.project }}.warehouse import duckdb_backend
-from {{ cookiecutter.project }}.settings import Settings
 
 CORPUS = Path(__file__).parent / "data" / "bad"
 EXPECTED: dict[str, dict] = json.loads((CORPUS / "expected.json").read_text())

@@ -65,9 +65,7 @@ def test_a_load_in_between_does_not_mix_its_file_into_this_one(tmp_path: Path) -
         if message.startswith("Loading"):
             load.ingest(other, source="coveo", progress=None)
 
-    result = load.ingest(
-        settings_for(tmp_path, a, "a.duckdb"), source="coveo", progress=meanwhile
-    )
+    result = load.ingest(settings_for(tmp_path, a, "a.duckdb"), source="coveo", progress=meanwhile)
     assert result.rows_loaded == 60
     assert rows_by_prefix(tmp_path / "a.duckdb") == {"aaaa": 60}
     assert rows_by_prefix(tmp_path / "b.duckdb") == {"bbbb": 90}
@@ -122,9 +120,7 @@ def test_a_load_counts_every_row_and_names_the_quarantined_by_reason(tmp_path: P
     lines[12] = lines[12].replace("event_product", "search")
     path.write_text("\n".join(lines) + "\n")
     said: list[str] = []
-    result = load.ingest(
-        settings_for(tmp_path, path.parent), source="coveo", progress=said.append
-    )
+    result = load.ingest(settings_for(tmp_path, path.parent), source="coveo", progress=said.append)
     assert (result.rows_read, result.rows_loaded, result.rows_already_loaded) == (40, 37, 0)
     assert result.quarantined == {
         "event_type '...' is not pageview or event_product": 2,
