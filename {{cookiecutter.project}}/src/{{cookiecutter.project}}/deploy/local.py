@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import ProjectError
 from ..modeling.archive import unpack_model
-from ..release.champion import ARCHIVE_FILE
+from ..release import ARCHIVE_FILE
 from ..serving.server import command as server_command
 from ..settings import Settings, get_settings
 

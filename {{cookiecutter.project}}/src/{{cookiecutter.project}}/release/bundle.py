@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ProjectError
 from ..evaluation.report import EvaluationReport
-from .champion import ARCHIVE_FILE
+from . import ARCHIVE_FILE
 from .gate import GateDecision, GateError, decision_from_dict, decision_to_dict
 
 RELEASE_FILES = (ARCHIVE_FILE, "gate.json", "evaluation.json", "smoke.json", "run.json")

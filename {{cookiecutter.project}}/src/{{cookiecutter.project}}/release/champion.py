@@ -18,14 +18,8 @@ from ..errors import ProjectError
 from ..evaluation.protocol import Recommender
 from ..modeling.archive import load_archive
 from ..settings import Settings, get_settings
+from . import ARCHIVE_FILE, CHAMPION_FILE, ChampionUnavailable
 from .gate import CHAMPION_NAME, ChampionStatus
-
-CHAMPION_FILE = "champion.json"
-ARCHIVE_FILE = "model.tar.gz"
-
-
-class ChampionUnavailable(ProjectError):
-    """The champion record's store (local folder or S3) cannot be read or written."""
 
 
 def write_champion(

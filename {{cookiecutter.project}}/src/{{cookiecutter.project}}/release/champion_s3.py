@@ -14,7 +14,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..settings import Settings
-from .champion import ARCHIVE_FILE, CHAMPION_FILE, ChampionUnavailable
+from . import ARCHIVE_FILE, CHAMPION_FILE, ChampionUnavailable
 
 
 def write(settings: Settings, record: dict[str, Any], model_archive: bytes) -> None:
