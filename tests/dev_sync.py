@@ -18,7 +18,8 @@ from bakery import COOKIECUTTER_JSON, PROJECT_TEMPLATE, expected_files, files_un
 from cookiecutter.environment import StrictEnvironment
 
 # What runs leave in a bake: never part of the template.
-SKIPPED_TOP = {".venv", ".git", "data", ".metaflow", ".pytest_cache", ".ruff_cache", "build", ".hypothesis"}
+SKIPPED_TOP = {".venv", ".git", "data", ".metaflow", ".pytest_cache", ".ruff_cache", ".hypothesis"}
+SKIPPED_TOP |= {"build"}
 SKIPPED_ANYWHERE = {"__pycache__", ".ruff_cache", ".pytest_cache", ".import_linter_cache"}
 SKIPPED_UNDER = ("dbt/target/", "dbt/logs/")
 
@@ -80,7 +81,8 @@ def sync(bake: Path) -> list[str]:
         if "_" in package:
             candidate = candidate.replace(package.replace("_", "-"), DIST_TAG)
         # Plain: no template syntax besides the package's names, which the candidate has too.
-        bare = target.read_text().replace(PROJECT_TAG, "").replace(DIST_TAG, "") if target.is_file() else ""
+        bare = target.read_text() if target.is_file() else ""
+        bare = bare.replace(PROJECT_TAG, "").replace(DIST_TAG, "")
         plain = "{{" not in bare and "{%" not in bare
         rendered = env.from_string(candidate).render(cookiecutter=context)
         if plain and rendered.rstrip("\n") == decoded.rstrip("\n"):
