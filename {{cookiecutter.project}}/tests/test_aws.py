@@ -319,7 +319,10 @@ def s3_run(aws) -> dict:
     Metaflow's client API (in a process that sees the same METAFLOW_* variables)."""
     params = ["--n_sessions", "300", "--n_products", "100", "--days", "14", "--epochs", "1"]
     params += ["--tune_grid", "[{}]", "--deploy_enabled", "False"]
-    ran = _python([str(FLOW), "--no-pylint", "run", *params], aws["work"], aws["env"], 1500)
+    # A run whose steps all stay local keeps no code package unless asked to: this flag makes it
+    # upload the package that Batch tasks download, so the test can look inside it.
+    env = {**aws["env"], "METAFLOW_FEAT_ALWAYS_UPLOAD_CODE_PACKAGE": "true"}
+    ran = _python([str(FLOW), "--no-pylint", "run", *params], aws["work"], env, 1500)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     read = _python(["-c", _READ_BACK], aws["work"], aws["env"], 300)
     assert read.returncode == 0, read.stderr[-3000:]
