@@ -33,6 +33,7 @@ from {{ cookiecutter.project }}.settings import Settings
 PROJECT = Path(__file__).resolve().parents[1]
 TEMPLATE = PROJECT / "infra" / "template.yaml"
 MAIN_WORKFLOW = PROJECT / ".github" / "workflows" / "main.yml"
+DEPLOY_WORKFLOW = PROJECT / ".github" / "workflows" / "deploy.yml"  # called by main.yml
 PACKAGE = PROJECT / "src" / "{{ cookiecutter.project }}"
 BIN = Path(sys.executable).parent
 REPO = "acme/session-recs"
@@ -86,6 +87,15 @@ def main_workflow() -> dict[str, Any]:
     data = yaml.safe_load(MAIN_WORKFLOW.read_text())
     data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the `on:` key as True
     return data
+
+
+def workflow_jobs() -> dict[str, Any]:
+    """main.yml's jobs, its deploy job as it runs: the job of deploy.yml that main.yml calls
+    (its environment, timeout and steps are the called job's)."""
+    jobs = dict(main_workflow()["jobs"])
+    if "deploy" in jobs:
+        jobs["deploy"] = yaml.safe_load(DEPLOY_WORKFLOW.read_text())["jobs"]["deploy"]
+    return jobs
 
 
 # --- a small evaluator of the intrinsic functions the trust policies use -------------------
@@ -302,7 +312,7 @@ def subject(job: str, event: str, ref: str = "refs/heads/main", form: str = "cla
     owner, name = repo.split("/")
     if form != "classic":
         owner, name = f"{owner}{form}{OWNER_ID}", f"{name}{form}{REPO_ID}"
-    jobs = main_workflow()["jobs"]
+    jobs = workflow_jobs()
     environment = jobs[job].get("environment") if job in jobs else None
     if environment:
         context = f"environment:{environment['name']}"
@@ -356,7 +366,7 @@ def test_train_role_trusts_main_only(form: str, given: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(("form", "given"), FORMS, ids=[f"{f}-{bool(g)}" for f, g in FORMS])
 def test_deploy_role_trusts_the_production_environment_only(form: str, given: dict) -> None:
-    assert main_workflow()["jobs"]["deploy"]["environment"]["name"] == "production"
+    assert workflow_jobs()["deploy"]["environment"]["name"] == "production"
     assert trusts("DeployRole", subject("deploy", "push", form=form), **given)
     for event in ("push", "schedule", "workflow_dispatch"):
         assert not trusts("DeployRole", subject("train", event, form=form), **given)
@@ -378,7 +388,7 @@ def test_other_repositories_and_look_alike_owners_are_not_trusted(role: str) -> 
 
 
 def test_role_sessions_outlast_the_jobs() -> None:
-    jobs = main_workflow()["jobs"]
+    jobs = workflow_jobs()
     train_s = jobs["train"]["timeout-minutes"] * 60
     assert int(parameters()["TrainSessionSeconds"]) >= train_s
     role = template()["Resources"]["TrainRole"]["Properties"]
@@ -410,7 +420,8 @@ def test_roles_trust_the_oidc_provider_created_or_already_there() -> None:
 
 
 def workflow_variables() -> set[str]:
-    return set(re.findall(r"vars\.([A-Z_0-9]+)", MAIN_WORKFLOW.read_text()))
+    texts = [w.read_text() for w in (MAIN_WORKFLOW, DEPLOY_WORKFLOW) if w.exists()]
+    return set(re.findall(r"vars\.([A-Z_0-9]+)", "\n".join(texts)))
 
 
 def test_each_output_is_a_setting_a_metaflow_variable_or_a_workflow_variable() -> None:
