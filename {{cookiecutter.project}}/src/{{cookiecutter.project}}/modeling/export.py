@@ -12,16 +12,13 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..evaluation.protocol import check_k
 from . import ModelError
-from .params import FIRST_SKU_ID, OOV_ID, PAD_ID
-
-if TYPE_CHECKING:
-    from .lstm import TrainedModel  # Keras: only the type, which callers hold already
+from .params import FIRST_SKU_ID, OOV_ID, PAD_ID, TrainedModel
 
 METADATA_FILE = "metadata.json"
 

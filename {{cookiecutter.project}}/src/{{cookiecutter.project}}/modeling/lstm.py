@@ -30,23 +30,9 @@ from ..tracking import NullTracker, Tracker
 from . import ModelError
 from .archive import package_model
 from .export import export_model
-from .params import FIRST_SKU_ID, OOV_ID, PAD_ID, TrainParams
+from .params import FIRST_SKU_ID, OOV_ID, PAD_ID, TrainedModel, TrainParams
 
 _WINDOW_CHUNK = 1 << 18  # rows per chunk when building windows: bounds temporary memory
-
-
-@dataclass
-class TrainedModel:
-    """A trained network and everything needed to use or export it."""
-
-    model: keras.Model
-    vocabulary: list[str]  # SKU of id i + 2 at position i
-    params: TrainParams
-    history: dict[str, list[float]]  # metric name -> one value per epoch
-    samples_per_second: float  # training throughput, first (tracing) epoch excluded if possible
-    train_seconds: float
-    n_train_samples: int
-    n_validation_samples: int
 
 
 # --- training arrays -------------------------------------------------------------------------

@@ -8,6 +8,10 @@ descending frequency (`TrainedModel.vocabulary[i]` has id i + 2).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras  # the type only: this module imports no Keras
 
 PAD_ID = 0
 OOV_ID = 1
@@ -30,3 +34,18 @@ class TrainParams:
     patience: int = 3  # epochs without a better validation loss before stopping
     seed: int = 42
     min_count: int = 1  # SKUs seen fewer times become OOV
+
+
+@dataclass
+class TrainedModel:
+    """A trained network and everything needed to use or export it (kept here, beside its
+    parameters, so `export` can name the type without importing `lstm`)."""
+
+    model: keras.Model
+    vocabulary: list[str]  # SKU of id i + 2 at position i
+    params: TrainParams
+    history: dict[str, list[float]]  # metric name -> one value per epoch
+    samples_per_second: float  # training throughput, first (tracing) epoch excluded if possible
+    train_seconds: float
+    n_train_samples: int
+    n_validation_samples: int
