@@ -234,6 +234,18 @@ def test_a_session_spread_over_days_stops_the_build_with_a_readable_report(
         (("s", "pageview", "", "", "1" * 19, "u"), "is not an integer"),
         (("s", "pageview", "", "", "-5", "u"), "'-5' is before 2000-01-01 00:00 UTC"),
         (("s", "pageview", "", "", "1767312000001", "u"), "is after 2026-01-02 00:00 UTC"),
+        (("s", "event_product", "add", "a" * 256, "1550000000000", "u"), None),
+        (
+            ("s", "event_product", "add", "a" * 257, "1550000000000", "u"),
+            "product_sku_hash longer than 256 characters",
+        ),
+        (
+            ("s", "event_product", "add", "a\x00b", "1550000000000", "u"),
+            "product_sku_hash holds a control character",
+        ),
+        (("s\tt", "pageview", "", "", "1550000000000", "u"), "session_id_hash holds a control"),
+        (("s", "pageview", "", "", "1550000000000", "u" * 300), "hashed_url longer than 256"),
+        (("s", "pageview", "", "", "1550000000000", "u\x7f"), "hashed_url holds a control"),
     ],
 )
 def test_row_rules_report_the_first_rule_broken(row: tuple, reason: str | None) -> None:

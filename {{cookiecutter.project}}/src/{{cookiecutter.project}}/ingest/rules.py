@@ -21,7 +21,14 @@ from functools import reduce
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..schema import EVENT_COLUMNS, REJECTS_PREFIX, REJECTS_SCHEMA
+from ..schema import (
+    CONTROL_CHARACTER,
+    EVENT_COLUMNS,
+    IDENTIFIER_COLUMNS,
+    MAX_IDENTIFIER_CHARS,
+    REJECTS_PREFIX,
+    REJECTS_SCHEMA,
+)
 
 EVENT_TYPES = ("pageview", "event_product")
 PRODUCT_ACTIONS = ("detail", "add", "purchase", "remove")
@@ -57,7 +64,8 @@ def row_reasons(fields: pa.Table, rules: RowRules) -> pa.Array:
 
     `fields` holds the EVENT_COLUMNS as strings, empty string for an empty field. The rules, in
     order: a session id; a known event_type; a known product_action (and one on product events);
-    a SKU on product events; an integer timestamp in [rules.earliest_ms, rules.latest_ms].
+    a SKU on product events; an integer timestamp in [rules.earliest_ms, rules.latest_ms]; ids
+    (session, SKU, URL) of at most MAX_IDENTIFIER_CHARS characters and no control character.
     """
     reasons = pa.nulls(fields.num_rows, pa.string())
     broken = reduce(pc.or_, (mask for mask, _ in _checks(fields, rules)))
@@ -115,7 +123,27 @@ def _checks(
             pc.greater(epoch_ms, rules.latest_ms),
             lambda: _quoted(TIMESTAMP, stamp, f"is after {latest}"),
         ),
+        *_identifier_checks(fields),
     ]
+
+
+def _identifier_checks(fields: pa.Table) -> list[tuple[pa.Array, Callable[[], str]]]:
+    """Per id column: too long, then holding a control character (the value is not quoted: it
+    could be megabytes, or bytes a terminal acts on; the raw line keeps it)."""
+    checks: list[tuple[pa.Array, Callable[[], str]]] = []
+    for column in IDENTIFIER_COLUMNS:
+        values = fields[column]
+        checks += [
+            (
+                pc.greater(pc.utf8_length(values), MAX_IDENTIFIER_CHARS),
+                lambda column=column: f"{column} longer than {MAX_IDENTIFIER_CHARS} characters",
+            ),
+            (
+                pc.match_substring_regex(values, CONTROL_CHARACTER),
+                lambda column=column: f"{column} holds a control character (NUL, newline, ...)",
+            ),
+        ]
+    return checks
 
 
 def to_events(fields: pa.Table) -> pa.Table:
