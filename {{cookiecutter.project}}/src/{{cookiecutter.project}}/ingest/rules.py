@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -135,15 +136,40 @@ def _identifier_checks(fields: pa.Table) -> list[tuple[pa.Array, Callable[[], st
         values = fields[column]
         checks += [
             (
-                pc.greater(pc.utf8_length(values), MAX_IDENTIFIER_CHARS),
+                _too_long(values),
                 lambda column=column: f"{column} longer than {MAX_IDENTIFIER_CHARS} characters",
             ),
             (
-                pc.match_substring_regex(values, CONTROL_CHARACTER),
+                _with_control_character(values),
                 lambda column=column: f"{column} holds a control character (NUL, newline, ...)",
             ),
         ]
     return checks
+
+
+# Both checks look at the whole column first, so the usual clean column costs ~1 ms, not the
+# ~0.15 s per million rows of utf8_length or of the regex (which made conversion 40% slower).
+def _too_long(values: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    if (pc.max(pc.binary_length(values)).as_py() or 0) <= MAX_IDENTIFIER_CHARS:
+        return _none(values)  # no value has more bytes, so none has more characters
+    return pc.greater(pc.utf8_length(values), MAX_IDENTIFIER_CHARS)
+
+
+def _with_control_character(values: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    if not any(map(_control_bytes, values.chunks)):
+        return _none(values)
+    return pc.match_substring_regex(values, CONTROL_CHARACTER)
+
+
+def _control_bytes(values: pa.Array) -> bool:
+    """Whether the bytes behind values (perhaps more, never fewer) hold a control character."""
+    data = values.buffers()[2]
+    text = np.frombuffer(data, np.uint8) if data is not None else np.empty(0, np.uint8)
+    return bool((text < 0x20).any() or (text == 0x7F).any())
+
+
+def _none(values: pa.ChunkedArray) -> pa.Array:
+    return pa.array(np.zeros(len(values), dtype=bool))
 
 
 def to_events(fields: pa.Table) -> pa.Table:
