@@ -49,7 +49,8 @@ def run_corpus(work: Path) -> dict[str, int]:
             totals["refused"] += 1
             continue
         results = duckdb_backend.load_files(batches, db, tenant=tenant)
-        good_in = data_lines(path) - len(facts.get("bad_lines", []))
+        bad_lines = facts.get("bad_lines", []) + facts.get("continued_lines", [])
+        good_in = data_lines(path) - len(bad_lines)
         with duckdb.connect(str(db), read_only=True) as con:
             loaded, marked = con.execute(
                 "select count(*), count(*) filter (where product_sku_hash like ? "

@@ -42,7 +42,9 @@ def tenant_of(name: str) -> str:
 
 
 def good_rows(path: Path, bad_lines: list[int]) -> Counter:
-    """The rows the loader must keep, as raw.events holds them (empty fields as nulls)."""
+    """The rows the loader must keep, as raw.events holds them (empty fields as nulls).
+
+    `bad_lines` lists every line of the bad rows: those a quoted newline continues too."""
     lines = path.read_bytes().decode("utf-8", "replace").splitlines()
     kept = [line for number, line in enumerate(lines, 1) if number > 1 and number not in bad_lines]
     rows = csv.DictReader([lines[0], *kept])
@@ -128,7 +130,7 @@ def test_good_rows_arrive_once_and_bad_rows_are_quarantined(
     expected, db, tenant = EXPECTED[name], corpus_warehouse["db"], tenant_of(name)
     bad_lines = expected.get("bad_lines", [])
     results = corpus_warehouse["outcomes"][name]
-    wanted = good_rows(CORPUS / name, bad_lines)
+    wanted = good_rows(CORPUS / name, bad_lines + expected.get("continued_lines", []))
 
     # good rows in = good rows loaded, as a multiset: none lost, none twice, no bad one among them
     columns = ", ".join(schema.EVENT_COLUMNS)
@@ -234,6 +236,18 @@ def test_a_session_spread_over_days_stops_the_build_with_a_readable_report(
         (("s", "pageview", "", "", "1" * 19, "u"), "is not an integer"),
         (("s", "pageview", "", "", "-5", "u"), "'-5' is before 2000-01-01 00:00 UTC"),
         (("s", "pageview", "", "", "1767312000001", "u"), "is after 2026-01-02 00:00 UTC"),
+        (("s", "event_product", "add", "a" * 256, "1550000000000", "u"), None),
+        (
+            ("s", "event_product", "add", "a" * 257, "1550000000000", "u"),
+            "product_sku_hash longer than 256 characters",
+        ),
+        (
+            ("s", "event_product", "add", "a\x00b", "1550000000000", "u"),
+            "product_sku_hash holds a control character",
+        ),
+        (("s\tt", "pageview", "", "", "1550000000000", "u"), "session_id_hash holds a control"),
+        (("s", "pageview", "", "", "1550000000000", "u" * 300), "hashed_url longer than 256"),
+        (("s", "pageview", "", "", "1550000000000", "u\x7f"), "hashed_url holds a control"),
     ],
 )
 def test_row_rules_report_the_first_rule_broken(row: tuple, reason: str | None) -> None:

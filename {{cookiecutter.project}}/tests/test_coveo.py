@@ -190,6 +190,62 @@ def test_a_line_longer_than_a_block_is_read_whole(
     assert converted_rows(paths) == SAMPLE_ROWS and read_rejects(tmp_path / "out") == []
 
 
+QUOTED = [
+    HEADER,
+    's1,event_product,detail,"a,b",1550000000000,u1',  # a comma inside quotes
+    's1,event_product,detail,"say ""hi""",1550000001000,u2',  # doubled quotes
+    's1,event_product,detail,"x',  # a newline inside quotes: one record of lines 4 and 5
+    'y",1550000002000,u3',
+    "s2,pageview,,,1550000003000,u4",
+    's3,pageview,,,1550000004000,"u5',  # a stray quote: it must not swallow the next rows
+    "s4,pageview,,,1550000005000,u6",
+    's5,event_product,add,ab"c,1550000006000,u7',  # a quote inside an unquoted field is a quote
+    's6,pageview,,"ab"c,1550000007000,u8',  # text after a closing quote
+    "s7,pageview,,,1550000008000,u9,extra",
+    '"s8",pageview,,,"1550000009000",u10',
+]
+
+
+@pytest.mark.parametrize("block_bytes", [8 << 20, 40, 7])
+def test_quoted_fields_are_read_as_rfc_4180(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_bytes: int
+) -> None:
+    """Blocks of a few bytes cut records everywhere, inside quotes too."""
+    monkeypatch.setattr(coveo, "_BLOCK_BYTES", block_bytes)
+    path = write_csv(tmp_path / "browsing_train.csv", QUOTED)
+    paths = coveo.convert_browsing(path, tmp_path / "out", chunk_rows=2)
+    rows = [
+        (r["session_id_hash"], r["product_sku_hash"])
+        for p in paths
+        for r in pq.read_table(p).to_pylist()
+    ]
+    assert rows == [("s1", "a,b"), ("s1", 'say "hi"'), ("s2", None), ("s4", None)] + [
+        ("s5", 'ab"c'),
+        ("s8", None),
+    ]
+    rejects = read_rejects(tmp_path / "out")
+    assert [(line, raw) for line, _, raw in rejects] == [
+        (4, "\n".join(QUOTED[3:5])),
+        (7, QUOTED[6]),
+        (10, QUOTED[9]),
+        (11, QUOTED[10]),
+    ]
+    reasons = [reason for _, reason, _ in rejects]
+    assert "product_sku_hash holds a control character" in reasons[0]  # the newline
+    assert reasons[1] == coveo.UNCLOSED_QUOTE
+    assert reasons[2].startswith(coveo.BAD_QUOTING)
+    assert reasons[3].startswith("7 fields instead of 6")
+
+
+def test_a_stray_quote_at_the_end_of_the_file_is_quarantined_alone(tmp_path: Path) -> None:
+    lines = [*sample_lines(), 's9,pageview,,,1550000004000,"u5', "s9,pageview,,,1550000005000,u"]
+    path = tmp_path / "browsing_train.csv"
+    path.write_text("\n".join(lines))  # no final newline
+    paths = coveo.convert_browsing(path, tmp_path / "out")
+    assert converted_rows(paths) == SAMPLE_ROWS + 1
+    assert read_rejects(tmp_path / "out") == [(len(lines) - 1, coveo.UNCLOSED_QUOTE, lines[-2])]
+
+
 def test_a_file_of_bad_rows_gives_an_empty_batch_with_its_rejects(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "bad.csv", [HEADER, "s,click,,,1550000000000,u", "s,pageview"])
     [events] = coveo.convert_browsing(path, tmp_path / "out")

@@ -9,7 +9,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+import yaml
 
+from {{ cookiecutter.project }} import schema
 from {{ cookiecutter.project }}.ingest import synthetic
 from {{ cookiecutter.project }}.settings import Settings
 from {{ cookiecutter.project }}.transform import DbtError, DbtRunResult, build
@@ -193,6 +195,35 @@ def test_a_violated_dbt_test_raises_naming_it(tmp_path: Path) -> None:
     assert statuses["stg_events"] == statuses["sessions"] == "skipped"
 
 
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("product_sku_hash", "B\x00"),
+        ("product_sku_hash", "B" * (schema.MAX_IDENTIFIER_CHARS + 1)),
+        ("session_id_hash", "s1\n"),
+        ("hashed_url", "url\x7f"),
+    ],
+    ids=["nul-sku", "long-sku", "newline-session", "del-url"],
+)
+def test_an_id_too_long_or_with_a_control_character_fails_its_dbt_test(
+    tmp_path: Path, column: str, value: str
+) -> None:
+    """Rows written to the raw log another way than through the loader's row rules."""
+    rows = [*detail("s1", 0, "A"), *detail("s1", 10, "B")]
+    rows[2][column] = value
+    db = tmp_path / "warehouse.duckdb"
+    write_raw_events(db, rows)
+    with pytest.raises(DbtError) as caught:
+        run_dbt(project_dir=DBT_PROJECT, duckdb_path=db, output_dir=tmp_path / "dbt")
+    assert caught.value.result is not None
+    assert [node.label for node in caught.value.result.failed] == [f"valid_identifier({column})"]
+
+
+def test_the_id_bound_of_dbt_is_the_one_of_the_row_rules() -> None:
+    project = yaml.safe_load((DBT_PROJECT / "dbt_project.yml").read_text())
+    assert project["vars"]["max_identifier_chars"] == schema.MAX_IDENTIFIER_CHARS
+
+
 def test_generated_events_build_with_every_test_passing(tmp_path: Path) -> None:
     config = synthetic.GeneratorConfig(n_sessions=300, n_products=60, n_intents=5, days=3)
     written = synthetic.write_events(config, tmp_path / "events")
@@ -229,5 +260,8 @@ def test_models_compile_to_snowflake_sql(tmp_path: Path, monkeypatch: pytest.Mon
     assert "to_timestamp_ntz(server_timestamp_epoch_ms, 3)" in sql["stg_events"]
     assert "array_agg(sku) within group (order by step)" in sql["sessions"]
     assert "array_size(skus)" in sql["list_length_matches_sessions_skus__session_length"]
+    id_tests = [text for name, text in sql.items() if name.startswith("source_valid_identifier")]
+    assert len(id_tests) == 3
+    assert any("regexp_instr(product_sku_hash, '[[:cntrl:]]') > 0" in text for text in id_tests)
     duckdb_only = ("epoch_ms(", "list(", "len(")
     assert not [name for name, text in sql.items() if any(f in text for f in duckdb_only)]

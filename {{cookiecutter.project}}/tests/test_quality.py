@@ -80,6 +80,26 @@ def too_few_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df.head(60).copy()
 
 
+def sku_with_nul(df: pd.DataFrame) -> pd.DataFrame:
+    df.at[4, "skus"] = [*df.loc[4, "skus"][:-1], "0badf00d\x00"]
+    return df
+
+
+def huge_sku(df: pd.DataFrame) -> pd.DataFrame:
+    df.at[4, "skus"] = [*df.loc[4, "skus"][:-1], "0badf00d" * 125_000]  # a million characters
+    return df
+
+
+def session_id_with_newline(df: pd.DataFrame) -> pd.DataFrame:
+    df.loc[2, "session_id"] = "s\n2"
+    return df
+
+
+def long_session_id(df: pd.DataFrame) -> pd.DataFrame:
+    df.loc[2, "session_id"] = "s" * 257
+    return df
+
+
 def all_long(df: pd.DataFrame) -> pd.DataFrame:
     df["session_length"] = 12
     return df
@@ -101,6 +121,22 @@ BAD_DATA: list[tuple[Callable[[pd.DataFrame], pd.DataFrame], list[str]]] = [
         ["last_event_at >= first_event_at: 1 row (0.3%) inverted, e.g. (2026-"],
     ),
     (too_few_rows, ["row count at least 100: observed 60"]),
+    (sku_with_nul, ["skus without control characters: 1 row (0.3%) with one, e.g. 'sku"]),
+    (
+        huge_sku,
+        [
+            "skus 1 to 256 characters (the longest of a session): 1 row (0.3%) outside, "
+            "e.g. 1,000,000"
+        ],
+    ),
+    (
+        session_id_with_newline,
+        ["session_id without control characters: 1 row (0.3%) with one, e.g. 's\\n2'"],
+    ),
+    (
+        long_session_id,
+        [f"session_id 1 to 256 characters: 1 row (0.3%) outside, e.g. '{'s' * 40}'..."],
+    ),
     (
         all_long,
         [
@@ -123,13 +159,13 @@ def test_good_table_passes_every_expectation(good_report: QualityReport) -> None
     assert good_report.row_count == 300
     assert good_report.runtime_s > 0
     assert_quality(good_report)
-    assert format_report(good_report).startswith("Data quality passed: 9/9 expectations met")
+    assert format_report(good_report).startswith("Data quality passed: 13/13 expectations met")
 
 
 def test_report_lists_every_rule_when_asked(good_report: QualityReport) -> None:
     text = format_report(good_report, include_passed=True)
     lines = text.splitlines()[1:]
-    assert len(lines) == 9
+    assert len(lines) == 13
     assert all(line.startswith("  ok ") for line in lines)
     assert "mean session_length between 3 and 8: observed" in text
     assert "  ok   session_length between 2 and 50" in lines
@@ -150,7 +186,7 @@ def test_bad_data_fails_exactly_its_expectation(
     with pytest.raises(QualityError) as raised:
         assert_quality(report)
     message = str(raised.value)
-    assert message.splitlines()[0].startswith(f"Data quality FAILED: {9 - len(expected)}/9")
+    assert message.splitlines()[0].startswith(f"Data quality FAILED: {13 - len(expected)}/13")
     assert message.splitlines()[1:] == [f"  FAIL {line}" for line in failed]
     assert "Traceback" not in message
     assert raised.value.report is report

@@ -34,7 +34,14 @@ from great_expectations.data_context.types.base import (  # noqa: E402
 )
 
 from .errors import ProjectError
-from .schema import LIST_COLUMNS, MAX_SESSION_LENGTH, MIN_SESSION_LENGTH, TRAINING_COLUMNS
+from .schema import (
+    CONTROL_CHARACTER,
+    LIST_COLUMNS,
+    MAX_IDENTIFIER_CHARS,
+    MAX_SESSION_LENGTH,
+    MIN_SESSION_LENGTH,
+    TRAINING_COLUMNS,
+)
 from .warehouse import read_warehouse_sessions
 
 if TYPE_CHECKING:
@@ -46,8 +53,14 @@ if TYPE_CHECKING:
 # Derived column: the session's distinct actions, sorted and comma-joined ("add,detail").
 # On Snowflake: array_to_string(array_sort(array_distinct(actions)), ',').
 ACTION_SET = "action_set"
-# Examples of bad values shown per failed expectation, and the longest GX error message kept.
+# Derived columns of the SKU list, for the id rules of the loader: the length of the session's
+# longest SKU, and its SKUs run together (a control character in one is a control character here).
+LONGEST_SKU = "longest_sku"
+SKUS_TEXT = "skus_text"
+# Examples of bad values shown per failed expectation (each cut to MAX_EXAMPLE_CHARS), and the
+# longest GX error message kept.
 MAX_EXAMPLES = 3
+MAX_EXAMPLE_CHARS = 40
 MAX_ERROR_CHARS = 120
 
 
@@ -190,6 +203,32 @@ def build_suite(
             description="session_id unique",
             meta={"unexpected": "share an id"},
         ),
+        gxe.ExpectColumnValueLengthsToBeBetween(
+            column="session_id",
+            min_value=1,
+            max_value=MAX_IDENTIFIER_CHARS,
+            description=f"session_id 1 to {MAX_IDENTIFIER_CHARS} characters",
+            meta={"unexpected": "outside"},
+        ),
+        gxe.ExpectColumnValuesToNotMatchRegex(
+            column="session_id",
+            regex=CONTROL_CHARACTER,
+            description="session_id without control characters",
+            meta={"unexpected": "with one"},
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column=LONGEST_SKU,
+            min_value=1,
+            max_value=MAX_IDENTIFIER_CHARS,
+            description=f"skus 1 to {MAX_IDENTIFIER_CHARS} characters (the longest of a session)",
+            meta={"unexpected": "outside"},
+        ),
+        gxe.ExpectColumnValuesToNotMatchRegex(
+            column=SKUS_TEXT,
+            regex=CONTROL_CHARACTER,
+            description="skus without control characters",
+            meta={"unexpected": "with one"},
+        ),
         gxe.ExpectColumnValuesToBeBetween(
             column="session_length",
             min_value=t.min_session_length,
@@ -256,6 +295,9 @@ def validation_frame(sessions: pd.DataFrame) -> pd.DataFrame:
         column: sessions[column] for column in TRAINING_COLUMNS if column not in LIST_COLUMNS
     }
     columns[ACTION_SET] = [_action_set(actions) for actions in sessions["actions"]]
+    skus = [list(map(str, s)) if pd.api.types.is_list_like(s) else [] for s in sessions["skus"]]
+    columns[LONGEST_SKU] = [max(map(len, s), default=0) for s in skus]
+    columns[SKUS_TEXT] = ["".join(s) for s in skus]
     return pd.DataFrame(columns, index=sessions.index)
 
 
@@ -419,8 +461,8 @@ def _value_text(value: Any) -> str | None:
         return None
     if isinstance(value, np.datetime64 | pd.Timestamp):
         return str(pd.Timestamp(value))
-    if isinstance(value, str):
-        return repr(value)
+    if isinstance(value, str):  # a bad id may be megabytes long
+        return repr(value[:MAX_EXAMPLE_CHARS]) + ("..." if len(value) > MAX_EXAMPLE_CHARS else "")
     return _number(value) if isinstance(value, int | float | np.number) else str(value)
 
 

@@ -19,6 +19,12 @@ EVENT_COLUMNS = (
     "server_timestamp_epoch_ms",
     "hashed_url",
 )
+# Id columns: hashes in the real data (16-64 characters). Longer values or control characters
+# (NUL, newline, ...) are garbage, not ids: the row rules, a dbt test and the quality suite
+# refuse them.
+IDENTIFIER_COLUMNS = ("session_id_hash", "product_sku_hash", "hashed_url")
+MAX_IDENTIFIER_CHARS = 256
+CONTROL_CHARACTER = r"[\x00-\x1f\x7f]"  # a regex that RE2 (Arrow, DuckDB) and Python's re read
 EVENTS_GLOB = "events-*.parquet"  # batches an ingest writes: events-00000.parquet, ...
 REJECTS_PREFIX = "rejects-"
 

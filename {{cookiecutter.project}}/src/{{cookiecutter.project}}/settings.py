@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     sagemaker_instance_count: int = Field(1, ge=1, description="Endpoint instances")
     model_bucket: str | None = Field(None, description="S3 bucket for model.tar.gz archives")
     model_prefix: str = Field("models", description="S3 key prefix of the model archives")
+    model_max_unpacked_mb: int = Field(
+        2048, ge=1, description="Largest unpacked size (MiB) of a model archive; bigger is refused"
+    )
     sagemaker_timeout_s: int = Field(
         1800, ge=1, description="Longest wait for the endpoint to be InService"
     )

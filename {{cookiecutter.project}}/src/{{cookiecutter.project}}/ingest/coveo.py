@@ -1,7 +1,8 @@
 """The real Coveo SIGIR eCom 2021 `browsing_train.csv`, converted to the generator's Parquet files.
 
-The CSV is several GB, so it is streamed: read in blocks of whole lines, split into fields and
-checked with the row rules of `rules`, cut into chunks of `chunk_rows` good rows and written as
+The CSV is several GB, so it is streamed: read in blocks of whole lines, split into fields as
+RFC 4180 says (a quoted field may hold commas, doubled quotes and newlines) and checked with the
+row rules of `rules`, cut into chunks of `chunk_rows` good rows and written as
 `events-00000.parquet`, ... with exactly the schema of `synthetic.write_events` (dictionary-encoded
 strings, nulls for empty fields), so the warehouse loads them unchanged. Rows that break a rule
 go, with their line number, reason and raw text, to `rejects-00000.parquet` beside the chunk they
@@ -16,6 +17,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,10 @@ from .rules import (
 BROWSING_FILE = "browsing_train.csv"
 _BLOCK_BYTES = 8 << 20  # CSV bytes split at a time; bigger blocks go faster, up to a point
 _HEADER_BYTES = 64 << 10  # a first line longer than this is no browsing_train.csv header
+# Reasons of records the csv module cannot read; its own message ends the second.
+UNCLOSED_QUOTE = "a quoted field opened on this line is never closed (a stray quote)"
+BAD_QUOTING = "not RFC 4180 CSV"
+_OPEN_AT_END = "unexpected end of data"  # the csv module's error for a field still in quotes
 
 
 class CoveoError(ProjectError, ValueError):
@@ -74,7 +80,8 @@ _CAUSES = (
         f"{TIMESTAMP} '...' is after",
         f"timestamps in micro- or nanoseconds: {TIMESTAMP} is in milliseconds since 1970",
     ),
-    ("fields instead of", "another delimiter than the comma, or quoted fields holding commas"),
+    ("fields instead of", "another delimiter than the comma (fields are comma-separated)"),
+    ("quote", 'quotes that break RFC 4180 (a quote inside a quoted field is written "")'),
     (NOT_UTF8, "a file in another encoding than UTF-8 (convert it to UTF-8)"),
     ("", "rows whose columns are not in the order of the header (wrong column order)"),
 )
@@ -234,7 +241,7 @@ def _read_header(csv_path: Path) -> tuple[dict[str, int], int]:
 def _blocks(
     csv_path: Path, data_start: int, positions: dict[str, int], rules: RowRules
 ) -> Iterator[tuple[pa.Table, pa.Table, int]]:
-    """(good rows as events, rejects, bytes read so far) for each block of whole lines."""
+    """(good rows as events, rejects, bytes read so far) for each block of whole records."""
     line = 2  # the header is line 1
     with csv_path.open("rb") as f:
         f.seek(data_start)
@@ -242,43 +249,134 @@ def _blocks(
         while True:
             block = f.read(_BLOCK_BYTES)
             data = carry + block
-            if not block:  # end of file: what is left is a last line without a newline
+            if not block:  # end of file: what is left may be a last line without a newline
                 if not data:
                     return
-                data += b"\n"
+                if not data.endswith(b"\n"):
+                    data += b"\n"
             cut = data.rfind(b"\n") + 1
             data, carry = data[:cut], data[cut:]
             if not data:  # a line longer than a block: read on
                 continue
-            lines = pc.split_pattern(pa.array([data], pa.binary()), b"\n")[0].values[:-1]
-            yield (*_check_lines(lines, line, positions, rules, csv_path.name), f.tell())
-            line += len(lines)
+            raw = pc.split_pattern(pa.array([data], pa.binary()), b"\n")[0].values[:-1]
+            lines = _strip_cr(raw)
+            if b'"' in data:  # quoting: slower, by the csv module; the real files have none
+                split, used = _split_records(lines, line, at_end=not block)
+                # A record still open at the end is read again with the next block.
+                carry = data[_bytes(raw.slice(0, used)) :] + carry
+            else:  # no quote: every comma separates fields; Arrow splits them ~3x faster
+                split, used = _split_lines(lines, line), len(lines)
+            if used:
+                yield (*_check_fields(*split, positions, rules, csv_path.name), f.tell())
+            line += used
 
 
-def _check_lines(
-    lines: pa.Array, first_line: int, positions: dict[str, int], rules: RowRules, source: str
-) -> tuple[pa.Table, pa.Table]:
-    """Split lines (binary, without newlines) into the good rows as events and the rejects.
+def _bytes(lines: pa.Array) -> int:
+    """Bytes of lines with their line ends."""
+    return (pc.sum(pc.binary_length(lines)).as_py() or 0) + len(lines)
 
-    The usual block has no bad line: each step that filters rows is skipped when it would keep all.
-    """
-    numbers = pa.array(np.arange(first_line, first_line + len(lines), dtype=np.int64))
+
+_Split = tuple[pa.Array, pa.Array, pa.Array, pa.Array]  # fields, line numbers, raw text, reason
+
+
+def _strip_cr(lines: pa.Array) -> pa.Array:
     ends_cr = pc.ends_with(lines, b"\r")  # Windows line ends
     if pc.any(ends_cr).as_py():
-        lines = pc.if_else(ends_cr, pc.binary_slice(lines, 0, -1), lines)
+        return pc.if_else(ends_cr, pc.binary_slice(lines, 0, -1), lines)
+    return lines
+
+
+def _split_lines(lines: pa.Array, first_line: int) -> _Split:
+    """Lines (binary, no line ends) with no quote, split at every comma; blank lines skipped."""
+    numbers = pa.array(np.arange(first_line, first_line + len(lines), dtype=np.int64))
     filled = pc.greater(pc.binary_length(lines), 0)  # blank lines carry no row: skipped
     if not pc.all(filled).as_py():
         lines, numbers = lines.filter(filled), numbers.filter(filled)
     text, utf8 = _as_text(lines)
     parts = pc.split_pattern(text, ",")
+    return parts, numbers, text, _unsplit(parts, utf8, pa.nulls(len(lines), pa.string()))
+
+
+def _split_records(lines: pa.Array, first_line: int, at_end: bool) -> tuple[_Split, int]:
+    """Lines (binary, no line ends) read as RFC 4180 records, and how many lines were used.
+
+    A record is numbered by its first line, its raw text holds all its lines. A record that
+    spans lines but is no row of six fields, or ends the file inside quotes, is taken for a stray
+    quote: only its first line is quarantined and reading resumes on the next line, so the quote
+    does not swallow the rows after it. A record still open at the end of `lines` is left unread
+    (not counted as used) unless `at_end`.
+    """
+    text, utf8 = _as_text(lines)
+    rows = pc.binary_join_element_wise(text, "\n", "").to_pylist()
+    records: list[tuple[int, int, list[str], str | None]] = []  # first line, end, fields, error
+    first, resume = 0, True  # first: the first line of the next record
+    while resume:
+        reader = csv.reader(islice(rows, first, None), strict=True)
+        start, resume = first, False
+        for fields, error in _parsed(reader):
+            end = start + reader.line_num
+            if error == _OPEN_AT_END and not at_end:
+                break  # left for the next block
+            if error == _OPEN_AT_END or (
+                end - first > 1 and (error or len(fields) != len(EVENT_COLUMNS))
+            ):
+                records.append((first, first + 1, [], UNCLOSED_QUOTE))
+                first, resume = first + 1, True  # a new reader from the next line
+                break
+            if fields or error:  # blank lines carry no row: skipped
+                records.append((first, end, fields, error and f"{BAD_QUOTING} ({error})"))
+            first = end
+    valid = utf8.to_pylist()
+    raw = ["".join(rows[a:b])[:-1] for a, b, _, _ in records]
+    parts = pa.array([fields for _, _, fields, _ in records], pa.list_(pa.string()))
+    split = (
+        parts,
+        pa.array([first_line + a for a, _, _, _ in records], pa.int64()),
+        pa.array(raw, pa.string()),
+        _unsplit(
+            parts,
+            pa.array([all(valid[a:b]) for a, b, _, _ in records], pa.bool_()),
+            pa.array([error for _, _, _, error in records], pa.string()),
+        ),
+    )
+    return split, first
+
+
+def _parsed(reader: Iterator[list[str]]) -> Iterator[tuple[list[str], str | None]]:
+    """(fields, None) per record of a csv reader, or ([], error) for one it cannot read."""
+    while True:
+        try:
+            yield next(reader), None
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield [], str(e).split(" - ")[0]  # without its hint to programmers
+
+
+def _unsplit(parts: pa.Array, utf8: pa.Array, unsplit: pa.Array) -> pa.Array:
+    """Why a record cannot even be split into the event fields (null: it can)."""
     counts = pc.list_value_length(parts)
-    # Why a line cannot even be split into the event fields (null: it can).
-    unsplit = pa.nulls(len(lines), pa.string())
-    wrong_count = pc.not_equal(counts, len(EVENT_COLUMNS))
+    wrong_count = pc.and_(pc.is_null(unsplit), pc.not_equal(counts, len(EVENT_COLUMNS)))
     if pc.any(wrong_count).as_py():
         unsplit = pc.if_else(wrong_count, field_count_reason(counts), unsplit)
     if not pc.all(utf8).as_py():
         unsplit = pc.if_else(utf8, unsplit, NOT_UTF8)
+    return unsplit
+
+
+def _check_fields(
+    parts: pa.Array,
+    numbers: pa.Array,
+    text: pa.Array,
+    unsplit: pa.Array,
+    positions: dict[str, int],
+    rules: RowRules,
+    source: str,
+) -> tuple[pa.Table, pa.Table]:
+    """Split records into the good rows as events and the rejects.
+
+    The usual block has no bad line: each step that filters rows is skipped when it would keep all.
+    """
     rejected = [_rejected(source, unsplit, numbers, text)]
     split = pc.is_null(unsplit)
     if not pc.all(split).as_py():

@@ -18,10 +18,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..schema import EVENT_COLUMNS, REJECTS_PREFIX, REJECTS_SCHEMA
+from ..schema import (
+    CONTROL_CHARACTER,
+    EVENT_COLUMNS,
+    IDENTIFIER_COLUMNS,
+    MAX_IDENTIFIER_CHARS,
+    REJECTS_PREFIX,
+    REJECTS_SCHEMA,
+)
 
 EVENT_TYPES = ("pageview", "event_product")
 PRODUCT_ACTIONS = ("detail", "add", "purchase", "remove")
@@ -57,7 +65,8 @@ def row_reasons(fields: pa.Table, rules: RowRules) -> pa.Array:
 
     `fields` holds the EVENT_COLUMNS as strings, empty string for an empty field. The rules, in
     order: a session id; a known event_type; a known product_action (and one on product events);
-    a SKU on product events; an integer timestamp in [rules.earliest_ms, rules.latest_ms].
+    a SKU on product events; an integer timestamp in [rules.earliest_ms, rules.latest_ms]; ids
+    (session, SKU, URL) of at most MAX_IDENTIFIER_CHARS characters and no control character.
     """
     reasons = pa.nulls(fields.num_rows, pa.string())
     broken = reduce(pc.or_, (mask for mask, _ in _checks(fields, rules)))
@@ -115,7 +124,52 @@ def _checks(
             pc.greater(epoch_ms, rules.latest_ms),
             lambda: _quoted(TIMESTAMP, stamp, f"is after {latest}"),
         ),
+        *_identifier_checks(fields),
     ]
+
+
+def _identifier_checks(fields: pa.Table) -> list[tuple[pa.Array, Callable[[], str]]]:
+    """Per id column: too long, then holding a control character (the value is not quoted: it
+    could be megabytes, or bytes a terminal acts on; the raw line keeps it)."""
+    checks: list[tuple[pa.Array, Callable[[], str]]] = []
+    for column in IDENTIFIER_COLUMNS:
+        values = fields[column]
+        checks += [
+            (
+                _too_long(values),
+                lambda column=column: f"{column} longer than {MAX_IDENTIFIER_CHARS} characters",
+            ),
+            (
+                _with_control_character(values),
+                lambda column=column: f"{column} holds a control character (NUL, newline, ...)",
+            ),
+        ]
+    return checks
+
+
+# Both checks look at the whole column first, so the usual clean column costs ~1 ms, not the
+# ~0.15 s per million rows of utf8_length or of the regex (which made conversion 40% slower).
+def _too_long(values: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    if (pc.max(pc.binary_length(values)).as_py() or 0) <= MAX_IDENTIFIER_CHARS:
+        return _none(values)  # no value has more bytes, so none has more characters
+    return pc.greater(pc.utf8_length(values), MAX_IDENTIFIER_CHARS)
+
+
+def _with_control_character(values: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    if not any(map(_control_bytes, values.chunks)):
+        return _none(values)
+    return pc.match_substring_regex(values, CONTROL_CHARACTER)
+
+
+def _control_bytes(values: pa.Array) -> bool:
+    """Whether the bytes behind values (perhaps more, never fewer) hold a control character."""
+    data = values.buffers()[2]
+    text = np.frombuffer(data, np.uint8) if data is not None else np.empty(0, np.uint8)
+    return bool((text < 0x20).any() or (text == 0x7F).any())
+
+
+def _none(values: pa.ChunkedArray) -> pa.Array:
+    return pa.array(np.zeros(len(values), dtype=bool))
 
 
 def to_events(fields: pa.Table) -> pa.Table:

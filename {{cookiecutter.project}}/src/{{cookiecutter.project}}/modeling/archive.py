@@ -11,6 +11,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from ..settings import get_settings
 from . import ModelError
 from .export import ExportedRecommender, load_recommender
 
@@ -33,12 +34,26 @@ def package_model(export_dir: Path, tar_path: Path) -> Path:
     return tar_path
 
 
-def unpack_model(model_tar: Path, model_dir: Path) -> Path:
-    """Replace `model_dir` with the archive's contents (unsafe members such as ../ are refused)."""
+def unpack_model(model_tar: Path, model_dir: Path, max_unpacked_mb: int | None = None) -> Path:
+    """Replace `model_dir` with the archive's contents (unsafe members such as ../ are refused).
+
+    An archive whose members add up to more than `max_unpacked_mb` MiB (default: the setting
+    MODEL_MAX_UNPACKED_MB) is refused before anything is written: a small gzip file can hold a
+    huge file of zeros.
+    """
+    limit_mb = get_settings().model_max_unpacked_mb if max_unpacked_mb is None else max_unpacked_mb
     staging = model_dir.with_name(model_dir.name + ".unpacking")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         with tarfile.open(model_tar) as archive:
+            # The sizes come from the member headers: reading them extracts nothing.
+            unpacked = sum(member.size for member in archive.getmembers())
+            if unpacked > limit_mb << 20:
+                raise ArchiveError(
+                    f"{model_tar} unpacks to {unpacked / (1 << 20):,.1f} MiB, more than "
+                    f"MODEL_MAX_UNPACKED_MB={limit_mb}: not unpacked; raise the setting if the "
+                    "model is really that big"
+                )
             archive.extractall(staging, filter="data")
     except (tarfile.TarError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
