@@ -82,7 +82,7 @@ def test_load_champion_states(tmp_path: Path) -> None:
     (store / CHAMPION_FILE).write_text(json.dumps(record))
     (store / ARCHIVE_FILE).unlink()
     status, _ = load_champion(settings, work)
-    assert status.state == "unavailable" and "no model archive" in status.reason
+    assert status.state == "unavailable" and "has no model.tar.gz beside it" in status.reason
 
 
 def test_a_swapped_or_orphaned_champion_fails_closed_and_is_never_loaded(
@@ -114,7 +114,8 @@ def test_a_swapped_or_orphaned_champion_fails_closed_and_is_never_loaded(
     (store / CHAMPION_FILE).unlink()  # the archive stays: something is deployed, but what?
     status, model = load_champion(settings, tmp_path / "work")
     assert (status.state, model) == ("unavailable", None)
-    assert f"without its {CHAMPION_FILE}" in status.reason
+    assert f"{ARCHIVE_FILE} is there without its {CHAMPION_FILE}" in status.reason
+    assert f"delete both files in {store}" in status.reason
 
 
 def test_the_champion_is_rescored_from_its_archive_on_the_new_split(

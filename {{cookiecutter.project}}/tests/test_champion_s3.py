@@ -87,7 +87,8 @@ def test_a_swapped_archive_or_a_deleted_record_in_s3_fails_closed(
     s3.delete_object(Bucket=bucket, Key="models/champion/champion.json")
     status, model = load_champion(settings, tmp_path / "work")
     assert (status.state, model) == ("unavailable", None)
-    assert "without its champion.json" in status.reason
+    assert "there without its champion.json" in status.reason
+    assert f"delete both files in s3://{bucket}/models/champion/" in status.reason
 
     s3.delete_object(Bucket=bucket, Key="models/champion/model.tar.gz")
     assert champion_status(settings)[0] == ChampionStatus("none", "no champion deployed yet")

@@ -89,23 +89,23 @@ def champion_status(settings: Settings) -> tuple[ChampionStatus, bytes | None]:
         return ChampionStatus("unavailable", str(error)), None
     if record is None and archive is None:
         return ChampionStatus("none", "no champion deployed yet"), None
+    # No model can be gated against a champion that fails these checks, so the way out is by hand.
+    recover = (
+        f"check what is deployed, then delete both files in {_store_uri(settings)} (the next "
+        "gate then counts as a first deployment)"
+    )
     if record is None:
-        reason = (
-            f"a champion {ARCHIVE_FILE} is stored without its {CHAMPION_FILE}, so what is deployed "
-            "is unknown; deploy a model again to rewrite both"
-        )
+        reason = f"{ARCHIVE_FILE} is there without its {CHAMPION_FILE}: {recover}"
         return ChampionStatus("unavailable", reason), None
     if archive is None:
-        reason = (
-            f"the champion record (run {record.get('run_id')}) has no model archive beside it; "
-            "deploy a model again to rewrite both"
-        )
+        run = record.get("run_id")
+        reason = f"the record of run {run} has no {ARCHIVE_FILE} beside it: {recover}"
         return ChampionStatus("unavailable", reason, record), None
     actual, expected = sha256_hex(archive), record.get("sha256")
     if actual != expected:
         reason = (
-            f"the champion archive's sha256 {actual[:12]}... is not its record's "
-            f"({expected or 'none recorded'}), so it is not loaded; deploy a model again"
+            f"the sha256 of {ARCHIVE_FILE} ({actual[:12]}...) is not its record's "
+            f"({expected or 'none recorded'}), so it is not loaded: {recover}"
         )
         return ChampionStatus("unavailable", reason, record), None
     return ChampionStatus("deployed", "", record), archive
@@ -140,6 +140,14 @@ def _read_champion_file(settings: Settings, name: str) -> bytes | None:
     path = _champion_dir(settings) / name
     with _local_store(f"reading {path}"):
         return path.read_bytes() if path.is_file() else None
+
+
+def _store_uri(settings: Settings) -> str:
+    if settings.deploy_target == "sagemaker":
+        from . import champion_s3  # a part of deployment=sagemaker bakes (settings check it)
+
+        return champion_s3.uri(settings)
+    return str(_champion_dir(settings))
 
 
 def _champion_dir(settings: Settings) -> Path:
