@@ -44,6 +44,7 @@ ACTIONS = {
     "actions/upload-artifact": "upload-artifact",
     "actions/download-artifact": "download-artifact",
     "aws-actions/configure-aws-credentials": "configure-aws-credentials",
+    "actions/attest-build-provenance": "attest-build-provenance",
 }
 REPO = "acme/session_recs"
 ACT_TIMEOUT_S = 40 * 60
@@ -297,6 +298,40 @@ def test_pr_workflow_uploads_cards_and_comments_the_gate(bake: Bake) -> None:
     assert calls[1].startswith(f"api --method POST repos/{REPO}/issues/7/comments")
 
 
+def test_deploy_verifies_every_release_file_against_its_attestation(tmp_path: Path) -> None:
+    """The deploy job's verify step with the attest and gh doubles (quick: no act, no flow): the
+    attested release passes, a file swapped after the train job attested it stops the job."""
+    project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(tmp_path)))
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "deploy.yml").read_text())
+    steps = workflow["jobs"]["deploy"]["steps"]
+    (verify,) = [step for step in steps if "attestation verify" in step.get("run", "")]
+    release = project / "data" / "release"
+    release.mkdir(parents=True)
+    for name in ("model.tar.gz", "gate.json", "manifest.json"):
+        (release / name).write_text(f"the trained {name}")
+    env = os.environ | {
+        "PATH": f"{DOUBLES / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "ACT_ARTIFACTS": str(tmp_path),
+        "GH_TOKEN": "token",
+        "REPOSITORY": REPO,
+    }
+    attest = yaml.safe_load((DOUBLES / "attest-build-provenance" / "action.yml").read_text())
+    script = attest["runs"]["steps"][0]["run"]
+    subjects = env | {"SUBJECTS": "data/release/*"}
+    subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=project, env=subjects, check=True)
+
+    def run_verify() -> subprocess.CompletedProcess[str]:
+        command = ["bash", "-eo", "pipefail", "-c", verify["run"]]
+        return subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+
+    assert run_verify().returncode == 0
+    (release / "gate.json").write_text('{"passed": true}')
+    refused = run_verify()
+    assert refused.returncode != 0 and "no attestation matches data/release/gate.json" in (
+        refused.stderr
+    )
+
+
 def queue_smoke_answers(moto: str, *sizes: int) -> None:
     """What moto's invoke_endpoint answers next: one answer per size, that many lists, in order.
 
@@ -325,7 +360,13 @@ def test_main_workflow_deploys_a_model_that_passes_the_gate(bake: Bake, moto: st
                          extra_env=aws_env(moto))  # fmt: skip
     assert code == 0, log[-6000:]
     release = {path.name for path in (bake.artifacts / "release").iterdir()}
-    assert {"model.tar.gz", "gate.json", "run.json"} <= release, release
+    assert {"model.tar.gz", "gate.json", "run.json", "manifest.json"} <= release, release
+    # Every release file was attested by the train job and verified before `make deploy`.
+    calls = (bake.artifacts / "gh-calls.txt").read_text().splitlines()
+    signer = f"--repo {REPO} --signer-workflow {REPO}/.github/workflows/main.yml"
+    assert sorted(calls) == sorted(
+        f"attestation verify data/release/{name} {signer}" for name in release
+    )
     assert "Success - Main make deploy" in log and "Success - Main make smoke" in log
     # Each job assumes its own role, for as long as it may run (train 240, deploy 60 minutes).
     roles = (bake.artifacts / "aws-role.txt").read_text().splitlines()

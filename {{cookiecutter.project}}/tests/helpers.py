@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
 import json
@@ -103,20 +104,75 @@ def build_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     return export_dir, tar_path
 
 
-def make_release(archive: bytes, passed: bool) -> Any:
-    """A release of run 12 whose gate passed or failed on MRR@20, with two smoke sessions."""
-    from {{ cookiecutter.project }}.release.bundle import Release
-    from {{ cookiecutter.project }}.release.gate import GateCheck, GateDecision
+def metrics(mrr: Any, hit_rate: Any, **extra: Any) -> dict[str, Any]:
+    """A model's report metrics, healthy unless overridden (`coverage=` sets coverage@20)."""
+    values = {
+        "mrr": mrr,
+        "hit_rate": hit_rate,
+        "coverage": 0.3,
+        "short_prefix_mrr": mrr,
+        "repeat_overlap": 0.95,
+        "noise_overlap": 0.8,
+        "invalid_item_rate": 0.0,
+    } | extra
+    return {f"{name}@20": value for name, value in values.items()}
 
-    check = GateCheck("mrr@20", 0.3 if passed else 0.01, 0.05, passed, "reason")
+
+POPULAR = metrics(0.02, 0.05, coverage=0.01)
+
+
+def report(**models: tuple[Any, Any] | dict[str, Any]) -> dict[str, Any]:
+    """A report in JSON form: model name -> (mrr@20, hit_rate@20) or a `metrics()` dict."""
+    return {
+        "k": 20,
+        "models": {
+            name: {"metrics": row if isinstance(row, dict) else metrics(*row)}
+            for name, row in models.items()
+        },
+    }
+
+
+def make_release(archive: bytes, passed: bool) -> Any:
+    """A release of run 12 gated as a first deployment with the default thresholds: it passed,
+    or it failed on MRR@20 (0.01 against Markov's 0.20); with two smoke sessions."""
+    from {{ cookiecutter.project }}.release.bundle import Release
+    from {{ cookiecutter.project }}.release.gate import ChampionStatus, decide
+
+    lstm = (0.25, 0.55) if passed else (0.01, 0.55)
+    evaluation = report(lstm=lstm, markov=(0.20, 0.50), most_popular=POPULAR)
+    first = ChampionStatus("none", "no champion deployed yet")
     return Release(
         archive=archive,
-        decision=GateDecision("lstm", passed, (check,)),
-        evaluation={"models": {"lstm": {"metrics": {"mrr@20": check.value}}}},
+        decision=decide(evaluation, champion=first),
+        evaluation=evaluation,
         smoke_sessions=[["sku-1", "sku-2"], ["sku-3"]],
         flow="RecsFlow",
         run_id="12",
     )
+
+
+def reseal(release_dir: Path) -> None:
+    """Rewrite a release's manifest.json for its files as they are now (as one who edits a
+    release would: only the CI attestation catches that)."""
+    from {{ cookiecutter.project }}.release.bundle import MANIFEST_FILE, RELEASE_FILES
+
+    digests = {
+        name: hashlib.sha256((release_dir / name).read_bytes()).hexdigest()
+        for name in RELEASE_FILES
+        if name != MANIFEST_FILE
+    }
+    (release_dir / MANIFEST_FILE).write_text(json.dumps({"sha256": digests}))
+
+
+def flip_to_passed(release_dir: Path) -> None:
+    """The tampering a release must survive: gate.json's `passed` and every failed check's flag
+    set to true (consistent, so it reads back), and the manifest sealed again."""
+    gate = json.loads((release_dir / "gate.json").read_text())
+    gate["passed"] = True
+    for check in gate["checks"]:
+        check["passed"] = True
+    (release_dir / "gate.json").write_text(json.dumps(gate))
+    reseal(release_dir)
 
 
 def make_tar(path: Path, files: dict[str, bytes]) -> Path:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import make_release
+from helpers import flip_to_passed, make_release, reseal
 
 from {{ cookiecutter.project }} import cli
 from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, ModelResult
@@ -18,9 +18,13 @@ from {{ cookiecutter.project }}.release.bundle import (
     RELEASE_FILES,
     DeployRefused,
     candidate_metrics,
+    check_decision,
     read_release,
     write_release,
 )
+from {{ cookiecutter.project }}.release.gate import ChampionStatus, GateThresholds
+
+FIRST = ChampionStatus("none", "no champion deployed yet")
 
 
 def test_a_release_reads_back_what_was_written(tmp_path: Path) -> None:
@@ -33,11 +37,46 @@ def test_a_release_reads_back_what_was_written(tmp_path: Path) -> None:
 def test_a_broken_release_is_refused(tmp_path: Path) -> None:
     write_release(make_release(b"archive", passed=True), tmp_path)
     (tmp_path / "run.json").write_text(json.dumps({"flow": "RecsFlow"}))
+    with pytest.raises(DeployRefused, match="sha256 of run.json is not the one in manifest.json"):
+        read_release(tmp_path)
+    reseal(tmp_path)
     with pytest.raises(DeployRefused, match="unreadable.*make release"):
         read_release(tmp_path)
     (tmp_path / "model.tar.gz").unlink()
     with pytest.raises(DeployRefused, match="lacks model.tar.gz"):
         read_release(tmp_path)
+
+
+def test_a_swapped_archive_is_refused(tmp_path: Path) -> None:
+    write_release(make_release(b"the gated archive", passed=True), tmp_path)
+    (tmp_path / "model.tar.gz").write_bytes(b"another model")
+    with pytest.raises(DeployRefused, match="sha256 of model.tar.gz is not the one in manifest"):
+        read_release(tmp_path)
+
+
+def test_a_failed_gate_edited_into_a_pass_is_decided_again_and_refused(tmp_path: Path) -> None:
+    write_release(make_release(b"archive", passed=False), tmp_path)
+    flip_to_passed(tmp_path)
+    release = read_release(tmp_path)
+    assert release.decision.passed  # the stored decision now says so ...
+    with pytest.raises(DeployRefused) as refused:  # ... the decision made again does not
+        check_decision(release, GateThresholds(), FIRST)
+    message = str(refused.value)
+    assert message.startswith("run 12 failed its gate (decided again from its evaluation.json")
+    assert "its gate.json differs in passed, check mrr@20, check lift_over_best_baseline" in message
+    assert "[FAIL] mrr@20: mrr@20 0.0100 < minimum" in message
+
+
+def test_a_decision_is_refused_when_thresholds_or_champion_changed(tmp_path: Path) -> None:
+    release = make_release(b"archive", passed=True)
+    assert check_decision(release, GateThresholds(), FIRST) == release.decision
+    with pytest.raises(DeployRefused, match=r"gate.json differs .*\(check mrr@20\): it was edit"):
+        check_decision(release, GateThresholds(min_mrr_at_20=0.1), FIRST)
+    with pytest.raises(DeployRefused, match="failed its gate.*differs in passed"):
+        check_decision(release, GateThresholds(min_mrr_at_20=0.3), FIRST)
+    deployed_since = ChampionStatus("deployed", "", {"run_id": "13", "sha256": "ab"})
+    with pytest.raises(DeployRefused, match=r"(?s)differs in passed, champion.*not re-scored"):
+        check_decision(release, GateThresholds(), deployed_since)
 
 
 def test_candidate_metrics_from_a_report_or_its_json_form(tmp_path: Path) -> None:

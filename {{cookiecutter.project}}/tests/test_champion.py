@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from {{ cookiecutter.project }}.release.champion import (
     ARCHIVE_FILE,
     CHAMPION_FILE,
     ChampionUnavailable,
+    champion_status,
     load_champion,
     load_champion_archive,
     read_champion,
@@ -40,7 +42,8 @@ def test_a_written_champion_reads_back_with_its_archive(tmp_path: Path) -> None:
     record = {"run_id": "7", "metrics": {"mrr@20": 0.3}, "model_uri": None}
     written = write_champion(settings, record, b"archive bytes")
     kept = settings.data_dir / "deployments" / ARCHIVE_FILE
-    assert written == record | {"model_uri": str(kept.resolve())}
+    sha256 = hashlib.sha256(b"archive bytes").hexdigest()
+    assert written == record | {"model_uri": str(kept.resolve()), "sha256": sha256}
     assert read_champion(settings) == written
     assert load_champion_archive(settings) == b"archive bytes"
     assert not list(kept.parent.glob("*.partial"))  # written atomically
@@ -79,7 +82,40 @@ def test_load_champion_states(tmp_path: Path) -> None:
     (store / CHAMPION_FILE).write_text(json.dumps(record))
     (store / ARCHIVE_FILE).unlink()
     status, _ = load_champion(settings, work)
-    assert status.state == "unavailable" and "no model archive" in status.reason
+    assert status.state == "unavailable" and "has no model.tar.gz beside it" in status.reason
+
+
+def test_a_swapped_or_orphaned_champion_fails_closed_and_is_never_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SavedModel is code: an archive that is not the one its record names is not unpacked."""
+    settings = local_settings(tmp_path)
+    store = settings.data_dir / "deployments"
+    monkeypatch.setattr(
+        "{{ cookiecutter.project }}.release.champion.load_archive",
+        lambda *_: pytest.fail("a champion archive that failed its checks was loaded"),
+    )
+    record = {"run_id": "7", "metrics": {"mrr@20": 0.3}}
+    write_champion(settings, record, b"the deployed archive")
+    assert champion_status(settings)[0].state == "deployed"
+
+    (store / ARCHIVE_FILE).write_bytes(b"a swapped archive")
+    status, model = load_champion(settings, tmp_path / "work")
+    assert (status.state, model) == ("unavailable", None)
+    assert "sha256" in status.reason and "is not its record's" in status.reason
+
+    edited = json.loads((store / CHAMPION_FILE).read_text())
+    (store / CHAMPION_FILE).write_text(json.dumps(edited | {"sha256": "0" * 64}))
+    (store / ARCHIVE_FILE).write_bytes(b"the deployed archive")
+    assert "is not its record's" in champion_status(settings)[0].reason
+    (store / CHAMPION_FILE).write_text(json.dumps(record))  # a record without its sha256
+    assert "none recorded" in champion_status(settings)[0].reason
+
+    (store / CHAMPION_FILE).unlink()  # the archive stays: something is deployed, but what?
+    status, model = load_champion(settings, tmp_path / "work")
+    assert (status.state, model) == ("unavailable", None)
+    assert f"{ARCHIVE_FILE} is there without its {CHAMPION_FILE}" in status.reason
+    assert f"delete both files in {store}" in status.reason
 
 
 def test_the_champion_is_rescored_from_its_archive_on_the_new_split(

@@ -4,6 +4,7 @@ commands."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -15,7 +16,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import build_tiny_model, free_port, make_release, make_tar
+from helpers import (
+    build_tiny_model,
+    flip_to_passed,
+    free_port,
+    make_release,
+    make_tar,
+    metrics,
+)
 
 from {{ cookiecutter.project }} import cli
 from {{ cookiecutter.project }}.deploy import deploy_if_passed
@@ -210,6 +218,21 @@ def test_deploy_refuses_a_release_that_failed_its_gate(
     assert not (cli_env / "deploy").exists() and not (cli_env / "deployments").exists()
 
 
+def test_deploy_refuses_a_failed_release_edited_into_a_pass(
+    cli_env: Path, model_tar: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gate.json's `passed` and the failed checks' flags set to true, its manifest sealed again:
+    `make deploy` decides again from the release's metrics and refuses it."""
+    release_dir = cli_env / "release"
+    write_release(make_release(model_tar.read_bytes(), passed=False), release_dir)
+    flip_to_passed(release_dir)
+    assert cli.main(["deploy", "--release", str(release_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "run 12 failed its gate (decided again from its evaluation.json" in err
+    assert "its gate.json differs in passed, check mrr@20" in err and "[FAIL] mrr@20" in err
+    assert not (cli_env / "deploy").exists() and not (cli_env / "deployments").exists()
+
+
 def test_deploy_refuses_an_edited_or_incomplete_release(
     cli_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -218,10 +241,23 @@ def test_deploy_refuses_an_edited_or_incomplete_release(
     gate = json.loads((release_dir / "gate.json").read_text())
     (release_dir / "gate.json").write_text(json.dumps(gate | {"passed": True}))
     assert cli.main(["deploy", "--release", str(release_dir)]) == 1
-    assert "re-run the gate instead of editing" in capsys.readouterr().err
+    assert "sha256 of gate.json is not the one in manifest.json" in capsys.readouterr().err
     (release_dir / "smoke.json").unlink()
     assert cli.main(["deploy", "--release", str(release_dir)]) == 1
     assert "lacks smoke.json" in capsys.readouterr().err
+    assert not (cli_env / "deploy").exists()
+
+
+def test_deploy_refuses_a_release_gated_against_another_champion(
+    cli_env: Path, model_tar: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A champion deployed since the gate ran (or a store that fails its checks) refuses it."""
+    write_release(make_release(model_tar.read_bytes(), passed=True), cli_env / "release")
+    (cli_env / "deployments").mkdir(parents=True)
+    (cli_env / "deployments" / "model.tar.gz").write_bytes(b"an archive without its record")
+    assert cli.main(["deploy", "--release", str(cli_env / "release")]) == 1
+    err = capsys.readouterr().err
+    assert "failed its gate" in err and "without its champion.json" in err
     assert not (cli_env / "deploy").exists()
 
 
@@ -234,7 +270,8 @@ def test_deploy_and_smoke_commands_serve_a_passed_release(
     url = f"http://127.0.0.1:{os.environ['SERVING_PORT']}"
     assert f"Endpoint: {url}" in out
     champion = json.loads((cli_env / "deployments" / "champion.json").read_text())
-    assert (champion["run_id"], champion["metrics"]) == ("12", {"mrr@20": 0.3})
+    assert (champion["run_id"], champion["metrics"]) == ("12", metrics(0.25, 0.55))
+    assert champion["sha256"] == hashlib.sha256(model_tar.read_bytes()).hexdigest()
 
     assert cli.main(["smoke", "--release", str(cli_env / "release")]) == 0
     out = capsys.readouterr().out  # the release's two smoke sessions get two lists

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import POPULAR, metrics, report
 
 from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, ModelResult
 from {{ cookiecutter.project }}.release.gate import (
@@ -37,34 +38,6 @@ DEPLOYED = ChampionStatus(
         "target": "local",
     },
 )
-
-
-def metrics(mrr: Any, hit_rate: Any, **extra: Any) -> dict[str, Any]:
-    """A model's report metrics, healthy unless overridden (`coverage=` sets coverage@20)."""
-    values = {
-        "mrr": mrr,
-        "hit_rate": hit_rate,
-        "coverage": 0.3,
-        "short_prefix_mrr": mrr,
-        "repeat_overlap": 0.95,
-        "noise_overlap": 0.8,
-        "invalid_item_rate": 0.0,
-    } | extra
-    return {f"{name}@20": value for name, value in values.items()}
-
-
-POPULAR = metrics(0.02, 0.05, coverage=0.01)
-
-
-def report(**models: tuple[Any, Any] | dict[str, Any]) -> dict[str, Any]:
-    """A report in JSON form: model name -> (mrr@20, hit_rate@20) or a `metrics()` dict."""
-    return {
-        "k": 20,
-        "models": {
-            name: {"metrics": row if isinstance(row, dict) else metrics(*row)}
-            for name, row in models.items()
-        },
-    }
 
 
 HEALTHY = report(lstm=(0.25, 0.55), markov=(0.20, 0.50), most_popular=POPULAR)
@@ -285,7 +258,7 @@ def test_an_unreachable_champion_record_blocks_deployment() -> None:
     decision = decide(HEALTHY, champion=unreachable)
     assert set(failed(decision)) == {"vs_champion"}
     reason = failed(decision)["vs_champion"]
-    assert "champion record unreachable" in reason and "s3://b/models/champion" in reason
+    assert "champion unavailable" in reason and "s3://b/models/champion" in reason
     assert "does not deploy blind" in reason
     assert "AWS refused" in format_decision(decision)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import urllib.request
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,13 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 from conftest import Emulator
+from helpers import make_release, metrics
 
 from {{ cookiecutter.project }} import deploy
 from {{ cookiecutter.project }}.deploy import sagemaker
-from {{ cookiecutter.project }}.release.bundle import Release, write_release
+from {{ cookiecutter.project }}.release import sha256_hex
+from {{ cookiecutter.project }}.release.bundle import write_release
 from {{ cookiecutter.project }}.release.champion import load_champion_archive, read_champion
-from {{ cookiecutter.project }}.release.gate import GateCheck, GateDecision
 from {{ cookiecutter.project }}.settings import Settings
 
 pytestmark = pytest.mark.cloud
@@ -251,7 +253,7 @@ def test_waiting_is_bounded_by_the_timeout() -> None:
 
 
 def test_deployment_names_are_unique_and_valid() -> None:
-    names = {sagemaker.deployment_name("session-recs" * 10) for _ in range(20)}
+    names = {sagemaker.deployment_name("{{ cookiecutter.project | replace('_', '-') }}" * 10) for _ in range(20)}
     assert len(names) == 20
     assert all(len(n) <= 63 and n[0].isalnum() and "--" not in n for n in names)
 
@@ -262,15 +264,7 @@ def test_deployment_names_are_unique_and_valid() -> None:
 def test_a_release_goes_to_sagemaker_and_becomes_the_champion(
     aws_env: Emulator, bucket: str, endpoint: str, tmp_path: Path, sessions: list[list[str]]
 ) -> None:
-    check = GateCheck("mrr@20", 0.3, 0.05, True, "ok")
-    release = Release(
-        archive=ARCHIVE,
-        decision=GateDecision("lstm", True, (check,)),
-        evaluation={"models": {"lstm": {"metrics": {"mrr@20": 0.3}}}},
-        smoke_sessions=sessions,
-        flow="RecsFlow",
-        run_id="42",
-    )
+    release = replace(make_release(ARCHIVE, passed=True), smoke_sessions=sessions, run_id="42")
     write_release(release, tmp_path / "release")
     settings = settings_for(tmp_path, bucket, endpoint)
     assert read_champion(settings) is None
@@ -282,7 +276,8 @@ def test_a_release_goes_to_sagemaker_and_becomes_the_champion(
     champion = read_champion(settings)
     assert champion == outcome["champion"]
     assert champion["run_id"] == "42" and champion["target"] == "sagemaker"
-    assert champion["metrics"] == {"mrr@20": 0.3}
+    assert champion["metrics"] == metrics(0.25, 0.55) and champion["sha256"] == sha256_hex(ARCHIVE)
+    assert champion["endpoint_config"] == outcome["endpoint_config_name"]
     assert champion["model_uri"] == outcome["model_uri"]
     datetime.fromisoformat(champion["deployed_at"])
     assert load_champion_archive(settings) == ARCHIVE

@@ -200,7 +200,11 @@ def test_every_job_is_bounded_and_least_privileged() -> None:
             assert job["timeout-minutes"] <= 240, (workflow.name, job_id)
             assert "concurrency" in data or "concurrency" in job, (workflow.name, job_id)
             writes = {key for key, value in job["permissions"].items() if value == "write"}
-            allowed = {"comment": {"pull-requests"}, "train": {"id-token"}, "deploy": {"id-token"}}
+            allowed = {
+                "comment": {"pull-requests"},
+                "train": {"id-token", "attestations"},  # the release's attestation
+                "deploy": {"id-token"},
+            }
             assert writes <= allowed.get(job_id, set()), (workflow.name, job_id, writes)
         for job_id, step in steps(workflow):
             if step.get("uses", "").startswith("actions/checkout@"):
@@ -284,6 +288,37 @@ def test_main_workflow_trains_gates_and_deploys_only_a_passing_model() -> None:
         "make deploy",
         "make smoke",
     ]
+
+
+def test_the_deploy_job_verifies_the_release_and_decides_the_gate_again() -> None:
+    """Issue 12: a release cannot be edited into a pass. The train job attests each release file
+    (pinned action, `attestations: write` there only); the deploy job verifies every file against
+    main.yml's attestation before `make deploy`, which decides the gate again with the same GATE_*
+    thresholds as the train job."""
+    jobs = main_jobs()
+    if "deploy" not in jobs:  # deployment=none: nothing deploys the release
+        return
+    train, deploy = jobs["train"], jobs["deploy"]
+    (attest,) = [s for s in train["steps"] if "attest-build-provenance" in s.get("uses", "")]
+    assert attest["with"]["subject-path"] == "data/release/*"
+    assert attest["if"] == step_named(train, "Release")["if"]
+    artifacts = [step.get("with", {}).get("name") for step in train["steps"]]
+    assert train["steps"].index(attest) > artifacts.index("release")  # the files uploaded
+    assert train["permissions"]["attestations"] == "write"
+    assert deploy["permissions"]["attestations"] == "read"
+    assert load(WORKFLOW_DIR / "main.yml")["jobs"]["deploy"]["permissions"]["attestations"] == (
+        "read"  # a called workflow gets no more than its caller grants
+    )
+    verify = step_named(deploy, "Verify the release's attestation")
+    assert "gh attestation verify" in verify["run"] and "--signer-workflow" in verify["run"]
+    assert "data/release/*" in verify["run"]
+    runs = [step.get("run", "") for step in deploy["steps"]]
+    assert runs.index(verify["run"]) < runs.index("make deploy")
+    from {{ cookiecutter.project }}.settings import Settings
+
+    gate_settings = {name.upper() for name in Settings.model_fields if name.startswith("gate_")}
+    for job in (train, deploy):
+        assert {name for name in job_settings(job) if name.startswith("GATE_")} == gate_settings
 
 
 def test_a_pending_approval_never_holds_back_training() -> None:

@@ -2,8 +2,10 @@
 to a SageMaker endpoint (`sagemaker`, a part of projects baked with deployment=sagemaker).
 
 `deploy_model` deploys to the target, then records the deployed model as the *champion* (its run,
-metrics and archive) where the next run's gate can read it; `deploy_if_passed` (the flow) and
-`deploy_release` (CI) deploy only a model whose gate passed.
+metrics, endpoint config and archive with its sha256) where the next run's gate can read it;
+`deploy_if_passed` (the flow) and `deploy_release` (CI, `make deploy`) deploy only a model whose
+gate passed. `deploy_release` never trusts the release's stored decision: it decides again from
+the release's evaluation with the thresholds and champion in force (`bundle.check_decision`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.report import EvaluationReport
-from ..release.bundle import DeployRefused, candidate_metrics, read_release
-from ..release.champion import write_champion
-from ..release.gate import GateDecision, format_decision
+from ..release.bundle import candidate_metrics, check_decision, read_release
+from ..release.champion import champion_status, write_champion
+from ..release.gate import GateDecision, thresholds_from_settings
 from ..settings import Settings, get_settings
 from . import local
 from .local import DEFAULT_SMOKE_SESSIONS
@@ -63,6 +65,7 @@ def deploy_model(
         "deployed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "target": settings.deploy_target,
         "endpoint": outcome["endpoint"],
+        "endpoint_config": outcome.get("endpoint_config_name"),  # sagemaker only
         "smoke_latency_ms": outcome["smoke_latency_ms"],
     }
     champion = write_champion(settings, champion, model_archive)
@@ -103,21 +106,20 @@ def deploy_if_passed(
 
 
 def deploy_release(release_dir: Path, settings: Settings | None = None) -> dict[str, Any]:
-    """Deploy a release to DEPLOY_TARGET, refusing one whose gate did not pass."""
+    """Deploy a release to DEPLOY_TARGET, refusing one whose files are not its manifest's
+    (`read_release`) or that fails the gate decided again now (`bundle.check_decision`)."""
+    settings = settings or get_settings()
     release = read_release(release_dir)
-    if not release.decision.passed:
-        raise DeployRefused(
-            f"run {release.run_id} failed its gate, so it is not deployed.\n"
-            + format_decision(release.decision)
-        )
+    champion, _ = champion_status(settings)
+    decision = check_decision(release, thresholds_from_settings(settings), champion)
     return deploy_model(
         release.archive,
         release.smoke_sessions or DEFAULT_SMOKE_SESSIONS,
         settings,
         run_id=release.run_id,
         flow=release.flow,
-        candidate=release.decision.candidate,
-        metrics=candidate_metrics(release.evaluation, release.decision.candidate),
+        candidate=decision.candidate,
+        metrics=candidate_metrics(release.evaluation, decision.candidate),
     )
 
 

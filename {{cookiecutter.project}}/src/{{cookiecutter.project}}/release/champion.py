@@ -1,9 +1,12 @@
 """The champion: the model deployed now, kept where the next run's gate can re-score it.
 
-`write_champion` keeps the deployed model.tar.gz and its record (run, metrics, where it runs) in
-DATA_DIR/deployments/, or with DEPLOY_TARGET=sagemaker in S3 (`champion_s3`, a part of projects
-baked with deployment=sagemaker). `load_champion` reads them back as a `ChampionStatus` for the
-gate and, when a model is deployed, as a recommender to evaluate beside the challenger.
+`write_champion` keeps the deployed model.tar.gz and its record (run, metrics, where it runs, the
+archive's sha256) in DATA_DIR/deployments/, or with DEPLOY_TARGET=sagemaker in S3 (`champion_s3`, a
+part of projects baked with deployment=sagemaker). `champion_status` reads them back as a
+`ChampionStatus` for the gate, and `load_champion` also as a recommender to evaluate beside the
+challenger. Both fail closed: an archive without its record, a record without its archive, or an
+archive whose sha256 is not the record's is `unavailable` (a SavedModel is code: a swapped one is
+never loaded).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from ..errors import ProjectError
 from ..evaluation.protocol import Recommender
 from ..modeling.archive import load_archive
 from ..settings import Settings, get_settings
-from . import ARCHIVE_FILE, CHAMPION_FILE, ChampionUnavailable
+from . import ARCHIVE_FILE, CHAMPION_FILE, ChampionUnavailable, sha256_hex
 from .gate import CHAMPION_NAME, ChampionStatus
 
 
@@ -28,9 +31,10 @@ def write_champion(
     """Keep the deployed archive and its record where later runs (and CI jobs) find them.
 
     Local: DATA_DIR/deployments/; sagemaker: s3://MODEL_BUCKET/MODEL_PREFIX/champion/. The
-    archive goes first, so a record never points at an archive that is not there yet.
+    archive goes first, so a record never points at an archive that is not there yet; the record
+    carries the archive's sha256, which `champion_status` checks before anything loads it.
     """
-    record = dict(record)
+    record = dict(record) | {"sha256": sha256_hex(model_archive)}
     if settings.deploy_target == "sagemaker":
         from . import champion_s3  # a part of deployment=sagemaker bakes (settings check it)
 
@@ -71,34 +75,61 @@ def load_champion_archive(settings: Settings | None = None) -> bytes | None:
     return _read_champion_file(settings or get_settings(), ARCHIVE_FILE)
 
 
-def load_champion(settings: Settings, work_dir: Path) -> tuple[ChampionStatus, Recommender | None]:
-    """The deployed champion's status and, when there is one, the model to re-score as it.
+def champion_status(settings: Settings) -> tuple[ChampionStatus, bytes | None]:
+    """What is deployed now, checked against its record: (status, the archive when `deployed`).
 
-    Never raises for an unreadable store or archive: that is an `unavailable` status, which the
-    gate turns into a failed check with its reason (the evaluation still runs without it).
+    Never raises for an unreadable store: that is an `unavailable` status with its reason, and so
+    is an archive without a record, a record without an archive, or an archive whose sha256 is not
+    the record's. Only when neither file exists is there no champion yet (a first deployment).
     """
     try:
         record = read_champion(settings)
-        if record is None:
-            return ChampionStatus("none", "no champion deployed yet"), None
         archive = load_champion_archive(settings)
     except ChampionUnavailable as error:
         return ChampionStatus("unavailable", str(error)), None
+    if record is None and archive is None:
+        return ChampionStatus("none", "no champion deployed yet"), None
+    # No model can be gated against a champion that fails these checks, so the way out is by hand.
+    recover = (
+        f"check what is deployed, then delete both files in {_store_uri(settings)} (the next "
+        "gate then counts as a first deployment)"
+    )
+    if record is None:
+        reason = f"{ARCHIVE_FILE} is there without its {CHAMPION_FILE}: {recover}"
+        return ChampionStatus("unavailable", reason), None
     if archive is None:
+        run = record.get("run_id")
+        reason = f"the record of run {run} has no {ARCHIVE_FILE} beside it: {recover}"
+        return ChampionStatus("unavailable", reason, record), None
+    actual, expected = sha256_hex(archive), record.get("sha256")
+    if actual != expected:
         reason = (
-            f"the champion record (run {record.get('run_id')}) has no model archive beside it; "
-            "deploy a model again to rewrite both"
+            f"the sha256 of {ARCHIVE_FILE} ({actual[:12]}...) is not its record's "
+            f"({expected or 'none recorded'}), so it is not loaded: {recover}"
         )
         return ChampionStatus("unavailable", reason, record), None
+    return ChampionStatus("deployed", "", record), archive
+
+
+def load_champion(settings: Settings, work_dir: Path) -> tuple[ChampionStatus, Recommender | None]:
+    """The deployed champion's status and, when there is one, the model to re-score as it.
+
+    Never raises: `champion_status`'s `unavailable` (an unreadable store, a missing or swapped
+    file) and an archive that does not load are an `unavailable` status, which the gate turns
+    into a failed check with its reason (the evaluation still runs without it).
+    """
+    status, archive = champion_status(settings)
+    if archive is None:
+        return status, None
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
         recommender = load_archive(archive, work_dir)
     except (ProjectError, OSError, ValueError) as error:  # a broken archive or SavedModel
         reason = f"the champion's model archive cannot be loaded ({error}); deploy a model again"
-        return ChampionStatus("unavailable", reason, record), None
+        return ChampionStatus("unavailable", reason, status.record), None
     recommender.name = CHAMPION_NAME  # scored under its role, whatever the class calls itself
-    return ChampionStatus("deployed", "", record), recommender
+    return status, recommender
 
 
 def _read_champion_file(settings: Settings, name: str) -> bytes | None:
@@ -109,6 +140,14 @@ def _read_champion_file(settings: Settings, name: str) -> bytes | None:
     path = _champion_dir(settings) / name
     with _local_store(f"reading {path}"):
         return path.read_bytes() if path.is_file() else None
+
+
+def _store_uri(settings: Settings) -> str:
+    if settings.deploy_target == "sagemaker":
+        from . import champion_s3  # a part of deployment=sagemaker bakes (settings check it)
+
+        return champion_s3.uri(settings)
+    return str(_champion_dir(settings))
 
 
 def _champion_dir(settings: Settings) -> Path:

@@ -44,6 +44,12 @@ def read(settings: Settings, name: str) -> bytes | None:
             raise
 
 
+def uri(settings: Settings) -> str:
+    """Where the champion's files are: s3://MODEL_BUCKET/MODEL_PREFIX/champion/."""
+    bucket, prefix = _location(settings)
+    return f"s3://{bucket}/{prefix}/"
+
+
 def _location(settings: Settings) -> tuple[str, str]:
     if not settings.model_bucket:
         raise ChampionUnavailable(

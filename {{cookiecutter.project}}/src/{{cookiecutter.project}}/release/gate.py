@@ -6,8 +6,8 @@ items, stable lists under harmless session changes, short sessions at least as w
 the popularity list, more coverage than that list).
 
 The gate never passes by default: a missing report, candidate, baseline or metric (or a NaN) is a
-failed check whose reason says what is missing, and so is a champion record that cannot be read:
-the gate never deploys blind.
+failed check whose reason says what is missing, and so is a champion that cannot be read or checked
+(`unavailable`): the gate never deploys blind.
 
 This module only decides: the champion it compares with is read by `release.champion`.
 """
@@ -116,8 +116,9 @@ class ChampionStatus:
     """What the gate knows of the deployed model.
 
     `state`: `deployed` (a record and a loadable archive), `none` (nothing deployed yet) or
-    `unavailable` (the record store or archive cannot be read: the gate fails). `record` is the
-    champion record (run_id, model_uri, metrics at its deployment, deployed_at, target).
+    `unavailable` (the record store cannot be read, one of record and archive is missing, or the
+    archive's sha256 is not the record's: the gate fails). `record` is the champion record (run_id,
+    model_uri, sha256 of the archive, metrics at its deployment, deployed_at, target, endpoint).
     """
 
     state: Literal["deployed", "none", "unavailable"]
@@ -258,8 +259,8 @@ def _champion_check(
         return GateCheck(name, None, -tolerance, True, f"first deployment: {champion.reason}")
     if champion.state == "unavailable":
         reason = (
-            f"champion record unreachable ({champion.reason}); the gate does not deploy blind: "
-            "restore access to the record store and run again"
+            f"champion unavailable ({champion.reason}); the gate does not deploy blind: "
+            "fix that and run again"
         )
         return GateCheck(name, None, -tolerance, False, reason)
     if CHAMPION_NAME not in models:
