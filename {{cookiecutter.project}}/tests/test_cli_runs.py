@@ -160,3 +160,11 @@ def test_run_newest_picks_the_newest_run_even_unfinished(
     _, failed = in_runs
     assert cli.main(["summary", "--run", "newest", "--markdown"]) == 0
     assert f"RecsFlow/{failed} (did not finish)" in capsys.readouterr().out
+
+
+def test_a_brief_summary_gives_the_gate_verdict_without_its_checks(
+    in_runs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["summary", "--brief"]) == 0
+    out = capsys.readouterr().out
+    assert "Gate:     PASSED" in out and "lift +20.0%" not in out

@@ -179,8 +179,11 @@ def _summary(args: argparse.Namespace) -> int:
     if not run.successful:
         return 0
     print(f"\nRun {FLOW_NAME}/{run.id}: finished")
-    if "gate" in run and run["gate"].task.successful:
-        print(gate.format_decision(run["gate"].task.data.gate_decision))
+    decision = _artifact(run, "gate", "gate_decision")
+    if decision is not None and args.brief:  # after `make run`: its gate step printed the checks
+        print(f"Gate:     {'PASSED' if decision.passed else 'FAILED'} (make gate: its checks)")
+    elif decision is not None:
+        print(gate.format_decision(decision))
     if "deploy" in run and run["deploy"].task.successful:
         deployment = run["deploy"].task.data.deployment
         print(f"Endpoint: {deployment['reason']}")
@@ -395,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "summary":
             command.add_argument(
                 "--markdown", action="store_true", help="metrics and gate as Markdown (for CI)"
+            )
+            command.add_argument(
+                "--brief", action="store_true", help="the gate's verdict without its checks"
             )
         if name in ("gate", "cards", "summary"):
             command.add_argument(

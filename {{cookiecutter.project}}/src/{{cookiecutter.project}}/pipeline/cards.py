@@ -206,6 +206,15 @@ def evaluation_card(report: Any) -> Components:
     ]
 
 
+def evaluation_text(report: Any) -> str:
+    """The evaluation for the terminal: one compact table, a row per metric, a column per model."""
+    import pandas as pd
+
+    metrics = {name: result.metrics for name, result in report.models.items()}
+    table = pd.DataFrame(metrics).to_string(float_format=lambda value: f"{value:.4f}", na_rep="-")
+    return f"RecList evaluation on {report.n_examples:,} test prefixes:\n{table}"
+
+
 def gate_card(decision: Any) -> Components:
     from ..release.gate import ChampionStatus
 
@@ -257,14 +266,13 @@ def deploy_card(deployment: Mapping[str, Any]) -> Components:
 
 
 def run_summary(decision: Any, deployment: Mapping[str, Any], current: Any) -> str:
-    """The last lines of a run: verdict, endpoint, where the cards are."""
-    from ..release.gate import format_decision
-
+    """The last lines of a run: verdict, endpoint, where the cards are (the gate step printed the
+    decision's checks: they are not repeated)."""
+    verdict = "PASSED" if decision.passed else "FAILED"
     return "\n".join(
         [
-            f"Run {current.flow_name}/{current.run_id} finished.",
-            format_decision(decision),
+            f"Run {current.flow_name}/{current.run_id} finished: gate {verdict}.",
             f"Deployment: {deployment['reason']}",
-            "Cards: make cards",
+            "Cards: make cards; every run: make runs",
         ]
     )
