@@ -54,6 +54,15 @@ def _dbt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from .transform import core
+
+    settings = get_settings()
+    site = core.generate_docs(settings, args.out or settings.data_dir / "dbt-docs")
+    print(f"dbt docs (lineage, tests, column docs): open {site} in a browser")
+    return 0
+
+
 def _quality(args: argparse.Namespace) -> int:
     from . import quality
 
@@ -372,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "data": (_data, "load events into the warehouse: synthetic, or the Coveo files"),
         "dbt": (_dbt, "build the dbt models and run their tests"),
+        "docs": (_docs, "generate dbt's docs site (lineage, tests, column docs)"),
         "quality": (_quality, "run the expectation suite on the training sessions"),
         "rejects": (_rejects, "show the rows the loader quarantined, by reason"),
         "gate": (_gate, "print a run's gate decision; exit 1 if it failed, 2 if unknown"),
@@ -395,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--coveo-dir", type=Path, help="load the real Coveo files instead (COVEO_DIR)"
             )
+        if name == "docs":
+            command.add_argument("--out", type=Path, help="folder (default DATA_DIR/dbt-docs)")
         if name == "summary":
             command.add_argument(
                 "--markdown", action="store_true", help="metrics and gate as Markdown (for CI)"
