@@ -105,7 +105,8 @@ class RecsFlow(FlowSpec):
 
         self.settings = cards.public_settings(SETTINGS)  # every secret field left out
         warehouse.check_warehouse(SETTINGS)
-        current.card.extend(cards.config_card(self.settings, current))
+        parameters = {name: getattr(self, name) for name in current.parameter_names}
+        current.card.extend(cards.config_card(self.settings, current, parameters))
         self.next(self.ingest)
 
     @card(type="blank")
