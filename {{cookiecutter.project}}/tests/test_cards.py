@@ -114,3 +114,33 @@ def test_the_evaluation_legend_sits_outside_the_bars() -> None:
     figure = plot_comparison(report)
     assert all(axes.get_legend() is None for axes in figure.axes)
     assert len(figure.legends) == 1
+
+
+def test_the_runs_chart_marks_each_gate_decision() -> None:
+    from matplotlib.colors import to_hex
+
+    from {{ cookiecutter.project }}.pipeline.plots import plot_runs
+
+    points = [
+        {
+            "run": r,
+            "gate": g,
+            "lstm_mrr": 0.3,
+            "lstm_hr": 0.6,
+            "baseline_mrr": m,
+            "baseline_hr": 0.5,
+        }
+        for r, g, m in (("1", "PASSED", 0.25), ("2", "FAILED", None), ("3", None, 0.26))
+    ]
+    figure = plot_runs(points)
+    mrr = figure.axes[0]
+    colours = [to_hex(c) for c in mrr.collections[0].get_facecolors()]
+    assert colours == [to_hex("tab:green"), to_hex("tab:red"), to_hex("lightgray")]
+    assert [t.get_text() for t in mrr.get_xticklabels()] == ["1", "2", "3"]
+
+
+def test_the_index_page_links_each_card_and_embeds_the_chart() -> None:
+    page = cards.index_html("12", ["gate.html", "train.html"], b"png", "run  gate\n12  PASSED")
+    assert '<a href="gate.html">' in page and '<a href="train.html">' in page
+    assert "data:image/png;base64,cG5n" in page and "12  PASSED" in page
+    assert "No finished run" in cards.index_html("12", [], None, "")

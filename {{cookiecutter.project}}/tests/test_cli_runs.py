@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-from metaflow import FlowSpec, step
+from metaflow import FlowSpec, card, current, step
+from metaflow.cards import Markdown
 
 from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, ModelResult
 from {{ cookiecutter.project }}.release.gate import GateCheck, GateDecision
@@ -54,8 +55,10 @@ class RecsFlow(FlowSpec):
         self.evaluation = EvaluationReport(20, 4, 5, models, Path("."))
         self.next(self.gate)
 
+    @card(type="blank")
     @step
     def gate(self):
+        current.card.append(Markdown("# Gate"))
         check = GateCheck("lift_over_best_baseline", 0.2, 0.05, True, "lift +20.0%")
         self.gate_decision = GateDecision("lstm", True, (check,))
         self.next(self.deploy)
@@ -168,3 +171,16 @@ def test_a_brief_summary_gives_the_gate_verdict_without_its_checks(
     assert cli.main(["summary", "--brief"]) == 0
     out = capsys.readouterr().out
     assert "Gate:     PASSED" in out and "lift +20.0%" not in out
+
+
+def test_report_links_the_cards_and_plots_the_runs(
+    in_runs, two_runs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work, finished, failed = two_runs
+    assert cli.main(["report"]) == 0
+    index = work / "data" / "cards" / finished / "index.html"
+    assert f"{index}: 1 card(s) of run {finished}, 1 run(s) plotted" in capsys.readouterr().out
+    page = index.read_text()
+    assert '<a href="gate.html">' in page and (index.parent / "gate.html").is_file()
+    assert "data:image/png;base64," in page
+    assert finished in page and failed in page  # the runs table lists both

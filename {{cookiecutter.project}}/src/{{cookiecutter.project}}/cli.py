@@ -148,11 +148,20 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _cards(args: argparse.Namespace) -> int:
+    run = _latest_run(args.run)
+    out_dir = get_settings().data_dir / "cards" / run.id
+    written = _write_cards(run, out_dir)
+    for path in sorted(written):
+        print(path)
+    print(f"{len(written)} card(s) of run {run.id} in {out_dir}")
+    return 0
+
+
+def _write_cards(run: Any, out_dir: Path) -> list[Path]:
+    """Every card of `run` as `<step>.html` in `out_dir`."""
     from metaflow.cards import get_cards
     from metaflow.plugins.cards.exception import CardNotPresentException
 
-    run = _latest_run(args.run)
-    out_dir = get_settings().data_dir / "cards" / run.id
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for step in run:
@@ -166,9 +175,56 @@ def _cards(args: argparse.Namespace) -> int:
                 path = out_dir / f"{step.id}{suffix}.html"
                 path.write_text(found.get())
                 written.append(path)
-    for path in sorted(written):
-        print(path)
-    print(f"{len(written)} card(s) of run {run.id} in {out_dir}")
+    return written
+
+
+def run_point(run: Any) -> dict[str, Any] | None:
+    """A run's LSTM and best-baseline metrics and gate verdict (None without an evaluation)."""
+    from .modeling.ceiling import CEILING_NAME
+    from .release.gate import CHAMPION_NAME
+
+    evaluation = _artifact(run, "evaluate", "evaluation")
+    if evaluation is None or "lstm" not in evaluation.models:
+        return None
+    models = {name: result.metrics for name, result in evaluation.models.items()}
+    baselines = [m for n, m in models.items() if n not in ("lstm", CEILING_NAME, CHAMPION_NAME)]
+    best = max(baselines, key=lambda m: m.get(MRR) or 0.0, default={})
+    decision = _artifact(run, "gate", "gate_decision")
+    return {
+        "run": run.id,
+        "gate": None if decision is None else "PASSED" if decision.passed else "FAILED",
+        "lstm_mrr": models["lstm"].get(MRR),
+        "lstm_hr": models["lstm"].get(HIT_RATE),
+        "baseline_mrr": best.get(MRR),
+        "baseline_hr": best.get(HIT_RATE),
+    }
+
+
+def _report(args: argparse.Namespace) -> int:
+    from io import BytesIO
+    from itertools import islice
+
+    from metaflow import Flow
+
+    from .pipeline import cards, plots
+
+    run = _latest_run(args.run)
+    out_dir = get_settings().data_dir / "cards" / run.id
+    written = sorted(path.name for path in _write_cards(run, out_dir))
+    recent = list(islice(Flow(FLOW_NAME), args.last))
+    points = [point for r in reversed(recent) if (point := run_point(r)) is not None]
+    png = None
+    if points:
+        buffer = BytesIO()
+        plots.plot_runs(points).savefig(buffer, format="png", dpi=100)
+        png = buffer.getvalue()
+    index = out_dir / "index.html"
+    index.write_text(
+        cards.index_html(run.id, written, png, runs_table([run_row(r) for r in recent]))
+    )
+    print(
+        f"{index.resolve()}: {len(written)} card(s) of run {run.id}, {len(points)} run(s) plotted"
+    )
     return 0
 
 
@@ -387,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gate": (_gate, "print a run's gate decision; exit 1 if it failed, 2 if unknown"),
         "cards": (_cards, "write every card of a run as HTML"),
         "summary": (_summary, "a run's results and where they are; why a run failed"),
+        "report": (_report, "one index.html: a run's cards and the metrics across runs"),
         "runs": (_runs, "a table of the latest runs: metrics, gate, deployment"),
         "serve": (_serve, "serve a model in the foreground (SageMaker contract)"),
         "stop": (_stop, "stop the local endpoint started by the flow"),
@@ -414,11 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--brief", action="store_true", help="the gate's verdict without its checks"
             )
-        if name in ("gate", "cards", "summary"):
+        if name in ("gate", "cards", "summary", "report"):
             command.add_argument(
                 "--run", help="run id, or 'newest' (default: the latest finished run)"
             )
-        if name == "runs":
+        if name in ("runs", "report"):
             command.add_argument("--last", type=int, default=10, help="how many runs (10)")
         if name == "release":
             command.add_argument(

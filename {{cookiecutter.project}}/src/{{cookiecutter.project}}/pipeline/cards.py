@@ -355,6 +355,34 @@ def answer_tables(payload: Mapping[str, Any], answer: Mapping[str, Any]) -> Comp
     return parts
 
 
+def index_html(run: str, cards: Sequence[str], runs_png: bytes | None, runs_table: str) -> str:
+    """One page for a run: a link to each of its cards (files beside the page), then the
+    metrics across runs as a chart and a table."""
+    import base64
+    from html import escape
+
+    links = "\n".join(f'<li><a href="{escape(name)}">{escape(name)}</a></li>' for name in cards)
+    chart = (
+        f'<img alt="metrics across runs" style="max-width:100%" '
+        f'src="data:image/png;base64,{base64.b64encode(runs_png).decode()}">'
+        if runs_png
+        else "<p>No finished run with an evaluation yet.</p>"
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Run {escape(run)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
+pre{{overflow-x:auto}}</style></head>
+<body><h1>Run {escape(run)}</h1>
+<h2>Cards</h2><ul>
+{links}
+</ul>
+<h2>Across runs</h2>
+{chart}
+<pre>{escape(runs_table)}</pre>
+</body></html>
+"""
+
+
 def run_summary(decision: Any, deployment: Mapping[str, Any], current: Any) -> str:
     """The last lines of a run: verdict, endpoint, where the cards are (the gate step printed the
     decision's checks: they are not repeated)."""
