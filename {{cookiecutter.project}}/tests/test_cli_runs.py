@@ -101,8 +101,12 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
 
 @pytest.fixture
 def in_runs(two_runs, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    from metaflow.plugins.datastores.local_storage import LocalStorage
+
     work, finished, failed = two_runs
     monkeypatch.chdir(work)  # Metaflow's local runs live in ./.metaflow
+    # The client caches the first .metaflow it finds in a process: find this one, forget it after.
+    monkeypatch.setattr(LocalStorage, "datastore_root", None)
     monkeypatch.setenv("METAFLOW_USER", "tester")
     monkeypatch.setenv("DATA_DIR", str(work / "data"))
     return finished, failed
