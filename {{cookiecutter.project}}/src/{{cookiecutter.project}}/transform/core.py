@@ -64,7 +64,7 @@ def run_dbt(
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     duckdb_path = Path(duckdb_path).resolve()
-    args = [command, *_common_args(project_dir, target, output_dir / "target", output_dir)]
+    args = [command, *_common_args(project_dir, target, output_dir / "target", output_dir / "logs")]
     if select:
         args += ["--select", *select]
     args += ["--vars", json.dumps(session_vars() | dict(vars or {}))]
