@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import jinja2
 from bakery import COOKIECUTTER_JSON, PROJECT_TEMPLATE, expected_files, files_under
 from cookiecutter.environment import StrictEnvironment
 
@@ -84,8 +85,11 @@ def sync(bake: Path) -> list[str]:
         bare = target.read_text() if target.is_file() else ""
         bare = bare.replace(PROJECT_TAG, "").replace(DIST_TAG, "")
         plain = "{{" not in bare and "{%" not in bare
-        rendered = env.from_string(candidate).render(cookiecutter=context)
-        if plain and rendered.rstrip("\n") == decoded.rstrip("\n"):
+        try:
+            rendered = env.from_string(candidate).render(cookiecutter=context)
+        except jinja2.TemplateError:  # GitHub's ${{ a || b }} read as Jinja: a file to edit by hand
+            rendered = None
+        if plain and rendered is not None and rendered.rstrip("\n") == decoded.rstrip("\n"):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(candidate)
             print(f"synced  {source}")

@@ -289,6 +289,7 @@ def test_pr_workflow_uploads_cards_and_comments_the_gate(bake: Bake) -> None:
     assert code == 0, log[-6000:]
     cards = {path.name for path in (bake.artifacts / "cards").rglob("*.html")}
     assert {"train.html", "evaluate.html", "gate.html"} <= cards, cards
+    assert (bake.artifacts / "dbt-docs" / "static_index.html").stat().st_size > 100_000
     comment = (bake.artifacts / "pr-comment.md").read_text()
     assert comment.startswith(MARKER)
     assert "| lstm |" in comment and "**Deployment gate" in comment

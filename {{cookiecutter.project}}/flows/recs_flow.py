@@ -105,7 +105,8 @@ class RecsFlow(FlowSpec):
 
         self.settings = cards.public_settings(SETTINGS)  # every secret field left out
         warehouse.check_warehouse(SETTINGS)
-        current.card.extend(cards.config_card(self.settings, current))
+        parameters = {name: getattr(self, name) for name in current.parameter_names}
+        current.card.extend(cards.config_card(self.settings, current, parameters))
         self.next(self.ingest)
 
     @card(type="blank")
@@ -180,7 +181,9 @@ class RecsFlow(FlowSpec):
     def tune(self):
         """Train one grid configuration on the older training days; score the newest ones."""
         from {{ cookiecutter.project }}.modeling import tuning
+        from {{ cookiecutter.project }}.modeling.lstm import EpochPrinter
 
+        epochs = tuning.params_for(self._base_params(), self.input).epochs
         self.trial = tuning.run_trial(
             self.split.train,
             self._base_params(),
@@ -188,6 +191,7 @@ class RecsFlow(FlowSpec):
             days=self.tune_days,
             max_examples=SETTINGS.eval_max_examples,
             seed=self.seed,
+            progress=EpochPrinter(f"tune {self.input or 'defaults'}", epochs),
         )
         self.next(self.choose)
 
@@ -212,10 +216,16 @@ class RecsFlow(FlowSpec):
         from {{ cookiecutter.project }}.modeling import lstm, tuning
 
         params = tuning.params_for(self._base_params(), self.best.overrides)
+        print(f"Chosen: {self.best.label} (validation MRR@20 {self.best.mrr:.4f}); {params}")
         tracker = tracking.from_settings(SETTINGS, f"{current.flow_name}-{current.run_id}")
         self.training = lstm.train_and_export(
-            self.split.train, params, cards.step_dir(current), tracker
+            self.split.train,
+            params,
+            cards.step_dir(current),
+            tracker,
+            progress=lstm.EpochPrinter("train", params.epochs),
         )
+        print(lstm.early_stop_text(self.training.history, params.epochs))
         current.card.extend(cards.training_card(self.training))
         self.next(self.evaluate)
 
@@ -249,6 +259,7 @@ class RecsFlow(FlowSpec):
         self.evaluation_tracking = report.log_report(
             tracker, self.evaluation, plots.plot_comparison(self.evaluation)
         )
+        print(cards.evaluation_text(self.evaluation))
         current.card.extend(cards.evaluation_card(self.evaluation))
         self.next(self.gate)
 

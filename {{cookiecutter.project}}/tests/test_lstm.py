@@ -17,10 +17,12 @@ from {{ cookiecutter.project }}.evaluation.suite import recommend_in_batches
 from {{ cookiecutter.project }}.modeling import ModelError
 from {{ cookiecutter.project }}.modeling.baselines import MostPopular
 from {{ cookiecutter.project }}.modeling.lstm import (
+    EpochPrinter,
     LstmRecommender,
     TrackerCallback,
     TrainedModel,
     build_vocabulary,
+    early_stop_text,
     encode_sessions,
     prefix_arrays,
     session_windows,
@@ -192,3 +194,23 @@ def test_callback_logs_every_epoch() -> None:
     assert [step for _, step in tracker.metrics] == [1, 2, 3]
     assert all({"loss", "val_loss"} <= set(metrics) for metrics, _ in tracker.metrics)
     assert NullTracker().end() is None
+
+
+def test_epoch_lines_carry_metrics_and_an_eta() -> None:
+    lines: list[str] = []
+    now = iter([100.0, 110.0, 120.0])  # start, then 10 s per epoch
+    printer = EpochPrinter("tune {'lstm_units': 32}", 20, lines.append, lambda: next(now))
+    printer(1, {"loss": 5.1234567})
+    printer(2, {"loss": 4.5})
+    assert lines[0] == (
+        "tune {'lstm_units': 32} epoch 1/20  loss 5.1235  10.0 s/epoch  ETA 3.2 min at most"
+    )
+    assert lines[1].endswith("ETA 3.0 min at most")
+
+
+def test_the_early_stop_line_names_the_last_and_the_best_epoch() -> None:
+    history = {"loss": [3.0, 2.0, 1.5, 1.4], "val_loss": [3.1, 2.2, 2.3, 2.4]}
+    assert early_stop_text(history, 20) == (
+        "stopped at epoch 4 of 20, best epoch 2 (val_loss 2.2000, its weights kept)"
+    )
+    assert early_stop_text({"loss": [2.0, 1.0]}, 2).startswith("ran all 2 epochs, best epoch 2")

@@ -215,3 +215,17 @@ def test_a_folder_without_dbt_project_is_refused(tmp_path: Path) -> None:
 def test_only_node_commands_are_accepted(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="debug"):
         run_dbt("debug", project_dir=DBT_PROJECT, output_dir=tmp_path)
+
+
+def test_docs_generate_a_static_site_with_the_lineage(
+    result: tuple[DbtRunResult, set[Path]], project: Path, warehouse_db: Path, tmp_path: Path
+) -> None:
+    from {{ cookiecutter.project }}.settings import Settings
+    from {{ cookiecutter.project }}.transform.core import generate_docs
+
+    settings = Settings(dbt_project_dir=project, duckdb_path=warehouse_db, data_dir=tmp_path)
+    site = generate_docs(settings, tmp_path / "dbt-docs")
+    assert site == tmp_path / "dbt-docs" / "static_index.html"
+    html = site.read_text()
+    assert "stg_events" in html and "training_sessions" in html  # manifest and catalog inlined
+    assert (tmp_path / "dbt-docs" / "catalog.json").is_file()

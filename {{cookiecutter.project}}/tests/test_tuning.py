@@ -103,7 +103,16 @@ def test_validation_period_errors_name_the_parameter() -> None:
 def test_a_trial_trains_and_scores_on_the_validation_days() -> None:
     train = split_by_time(_sessions(), test_days=4).train
     base = TrainParams(embedding_dim=16, lstm_units=16, max_length=6, epochs=2, batch_size=128)
-    trial = run_trial(train, base, {"lstm_units": 8}, days=3, max_examples=500)
+    epochs: list[int] = []
+    trial = run_trial(
+        train,
+        base,
+        {"lstm_units": 8},
+        days=3,
+        max_examples=500,
+        progress=lambda epoch, logs: epochs.append(epoch),
+    )
+    assert epochs == list(range(1, trial.epochs + 1))  # the flow's one line per epoch
     fit, _ = validation_split(train, 3)
     assert trial.params["lstm_units"] == 8 and trial.params["embedding_dim"] == 16
     assert trial.n_fit_sessions == len(fit)

@@ -224,7 +224,8 @@ def test_pr_workflow_runs_the_checks_and_comments_once() -> None:
     data = load(workflow)
     assert set(data["on"]) == {"pull_request"}
     assert make_targets(workflow) == {
-        "lint", "secrets", "test-quick", "data", "dbt", "quality", "run", "cards", "summary",
+        "lint", "secrets", "test-quick", "data", "dbt", "quality", "run", "cards", "docs",
+        "summary",
     }  # fmt: skip
     smoke = " ".join(step.get("run", "") for _, step in steps(workflow))
     assert "--deploy_enabled False" in smoke

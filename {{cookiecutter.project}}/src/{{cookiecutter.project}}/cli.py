@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ProjectError
+from .schema import HIT_RATE, MRR, K
 from .settings import get_settings, with_overrides
 
 if TYPE_CHECKING:
     from .release.gate import GateDecision
 
 FLOW_NAME = "RecsFlow"
+NEWEST_RUN = "newest"  # RUN=newest: the newest run, finished or not
+LIFT_CHECK = "lift_over_best_baseline"  # the gate check `make runs` shows
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -51,6 +54,15 @@ def _dbt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from .transform import core
+
+    settings = get_settings()
+    site = core.generate_docs(settings, args.out or settings.data_dir / "dbt-docs")
+    print(f"dbt docs (lineage, tests, column docs): open {site} in a browser")
+    return 0
+
+
 def _quality(args: argparse.Namespace) -> int:
     from . import quality
 
@@ -73,14 +85,47 @@ def _rejects(args: argparse.Namespace) -> int:
 
 
 def _latest_run(run_id: str | None):
+    """Run `run_id`, or the latest *finished* run (a failed or running one has no results yet);
+    NEWEST_RUN picks the newest run whatever its state (CI reports on the run it just made)."""
     from metaflow import Flow, Run, namespace
     from metaflow.exception import MetaflowNotFound
 
     namespace(None)
     try:
-        return Run(f"{FLOW_NAME}/{run_id}") if run_id else Flow(FLOW_NAME).latest_run
+        if run_id == NEWEST_RUN:
+            return Flow(FLOW_NAME).latest_run
+        if run_id:
+            return Run(f"{FLOW_NAME}/{run_id}")
+        runs = list(Flow(FLOW_NAME))  # newest first
     except MetaflowNotFound as e:
         raise CliError(f"No {FLOW_NAME} run found here ({e}). Run the flow first: make run.") from e
+    finished = next((run for run in runs if run.successful), None)
+    if finished is None:
+        raise CliError(
+            f"No finished {FLOW_NAME} run here ({_unfinished_note(runs[0]) if runs else 'none'}). "
+            "Run the flow: make run, or pick a run: RUN=<id>."
+        )
+    return finished
+
+
+def failed_step(run: Any) -> str | None:
+    """The step of an unfinished run whose task failed (None while it is still running)."""
+    for step in run:  # newest step first
+        if any(task.exception is not None for task in step):
+            return step.id
+    return None
+
+
+def resume_command(run_id: str) -> str:
+    return f'make resume ARGS="--origin-run-id {run_id}"'
+
+
+def _unfinished_note(run: Any) -> str:
+    """One line on a run that did not finish: where it failed and how to resume it."""
+    step = failed_step(run)
+    if step is None:
+        return f"run {run.id} has not finished: it is running or was stopped"
+    return f"run {run.id} failed at step {step}: fix the cause, then {resume_command(run.id)}"
 
 
 GATE_UNDECIDED = 2  # `gate` exit status when no decision could be read (0 passed, 1 failed)
@@ -103,11 +148,20 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _cards(args: argparse.Namespace) -> int:
+    run = _latest_run(args.run)
+    out_dir = get_settings().data_dir / "cards" / run.id
+    written = _write_cards(run, out_dir)
+    for path in sorted(written):
+        print(path)
+    print(f"{len(written)} card(s) of run {run.id} in {out_dir}")
+    return 0
+
+
+def _write_cards(run: Any, out_dir: Path) -> list[Path]:
+    """Every card of `run` as `<step>.html` in `out_dir`."""
     from metaflow.cards import get_cards
     from metaflow.plugins.cards.exception import CardNotPresentException
 
-    run = _latest_run(args.run)
-    out_dir = get_settings().data_dir / "cards" / run.id
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for step in run:
@@ -121,28 +175,155 @@ def _cards(args: argparse.Namespace) -> int:
                 path = out_dir / f"{step.id}{suffix}.html"
                 path.write_text(found.get())
                 written.append(path)
-    for path in sorted(written):
-        print(path)
-    print(f"{len(written)} card(s) of run {run.id} in {out_dir}")
+    return written
+
+
+def run_point(run: Any) -> dict[str, Any] | None:
+    """A run's LSTM and best-baseline metrics and gate verdict (None without an evaluation)."""
+    from .modeling.ceiling import CEILING_NAME
+    from .release.gate import CHAMPION_NAME
+
+    evaluation = _artifact(run, "evaluate", "evaluation")
+    if evaluation is None or "lstm" not in evaluation.models:
+        return None
+    models = {name: result.metrics for name, result in evaluation.models.items()}
+    baselines = [m for n, m in models.items() if n not in ("lstm", CEILING_NAME, CHAMPION_NAME)]
+    best = max(baselines, key=lambda m: m.get(MRR) or 0.0, default={})
+    decision = _artifact(run, "gate", "gate_decision")
+    return {
+        "run": run.id,
+        "gate": None if decision is None else "PASSED" if decision.passed else "FAILED",
+        "lstm_mrr": models["lstm"].get(MRR),
+        "lstm_hr": models["lstm"].get(HIT_RATE),
+        "baseline_mrr": best.get(MRR),
+        "baseline_hr": best.get(HIT_RATE),
+    }
+
+
+def _report(args: argparse.Namespace) -> int:
+    from io import BytesIO
+    from itertools import islice
+
+    from metaflow import Flow
+
+    from .pipeline import cards, plots
+
+    run = _latest_run(args.run)
+    out_dir = get_settings().data_dir / "cards" / run.id
+    written = sorted(path.name for path in _write_cards(run, out_dir))
+    recent = list(islice(Flow(FLOW_NAME), args.last))
+    points = [point for r in reversed(recent) if (point := run_point(r)) is not None]
+    png = None
+    if points:
+        buffer = BytesIO()
+        plots.plot_runs(points).savefig(buffer, format="png", dpi=100)
+        png = buffer.getvalue()
+    index = out_dir / "index.html"
+    index.write_text(
+        cards.index_html(run.id, written, png, runs_table([run_row(r) for r in recent]))
+    )
+    print(
+        f"{index.resolve()}: {len(written)} card(s) of run {run.id}, {len(points)} run(s) plotted"
+    )
     return 0
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from metaflow import Flow
+
     from .release import gate
 
     settings = get_settings()
-    run = _latest_run(None)
+    run = _latest_run(args.run)
     if args.markdown:
         print(_run_markdown(run))
         return 0
-    print(f"\nRun {FLOW_NAME}/{run.id}: {'finished' if run.successful else 'did not finish'}")
-    if "gate" in run and run["gate"].task.successful:
-        print(gate.format_decision(run["gate"].task.data.gate_decision))
+    newest = run if args.run else Flow(FLOW_NAME).latest_run
+    if not newest.successful:  # say so first: the user just saw it fail, or asked for it
+        print(f"\nThe {'' if args.run else 'latest '}{_unfinished_note(newest)}.")
+    if not run.successful:
+        return 0
+    print(f"\nRun {FLOW_NAME}/{run.id}: finished")
+    decision = _artifact(run, "gate", "gate_decision")
+    if decision is not None and args.brief:  # after `make run`: its gate step printed the checks
+        print(f"Gate:     {'PASSED' if decision.passed else 'FAILED'} (make gate: its checks)")
+    elif decision is not None:
+        print(gate.format_decision(decision))
     if "deploy" in run and run["deploy"].task.successful:
         deployment = run["deploy"].task.data.deployment
         print(f"Endpoint: {deployment['reason']}")
     print(f"Cards:    {(settings.data_dir / 'cards' / run.id).resolve()}/<step>.html (make cards)")
     print(f"Data:     {settings.data_dir.resolve()}/ (events, runs, warehouse)")
+    print("Runs:     make runs (every run's metrics and gate decision)")
+    return 0
+
+
+def _artifact(run: Any, step: str, name: str) -> Any:
+    """An artifact of a run's step, or None when the step did not succeed or lacks it."""
+    if step not in run:
+        return None
+    task = run[step].task
+    if task is None or not task.successful or name not in task:
+        return None
+    return task[name].data
+
+
+def run_row(run: Any) -> dict[str, Any]:
+    """One line of `make runs`: what a run did, read through Metaflow's client."""
+    status = "finished" if run.successful else "failed" if failed_step(run) else "running"
+    quality_report = _artifact(run, "quality", "quality_report")
+    best = _artifact(run, "choose", "best")
+    evaluation = _artifact(run, "evaluate", "evaluation")
+    decision: GateDecision | None = _artifact(run, "gate", "gate_decision")
+    deployment = _artifact(run, "deploy", "deployment")
+    lstm = evaluation.models.get("lstm") if evaluation is not None else None
+    checks = decision.checks if decision is not None else ()
+    lift = next((check.value for check in checks if check.name == LIFT_CHECK), None)
+    return {
+        "run": run.id,
+        "started": run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "status": status,
+        "failed step": failed_step(run) if status == "failed" else None,
+        "sessions": quality_report.row_count if quality_report is not None else None,
+        "config": best.label if best is not None else None,
+        f"MRR@{K}": lstm.metrics.get(MRR) if lstm else None,
+        f"HR@{K}": lstm.metrics.get(HIT_RATE) if lstm else None,
+        "lift": lift,
+        "gate": None if decision is None else "PASSED" if decision.passed else "FAILED",
+        "deployed": None if deployment is None else "yes" if deployment["deployed"] else "no",
+    }
+
+
+def runs_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows of `run_row` as an aligned text table; '-' where a run has no value."""
+    import pandas as pd
+
+    def cell(column: str, value: Any) -> str:
+        if value is None:
+            return "-"
+        if column == "lift":
+            return f"{value:+.1%}"
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return f"{value:,}" if isinstance(value, int) else str(value)
+
+    frame = pd.DataFrame([{col: cell(col, v) for col, v in row.items()} for row in rows])
+    return frame.to_string(index=False)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from itertools import islice
+
+    from metaflow import Flow, namespace
+    from metaflow.exception import MetaflowNotFound
+
+    namespace(None)
+    try:
+        runs = list(islice(Flow(FLOW_NAME), args.last))
+    except MetaflowNotFound as e:
+        raise CliError(f"No {FLOW_NAME} run found here ({e}). Run the flow first: make run.") from e
+    print(runs_table([run_row(run) for run in runs]))
+    print(f"lift: LSTM MRR@{K} over the best baseline. Pick a run: make summary RUN=<run>.")
     return 0
 
 
@@ -256,11 +437,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "data": (_data, "load events into the warehouse: synthetic, or the Coveo files"),
         "dbt": (_dbt, "build the dbt models and run their tests"),
+        "docs": (_docs, "generate dbt's docs site (lineage, tests, column docs)"),
         "quality": (_quality, "run the expectation suite on the training sessions"),
         "rejects": (_rejects, "show the rows the loader quarantined, by reason"),
         "gate": (_gate, "print a run's gate decision; exit 1 if it failed, 2 if unknown"),
         "cards": (_cards, "write every card of a run as HTML"),
-        "summary": (_summary, "where the latest run's results are"),
+        "summary": (_summary, "a run's results and where they are; why a run failed"),
+        "report": (_report, "one index.html: a run's cards and the metrics across runs"),
+        "runs": (_runs, "a table of the latest runs: metrics, gate, deployment"),
         "serve": (_serve, "serve a model in the foreground (SageMaker contract)"),
         "stop": (_stop, "stop the local endpoint started by the flow"),
         "release": (_release, "write a run's model, gate decision and metrics for deployment"),
@@ -278,14 +462,25 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--coveo-dir", type=Path, help="load the real Coveo files instead (COVEO_DIR)"
             )
+        if name == "docs":
+            command.add_argument("--out", type=Path, help="folder (default DATA_DIR/dbt-docs)")
         if name == "summary":
             command.add_argument(
                 "--markdown", action="store_true", help="metrics and gate as Markdown (for CI)"
             )
-        if name in ("gate", "cards"):
-            command.add_argument("--run", help="run id (default: the latest run)")
+            command.add_argument(
+                "--brief", action="store_true", help="the gate's verdict without its checks"
+            )
+        if name in ("gate", "cards", "summary", "report"):
+            command.add_argument(
+                "--run", help="run id, or 'newest' (default: the latest finished run)"
+            )
+        if name in ("runs", "report"):
+            command.add_argument("--last", type=int, default=10, help="how many runs (10)")
         if name == "release":
-            command.add_argument("--run-id", help="run id (default: the latest run)")
+            command.add_argument(
+                "--run", "--run-id", dest="run_id", help="run id (default: the latest finished run)"
+            )
             command.add_argument(
                 "--out", type=Path, default=Path("data/release"), help="release folder"
             )

@@ -101,15 +101,6 @@ class _TableOnlyLogger(RecLogger):
         pass
 
 
-def _slice_summary(slices: dict[str, dict[str, Any]]) -> str:
-    """A slice test on one console line: `bucket: MRR (examples) | ...`."""
-    parts = []
-    for label, row in slices.items():
-        mrr = "-" if row["mrr"] is None else f"{row['mrr']:.3f}"
-        parts.append(f"{label}: {mrr} ({row['examples']})")
-    return " | ".join(parts)
-
-
 class SessionRecList(RecList):
     """The next-item RecList: one rec_test per metric, on one model's top-k lists.
 
@@ -228,14 +219,8 @@ class SessionRecList(RecList):
         return figure
 
     def _display_rich_table(self, table_name: str, results: list) -> None:
-        """RecList's console table, titled with the model, each slice test on one line."""
-        condensed = [
-            row | {"result": _slice_summary(row["result"])}
-            if isinstance(row["result"], dict)
-            else row
-            for row in results
-        ]
-        super()._display_rich_table(f"{table_name}: {self.model_name}", condensed)
+        """Nothing: RecList would print one wide table per model; the flow prints one table with
+        every model as a column (pipeline.cards.evaluation_text)."""
 
     @property
     def results(self) -> dict[str, Any]:

@@ -164,6 +164,49 @@ class _Progress(keras.callbacks.Callback):
         self._progress(epoch + 1, {name: float(value) for name, value in (logs or {}).items()})
 
 
+class EpochPrinter:
+    """A `progress` callback for `train`: one line per epoch (its metrics, seconds and an ETA for
+    the most epochs left), plain text so CI logs read as well as a terminal."""
+
+    def __init__(
+        self,
+        label: str,
+        epochs: int,
+        write: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.label, self.epochs, self._write, self._clock = label, epochs, write, clock
+        self._started = clock()
+
+    def __call__(self, epoch: int, logs: dict[str, float]) -> None:
+        elapsed = self._clock() - self._started
+        eta = elapsed / epoch * (self.epochs - epoch)
+        metrics = "  ".join(f"{name} {value:.4f}" for name, value in logs.items())
+        self._write(
+            f"{self.label} epoch {epoch}/{self.epochs}  {metrics}  "
+            f"{elapsed / epoch:.1f} s/epoch  ETA {_duration(eta)} at most"
+        )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def early_stop_text(history: dict[str, list[float]], max_epochs: int) -> str:
+    """Where training stopped and which epoch's weights it kept (early stopping restores the best
+    by validation loss, or training loss without a validation set)."""
+    monitored = history.get("val_loss") or history.get("loss") or []
+    if not monitored:
+        return "no epoch ran"
+    best = int(np.argmin(monitored)) + 1
+    ran = len(monitored)
+    how = (
+        f"ran all {ran} epochs" if ran == max_epochs else f"stopped at epoch {ran} of {max_epochs}"
+    )
+    kept = "val_loss" if history.get("val_loss") else "loss"
+    return f"{how}, best epoch {best} ({kept} {monitored[best - 1]:.4f}, its weights kept)"
+
+
 class TrackerCallback(keras.callbacks.Callback):
     """Logs Keras' per-epoch metrics (loss, val_loss, ...) to a tracker, the 1-based epoch as step.
 
@@ -319,11 +362,13 @@ def train_and_export(
     params: TrainParams,
     out_dir: Path,
     tracker: Tracker | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainingSummary:
-    """Train, export for serving and pack model.tar.gz; log parameters and epochs to `tracker`."""
+    """Train, export for serving and pack model.tar.gz; log parameters and epochs to `tracker`;
+    `progress(epoch, logs)` as in `train`."""
     tracker = tracker or NullTracker()
     tracker.log_parameters(asdict(params))
-    trained = train(train_df, params, callbacks=[TrackerCallback(tracker)])
+    trained = train(train_df, params, callbacks=[TrackerCallback(tracker)], progress=progress)
     export_dir = export_model(trained, Path(out_dir) / "export")
     archive = package_model(export_dir, Path(out_dir) / "model.tar.gz")
     tracker.log_metrics({"samples_per_s": trained.samples_per_second})

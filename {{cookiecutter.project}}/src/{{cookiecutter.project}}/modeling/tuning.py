@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -133,8 +133,10 @@ def run_trial(
     days: int = VALIDATION_DAYS,
     max_examples: int = 50_000,
     seed: int = 0,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> Trial:
-    """Train `base` + `overrides` on the older training days and score the newest `days`."""
+    """Train `base` + `overrides` on the older training days and score the newest `days`;
+    `progress(epoch, logs)` as in `lstm.train` (default: silent)."""
     # Keras (and TensorFlow) only in the step that trains: the flow imports this module for its
     # defaults, and every step would otherwise pay seconds to load them.
     from .lstm import LstmRecommender, train
@@ -142,7 +144,7 @@ def run_trial(
     fit_df, val_df = validation_split(train_df, days)
     params = params_for(base, overrides)
     started = time.perf_counter()
-    trained = train(fit_df, params, progress=lambda epoch, logs: None)
+    trained = train(fit_df, params, progress=progress or (lambda epoch, logs: None))
     seconds = time.perf_counter() - started
     examples = next_item_examples(val_df, max_examples=max_examples, seed=seed)
     recommended = recommend_in_batches(LstmRecommender(trained), examples.prefixes, K)

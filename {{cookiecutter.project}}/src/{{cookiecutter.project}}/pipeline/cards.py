@@ -41,6 +41,13 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _when(value: Any) -> str:
+    """A timestamp to the second (no microseconds)."""
+    import pandas as pd
+
+    return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def public_settings(settings: BaseModel) -> dict[str, Any]:
     """The settings as JSON values without any secret field (every SecretStr / SecretBytes one):
     what a run may record and show (its artifacts and cards are readable by every user)."""
@@ -59,13 +66,64 @@ def _is_secret_type(annotation: Any) -> bool:
     return any(_is_secret_type(arg) for arg in get_args(annotation))
 
 
-def config_card(settings: Mapping[str, Any], current: Any) -> Components:
-    rows = [(name, value) for name, value in sorted(settings.items())]
+def setting_defaults() -> dict[str, Any]:
+    """Every setting's default as a JSON value (what a run with no .env and no variables uses)."""
+    from pydantic_core import to_jsonable_python
+
+    from ..settings import Settings
+
+    return {
+        name: to_jsonable_python(field.get_default(call_default_factory=True))
+        for name, field in Settings.model_fields.items()
+    }
+
+
+def config_card(
+    settings: Mapping[str, Any], current: Any, parameters: Mapping[str, Any] | None = None
+) -> Components:
+    """The run's overview: data source and size, main parameters, the settings that differ from
+    their defaults, then every setting in a collapsed block."""
+    from metaflow.cards import JSONViewer
+
+    parameters = dict(parameters or {})
+    defaults = setting_defaults()
+    changed = [
+        (name, str(value), str(defaults.get(name)))
+        for name, value in sorted(settings.items())
+        if name in defaults and value != defaults[name]
+    ]
+    source = parameters.get("source", "synthetic")
+    if source == "synthetic":
+        size = ", ".join(
+            f"{parameters[key]:,} {label}"
+            for key, label in (
+                ("n_sessions", "sessions"),
+                ("n_products", "products"),
+                ("days", "days"),
+            )
+            if key in parameters
+        )
+        data = f"synthetic events ({size})"
+    elif source == "coveo":
+        data = f"the Coveo files in `{settings.get('coveo_dir')}`"
+    else:
+        data = "the events already in the warehouse"
     return [
         Markdown(
-            f"# Run {current.flow_name}/{current.run_id}\nSettings in force (secrets left out)."
+            f"# Run {current.flow_name}/{current.run_id}\n"
+            f"Data: {data}, warehouse `{settings.get('warehouse')}`, dbt target "
+            f"`{settings.get('dbt_target')}`."
         ),
-        _table(rows, ["setting", "value"]),
+        Markdown("## Parameters"),
+        _table([(name, str(value)) for name, value in sorted(parameters.items())], ["", ""]),
+        Markdown(f"## Settings that differ from their defaults ({len(changed)})"),
+        _table(changed, ["setting", "value", "default"]) if changed else Markdown("None."),
+        JSONViewer(
+            dict(sorted(settings.items())),
+            collapsible=True,
+            title="All settings (secrets left out)",
+            max_height="24em",
+        ),
     ]
 
 
@@ -129,9 +187,9 @@ def dataset_card(split: Any) -> Components:
         ("train sessions", len(split.train)),
         ("test sessions", len(split.test)),
         ("dropped (span the cutoff)", split.dropped),
-        ("cutoff", str(split.cutoff)),
-        ("train from", str(split.train["first_event_at"].min())),
-        ("test until", str(split.test["last_event_at"].max())),
+        ("cutoff", _when(split.cutoff)),
+        ("train from", _when(split.train["first_event_at"].min())),
+        ("test until", _when(split.test["last_event_at"].max())),
     ]
     return [
         Markdown("# Time split\nOlder sessions train, the newest days test."),
@@ -206,11 +264,33 @@ def evaluation_card(report: Any) -> Components:
     ]
 
 
+def evaluation_text(report: Any) -> str:
+    """The evaluation for the terminal: one compact table, a row per metric, a column per model."""
+    import pandas as pd
+
+    metrics = {name: result.metrics for name, result in report.models.items()}
+    table = pd.DataFrame(metrics).to_string(float_format=lambda value: f"{value:.4f}", na_rep="-")
+    return f"RecList evaluation on {report.n_examples:,} test prefixes:\n{table}"
+
+
+def gate_numbers(check: Any) -> tuple[str, str]:
+    """A check's value and threshold in the unit its reason uses: relative checks (lifts, the
+    regression against the champion) as signed percentages, absolute ones as metric values."""
+    relative = "lift" in check.name or check.name == "vs_champion"
+
+    def show(value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:+.1%}" if relative else f"{value:.4f}"
+
+    return show(check.value), show(check.threshold)
+
+
 def gate_card(decision: Any) -> Components:
     from ..release.gate import ChampionStatus
 
     rows = [
-        (c.name, c.value, c.threshold, "pass" if c.passed else "FAIL", c.reason)
+        (c.name, *gate_numbers(c), "pass" if c.passed else "FAIL", c.reason)
         for c in decision.checks
     ]
     verdict = "PASSED: the model may be deployed" if decision.passed else "FAILED: no deployment"
@@ -234,10 +314,13 @@ def gate_card(decision: Any) -> Components:
 
 def deploy_card(deployment: Mapping[str, Any]) -> Components:
     import json
+    import textwrap
 
     parts = [Markdown(f"# Deployment\n{deployment['reason']}")]
     endpoint = deployment.get("endpoint") or deployment.get("url")  # SageMaker: endpoint name
     if endpoint:
+        # One-line JSON of 64-character hashes would widen the page: wrap it at its spaces.
+        request = textwrap.fill(json.dumps(deployment["smoke_payload"]), 96)
         parts += [
             _table(
                 [
@@ -246,25 +329,68 @@ def deploy_card(deployment: Mapping[str, Any]) -> Components:
                 ],
                 ["", ""],
             ),
-            Markdown("## Smoke request\n```\n" + json.dumps(deployment["smoke_payload"]) + "\n```"),
-            Markdown(
-                "## Answer\n```\n"
-                + json.dumps(deployment["smoke_answer"], indent=1)[:4000]
-                + "\n```"
-            ),
+            Markdown("## Smoke request\n```\n" + request + "\n```"),
+            *answer_tables(deployment["smoke_payload"], deployment["smoke_answer"]),
         ]
     return parts
 
 
-def run_summary(decision: Any, deployment: Mapping[str, Any], current: Any) -> str:
-    """The last lines of a run: verdict, endpoint, where the cards are."""
-    from ..release.gate import format_decision
+def short_sku(sku: str, keep: int = 10) -> str:
+    """A SKU hash cut to its first characters (enough to tell a list's SKUs apart)."""
+    return sku if len(sku) <= keep + 1 else sku[:keep] + "…"
 
+
+def answer_tables(payload: Mapping[str, Any], answer: Mapping[str, Any]) -> Components:
+    """The endpoint's answer as one small table per session: rank, SKU (shortened), score."""
+    sessions = payload.get("sessions") or []
+    lists = answer.get("recommendations") or []
+    parts: Components = [Markdown(f"## Answer\n{len(lists)} recommendation list(s).")]
+    for i, recommendations in enumerate(lists):
+        seen = sessions[i] if i < len(sessions) else []
+        rows = [(n, short_sku(r["sku"]), r["score"]) for n, r in enumerate(recommendations, 1)]
+        parts += [
+            Markdown(f"Session {i + 1}: " + (", ".join(map(short_sku, seen)) or "(empty)")),
+            _table(rows, ["rank", "SKU", "score"]),
+        ]
+    return parts
+
+
+def index_html(run: str, cards: Sequence[str], runs_png: bytes | None, runs_table: str) -> str:
+    """One page for a run: a link to each of its cards (files beside the page), then the
+    metrics across runs as a chart and a table."""
+    import base64
+    from html import escape
+
+    links = "\n".join(f'<li><a href="{escape(name)}">{escape(name)}</a></li>' for name in cards)
+    chart = (
+        f'<img alt="metrics across runs" style="max-width:100%" '
+        f'src="data:image/png;base64,{base64.b64encode(runs_png).decode()}">'
+        if runs_png
+        else "<p>No finished run with an evaluation yet.</p>"
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Run {escape(run)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
+pre{{overflow-x:auto}}</style></head>
+<body><h1>Run {escape(run)}</h1>
+<h2>Cards</h2><ul>
+{links}
+</ul>
+<h2>Across runs</h2>
+{chart}
+<pre>{escape(runs_table)}</pre>
+</body></html>
+"""
+
+
+def run_summary(decision: Any, deployment: Mapping[str, Any], current: Any) -> str:
+    """The last lines of a run: verdict, endpoint, where the cards are (the gate step printed the
+    decision's checks: they are not repeated)."""
+    verdict = "PASSED" if decision.passed else "FAILED"
     return "\n".join(
         [
-            f"Run {current.flow_name}/{current.run_id} finished.",
-            format_decision(decision),
+            f"Run {current.flow_name}/{current.run_id} finished: gate {verdict}.",
             f"Deployment: {deployment['reason']}",
-            "Cards: make cards",
+            "Cards: make cards; every run: make runs",
         ]
     )

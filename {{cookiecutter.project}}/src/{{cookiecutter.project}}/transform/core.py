@@ -64,15 +64,7 @@ def run_dbt(
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     duckdb_path = Path(duckdb_path).resolve()
-    args = [
-        command,
-        *("--project-dir", str(project_dir), "--profiles-dir", str(project_dir)),
-        *("--target", target),
-        *("--target-path", str(output_dir / "target"), "--log-path", str(output_dir / "logs")),
-        # dbt.log keeps the details; the console stays quiet and DbtError summarises failures.
-        *("--log-level", "none", "--log-level-file", "debug", "--no-use-colors"),
-        "--no-send-anonymous-usage-stats",
-    ]
+    args = [command, *_common_args(project_dir, target, output_dir / "target", output_dir / "logs")]
     if select:
         args += ["--select", *select]
     args += ["--vars", json.dumps(session_vars() | dict(vars or {}))]
@@ -135,7 +127,49 @@ def build(settings: Settings, output_dir: Path) -> DbtRunResult:
     )
 
 
+def generate_docs(settings: Settings, out_dir: Path) -> Path:
+    """`dbt docs generate --static` into `out_dir`; returns `static_index.html`, the docs site
+    (lineage, tests, column docs) as one file a browser opens without a server.
+
+    The catalog (column types) is read from the warehouse: build the models first (make dbt).
+    """
+    project_dir = Path(settings.dbt_project_dir).resolve()
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        *("docs", "generate", "--static"),
+        *_common_args(project_dir, settings.dbt_target, out_dir, out_dir),
+        *("--vars", json.dumps(session_vars(settings.max_session_length))),
+    ]
+    from dbt.cli.main import dbtRunner  # slow import: only when dbt runs
+
+    duckdb_path = Path(settings.duckdb_path).resolve()
+    extra = dbt_environment(settings)
+    memory = settings.duckdb_memory_limit
+    with _environment(DUCKDB_PATH=str(duckdb_path), DUCKDB_MEMORY_LIMIT=memory, **extra):
+        try:
+            outcome = dbtRunner().invoke(args)
+        finally:
+            _release_duckdb()
+    if outcome.exception is not None or not outcome.success:
+        error = outcome.exception or RuntimeError(f"see {out_dir / 'dbt.log'}")
+        raise DbtError(_exception_message("docs generate", error, duckdb_path, out_dir)) from error
+    return out_dir / "static_index.html"
+
+
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def _common_args(project_dir: Path, target: str, target_path: Path, log_path: Path) -> list[str]:
+    """The options every dbt command here takes: project, profile target, output folders."""
+    return [
+        *("--project-dir", str(project_dir), "--profiles-dir", str(project_dir)),
+        *("--target", target),
+        *("--target-path", str(target_path), "--log-path", str(log_path)),
+        # dbt.log keeps the details; the console stays quiet and DbtError summarises failures.
+        *("--log-level", "none", "--log-level-file", "debug", "--no-use-colors"),
+        "--no-send-anonymous-usage-stats",
+    ]
 
 
 @contextmanager
