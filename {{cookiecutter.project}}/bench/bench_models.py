@@ -1,4 +1,4 @@
-"""Next-item quality at one data size: the LSTM against both baselines and the known ceiling.
+"""Next-item quality at one data size: the LSTM against the baselines and the known ceiling.
 
     python bench/bench_models.py [--sessions 20000]
 

@@ -10,8 +10,9 @@ Steps:
                  MRR@20 on the newest training days (never the test split)
     7. choose    join: keep the configuration with the best validation MRR@20 (card: the grid)
     8. train     Keras LSTM, the chosen configuration, on the whole train split (card: curves)
-    9. evaluate  RecList suite: the LSTM, two baselines and the deployed champion, re-scored on
-                 the same test split; behavioural tests (card)
+    9. evaluate  RecList suite: the LSTM, three baselines (V-SKNN tuned on the validation days)
+                 and the deployed champion, re-scored on the same test split; behavioural tests
+                 (card)
    10. gate      thresholds, baselines, champion and behavioural tests decide on deployment (card)
    11. deploy    start the SageMaker-contract endpoint and send it a smoke request (card)
    12. end       summary
@@ -243,8 +244,10 @@ class RecsFlow(FlowSpec):
         lstm = archive.load_archive(self.training.model_archive, cards.step_dir(current))
         best = ceiling.ceiling_for(self.ingest_result.generator_model, self.split.test["skus"])
         self.champion, champion = load_champion(SETTINGS, cards.step_dir(current) / "champion")
+        fitted = baselines.fit_baselines(self.split.train)
+        self.knn_trials = fitted[-1].tuning  # V-SKNN's validation trials, for its card
         self.evaluation = report.evaluate_split(
-            [lstm, *baselines.fit_baselines(self.split.train), *filter(None, (champion, best))],
+            [lstm, *fitted, *filter(None, (champion, best))],
             self.split,
             max_examples=SETTINGS.eval_max_examples,
             seed=self.seed,
@@ -261,6 +264,7 @@ class RecsFlow(FlowSpec):
         )
         print(cards.evaluation_text(self.evaluation))
         current.card.extend(cards.evaluation_card(self.evaluation))
+        current.card.extend(cards.knn_card(self.knn_trials))
         self.next(self.gate)
 
     @card(type="blank")

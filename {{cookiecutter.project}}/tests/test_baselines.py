@@ -8,12 +8,8 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.project }}.evaluation.protocol import EvaluationError
-from {{ cookiecutter.project }}.modeling.baselines import (
-    MarkovRecommender,
-    MostPopular,
-    NotFittedError,
-)
+from {{ cookiecutter.project }}.evaluation.protocol import EvaluationError, NotFittedError
+from {{ cookiecutter.project }}.modeling.baselines import MarkovRecommender, MostPopular
 
 # SKU counts: a 4, b 3, c 3, d 1, e 1 (12 in all).
 # Transitions: a->b 2, b->c 2, a->c 1, c->d 1, e->a 1.

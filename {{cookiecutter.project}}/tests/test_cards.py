@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, ModelResult
+from {{ cookiecutter.project }}.modeling.knn import KnnTrial
 from {{ cookiecutter.project }}.pipeline import cards
 from {{ cookiecutter.project }}.release.gate import GateCheck, GateDecision
 
@@ -73,6 +74,14 @@ def test_the_deploy_card_wraps_the_request_and_tabulates_the_answer() -> None:
     table = parts[-1]
     assert table["columns"] == ["rank", "SKU", "score"]
     assert table["data"] == [["1", "aaaaaaaaaa…", "0.5000"], ["2", "b", "0.2500"]]
+
+
+def test_the_knn_card_shows_the_chosen_neighbourhood_and_every_trial() -> None:
+    trials = [KnnTrial(50, 500, 0.20, 0.5, 1.0), KnnTrial(100, 500, 0.25, 0.6, 1.5)]
+    parts = _rendered(cards.knn_card(trials))
+    assert "**k=100, m=500**" in parts[0]["source"]
+    assert [row[-1] for row in parts[1]["data"]] == ["", "chosen"]
+    assert "not tuned" in _rendered(cards.knn_card([]))[0]["source"]
 
 
 def test_gate_values_use_the_unit_of_their_check() -> None:

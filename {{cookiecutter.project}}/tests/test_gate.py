@@ -80,6 +80,14 @@ def test_a_candidate_below_the_best_baseline_fails() -> None:
     assert format_decision(decision).startswith("Deployment gate FAILED for 'lstm'")
 
 
+def test_the_knn_baseline_can_be_the_best_baseline() -> None:
+    # The LSTM beats Markov but not V-SKNN: the lift is measured against V-SKNN and fails.
+    models = {"markov": (0.20, 0.50), "vsknn": (0.26, 0.58), "most_popular": POPULAR}
+    decision = decide(report(lstm=(0.25, 0.55), **models), champion=FIRST)
+    assert set(failed(decision)) == {"lift_over_best_baseline"}
+    assert "'vsknn'" in failed(decision)["lift_over_best_baseline"]
+
+
 def test_a_required_lift_must_be_reached() -> None:
     slim_win = report(lstm=(0.205, 0.55), markov=(0.20, 0.50), most_popular=POPULAR)
     assert decide(slim_win, champion=FIRST).passed

@@ -31,6 +31,14 @@ class Recommender(Protocol):
         ...
 
 
+class NotFittedError(ProjectError, RuntimeError):
+    """`recommend` was called before `fit` (a baseline or V-SKNN)."""
+
+
+def not_fitted(model: str) -> NotFittedError:
+    return NotFittedError(f"{model} is not fitted: call fit(train_sessions) before recommend()")
+
+
 def check_k(k: int) -> None:
     """Reject a cut-off that would make every metric meaningless."""
     if k < 1:

@@ -1,8 +1,9 @@
 """The model part: the LSTM (`lstm`), its serving export (`export`) and model.tar.gz (`archive`),
-the baselines and the ceiling it is measured against, and the hyper-parameter search (`tuning`).
+the baselines (`baselines`, the session-kNN `knn`) and the ceiling it is measured against, and the
+hyper-parameter search (`tuning`).
 
 Keras (and with it TensorFlow, seconds to import) loads with `lstm` only: `params`, `export`,
-`archive`, `baselines`, `ceiling` and `tuning` import without it, so the flow, the deploy step and
+`archive`, `baselines`, `knn`, `ceiling` and `tuning` import without it, so the flow, the deploy step and
 the cards do not pay for it. `ModelError` is the part's one error.
 """
 

@@ -1,28 +1,30 @@
-"""Baselines the LSTM must beat: global popularity and first-order transitions.
+"""Baselines the LSTM must beat: global popularity, first-order transitions and V-SKNN.
 
-Both fit in a few vectorised passes over the flattened training SKUs, so they stay cheap at 10^6
-sessions, and both follow the `Recommender` protocol of the evaluation.
+Popularity and transitions fit in a few vectorised passes over the flattened training SKUs, so
+they stay cheap at 10^6 sessions (V-SKNN, in `knn`, is sparse algebra too); all follow the
+`Recommender` protocol of the evaluation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import chain
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ..errors import ProjectError
 from ..evaluation.metrics import item_popularity
-from ..evaluation.protocol import EvaluationError, Sessions, as_session_lists, check_k
+from ..evaluation.protocol import (
+    EvaluationError,
+    Sessions,
+    as_session_lists,
+    check_k,
+    not_fitted,
+)
 
-
-class NotFittedError(ProjectError, RuntimeError):
-    """`recommend` was called before `fit`."""
-
-
-def _not_fitted(model: str) -> NotFittedError:
-    return NotFittedError(f"{model} is not fitted: call fit(train_sessions) before recommend()")
+if TYPE_CHECKING:
+    from .knn import VSKNN
 
 
 class MostPopular:
@@ -43,7 +45,7 @@ class MostPopular:
     def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
         check_k(k)
         if self._ranking is None:
-            raise _not_fitted("MostPopular")
+            raise not_fitted("MostPopular")
         top = self._ranking[:k]
         return [list(top) for _ in sessions]
 
@@ -100,7 +102,7 @@ class MarkovRecommender:
     def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
         check_k(k)
         if not self._skus:
-            raise _not_fitted("MarkovRecommender")
+            raise not_fitted("MarkovRecommender")
         out = []
         for session in sessions:
             key = (session[-1] if len(session) else None, k)
@@ -133,6 +135,13 @@ class MarkovRecommender:
         ]
 
 
-def fit_baselines(train_sessions: Sessions) -> list[MostPopular | MarkovRecommender]:
-    """Both baselines, fitted on the same training sessions as the model."""
-    return [MostPopular().fit(train_sessions), MarkovRecommender().fit(train_sessions)]
+def fit_baselines(train_sessions: Sessions) -> list[MostPopular | MarkovRecommender | VSKNN]:
+    """Every baseline, fitted on the same training sessions as the model; V-SKNN's k and sample
+    size are tuned on the training split's newest days (`knn.tune_vsknn`)."""
+    from .knn import tune_vsknn  # knn builds on this module's errors: imported when used
+
+    return [
+        MostPopular().fit(train_sessions),
+        MarkovRecommender().fit(train_sessions),
+        tune_vsknn(train_sessions),
+    ]

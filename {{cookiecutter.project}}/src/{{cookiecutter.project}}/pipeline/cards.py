@@ -14,6 +14,7 @@ from metaflow.cards import Image, Markdown, Table
 from pydantic import BaseModel, SecretBytes, SecretStr
 
 from ..modeling.ceiling import CEILING_NAME, ceiling_ratio
+from ..modeling.knn import best_trial
 from ..modeling.tuning import trial_rows
 from ..schema import HIT_RATE, MRR, K
 from ..settings import get_settings
@@ -261,6 +262,24 @@ def evaluation_card(report: Any) -> Components:
             "`f1` scores the list against all later items of the session (challenge definition)."
         ),
         Image.from_matplotlib(plot_comparison(report)),
+    ]
+
+
+def knn_card(trials: Sequence[Any]) -> Components:
+    """V-SKNN's validation trials (`knn.KnnTrial`) and the (k, sample size) the evaluation used."""
+    if not trials:
+        return [Markdown("V-SKNN: not tuned (sessions without event times): k=100, sample 500.")]
+    best = best_trial(trials)
+    rows = [
+        [t.k, t.sample_size, t.mrr, t.hit_rate, t.seconds, "chosen" if t is best else ""]
+        for t in trials
+    ]
+    return [
+        Markdown(
+            f"## V-SKNN baseline\nNeighbours k and sample size m chosen on the validation days "
+            f"by MRR@{K}: **k={best.k}, m={best.sample_size}**."
+        ),
+        _table(rows, ["k", "m", f"MRR@{K}", f"HR@{K}", "seconds", ""]),
     ]
 
 

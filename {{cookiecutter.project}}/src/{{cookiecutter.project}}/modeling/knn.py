@@ -1,0 +1,229 @@
+"""V-SKNN: vector-multiplied session-kNN, the neighbourhood baseline of the session literature.
+
+Definition (Ludewig & Jannach, "Evaluation of session-based recommendation algorithms", User
+Modeling and User-Adapted Interaction 28, 2018, section on V-SKNN):
+
+* the current session is a vector over SKUs whose weights decay linearly with age: the SKU at
+  position p of a prefix of length L weighs p / L (the most recent weighs 1; a repeated SKU keeps
+  its latest weight);
+* candidate neighbours are the training sessions sharing a SKU with it, of which the `sample_size`
+  most recent are kept;
+* similarity = cosine of the weighted prefix vector and the neighbour's binary SKU vector; the `k`
+  most similar are the neighbours (ties: the newer session);
+* a SKU scores the sum of the similarities of the neighbours containing it; the current (last) SKU
+  is excluded like in the Markov baseline.
+
+Everything is sparse algebra over a batch of prefixes (prefix x SKU, SKU x session matrices), so
+there is no Python loop over items. A prefix without a known SKU has no neighbours: its list is
+the most popular SKUs with score 0 (the same fill completes lists shorter than k). Similarities and
+scores are rounded to 12 decimals so that ties break the same way whatever the summation order.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..evaluation.metrics import hit_rate_at_k, mrr_at_k, next_item_examples
+from ..evaluation.protocol import (
+    EvaluationError,
+    Sessions,
+    as_session_lists,
+    check_k,
+    not_fitted,
+)
+from ..evaluation.suite import recommend_in_batches
+from ..schema import K
+from .tuning import VALIDATION_DAYS, validation_split
+
+# Neighbourhood sizes and sample sizes tried on the validation days (the paper's grid is similar;
+# its defaults are k=100, m=500).
+KNN_GRID: list[tuple[int, int]] = [(k, m) for m in (500, 1000) for k in (50, 100, 200)]
+_DECIMALS = 12
+
+
+def _flatten(sessions: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """(lengths, flat SKUs) of `sessions`."""
+    lengths = np.fromiter(map(len, sessions), dtype=np.int64, count=len(sessions))
+    flat = np.fromiter(chain.from_iterable(sessions), dtype=object, count=int(lengths.sum()))
+    return lengths, flat
+
+
+def _best_per_row(
+    matrix: sp.csr_matrix, n: int, key: np.ndarray, tie_break: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, values) of the `n` stored entries of each row with the largest `key` (one
+    per entry), best first; equal keys go to the smaller `tie_break[col]`."""
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    order = np.lexsort((tie_break[matrix.indices], -key, rows))
+    rank = np.arange(order.size) - matrix.indptr[rows[order]]
+    keep = order[rank < n]
+    return rows[keep], matrix.indices[keep], matrix.data[keep]
+
+
+class VSKNN:
+    """Vector-multiplied session-kNN (see the module docstring for the definition)."""
+
+    name = "vsknn"
+
+    def __init__(self, k: int = 100, sample_size: int = 500, batch_size: int = 2048) -> None:
+        if k < 1 or sample_size < 1:
+            raise EvaluationError(f"k and sample_size must be at least 1, got {k}, {sample_size}")
+        self.k, self.sample_size, self.batch_size = k, sample_size, batch_size
+        self._skus: np.ndarray | None = None
+        self.tuning: list[KnnTrial] = []  # the validation trials that chose k and sample_size
+
+    def fit(self, train_sessions: Sessions) -> VSKNN:
+        """Index the training sessions; a frame's sessions are ordered by `first_event_at`."""
+        if isinstance(train_sessions, pd.DataFrame) and "first_event_at" in train_sessions:
+            train_sessions = train_sessions.sort_values("first_event_at", kind="stable")
+        lengths, flat = _flatten(as_session_lists(train_sessions))
+        if flat.size == 0:
+            raise EvaluationError("training sessions hold no SKUs; check the time split")
+        codes, skus = pd.factorize(flat, sort=True)
+        rows = np.repeat(np.arange(lengths.size), lengths)
+        # Session x SKU, binary; a session's index is its recency (larger = newer).
+        sessions = sp.csr_matrix(
+            (np.ones(codes.size), (rows, codes)), shape=(lengths.size, len(skus))
+        )
+        sessions.data[:] = 1.0  # duplicates were summed
+        sizes = np.diff(sessions.indptr)
+        self._inverse_norm = np.where(sizes > 0, 1 / np.sqrt(np.maximum(sizes, 1)), 0.0)
+        self._sessions = sessions
+        self._by_sku = sessions.T.tocsr()  # SKU x session
+        counts = np.bincount(codes, minlength=len(skus))
+        self._popular = np.lexsort((np.arange(len(skus)), -counts))  # count desc, SKU asc
+        self._popularity_rank = np.empty_like(self._popular)
+        self._popularity_rank[self._popular] = np.arange(len(skus))
+        self._newest_first = -np.arange(lengths.size)  # tie-break of equal similarities
+        self._index = pd.Index(skus)
+        self._skus = np.asarray(skus, dtype=object)
+        return self
+
+    def with_params(self, k: int, sample_size: int) -> VSKNN:
+        """The same fitted index with another neighbourhood and sample size (for tuning)."""
+        other = copy.copy(self)
+        other.k, other.sample_size = k, sample_size
+        return other
+
+    def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        check_k(k)
+        if self._skus is None:
+            raise not_fitted("VSKNN")
+        out: list[list[tuple[str, float]]] = []
+        for start in range(0, len(sessions), self.batch_size):
+            out.extend(self._batch(sessions[start : start + self.batch_size], k))
+        return out
+
+    def _prefix_matrix(self, sessions: Sequence[Sequence[str]]) -> tuple[sp.csr_matrix, np.ndarray]:
+        """(prefix x SKU matrix of linear-decay weights, last SKU code or -1 per prefix)."""
+        lengths, flat = _flatten(sessions)
+        codes = self._index.get_indexer(flat) if flat.size else np.empty(0, dtype=np.int64)
+        rows = np.repeat(np.arange(lengths.size), lengths)
+        ends = np.cumsum(lengths)
+        position = np.arange(flat.size) - (ends - lengths)[rows] + 1
+        weight = position / lengths[rows]
+        last = np.full(lengths.size, -1)
+        last[lengths > 0] = codes[ends[lengths > 0] - 1]
+        known = codes >= 0
+        rows, codes, weight = rows[known], codes[known], weight[known]
+        # A repeated SKU keeps its latest (largest) weight: the last occurrence of each pair.
+        keys = rows * len(self._skus) + codes
+        _, last_seen = np.unique(keys[::-1], return_index=True)
+        pick = keys.size - 1 - last_seen
+        shape = (lengths.size, len(self._skus))
+        return sp.csr_matrix((weight[pick], (rows[pick], codes[pick])), shape=shape), last
+
+    def _batch(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        query, last = self._prefix_matrix(sessions)
+        # Dot products with every session sharing a SKU; keep the sample_size most recent.
+        overlap = (query @ self._by_sku).tocsr()
+        rows, cols, dots = _best_per_row(
+            overlap, self.sample_size, overlap.indices, np.zeros(overlap.shape[1])
+        )
+        query_norm = np.sqrt(np.asarray(query.multiply(query).sum(axis=1)).ravel())
+        similarity = np.round(
+            dots * self._inverse_norm[cols] / np.where(query_norm > 0, query_norm, 1)[rows],
+            _DECIMALS,
+        )
+        sampled = sp.csr_matrix((similarity, (rows, cols)), shape=overlap.shape)
+        rows, cols, similarity = _best_per_row(sampled, self.k, sampled.data, self._newest_first)
+        neighbours = sp.csr_matrix((similarity, (rows, cols)), shape=overlap.shape)
+        scores = (neighbours @ self._sessions).tocsr()
+        scores.data = np.round(scores.data, _DECIMALS)
+        score_rows = np.repeat(np.arange(scores.shape[0]), np.diff(scores.indptr))
+        scores.data[scores.indices == last[score_rows]] = 0.0  # the current SKU is excluded
+        scores.eliminate_zeros()
+        rows, cols, values = _best_per_row(scores, k, scores.data, self._popularity_rank)
+        bounds = np.searchsorted(rows, np.arange(len(sessions) + 1))
+        names, values = self._skus[cols].tolist(), values.tolist()
+        out = []
+        for i in range(len(sessions)):
+            lo, hi = bounds[i], bounds[i + 1]
+            answer = list(zip(names[lo:hi], values[lo:hi], strict=True))
+            if len(answer) < k:  # no (or too few) neighbours: popular SKUs with score 0
+                taken = set(cols[lo:hi].tolist()) | {int(last[i])}
+                fill = (c for c in self._popular[: k + len(taken)].tolist() if c not in taken)
+                answer += [(self._skus[c], 0.0) for c in list(fill)[: k - len(answer)]]
+            out.append(answer)
+        return out
+
+
+@dataclass(frozen=True)
+class KnnTrial:
+    """One (k, sample_size) scored on the validation days."""
+
+    k: int
+    sample_size: int
+    mrr: float
+    hit_rate: float
+    seconds: float
+
+
+def best_trial(trials: Sequence[KnnTrial]) -> KnnTrial:
+    """The trial with the best validation MRR@K; the earlier grid entry wins a tie."""
+    return max(trials, key=lambda trial: trial.mrr)
+
+
+def tune_vsknn(
+    train: Sessions,
+    days: int = VALIDATION_DAYS,
+    grid: Sequence[tuple[int, int]] = KNN_GRID,
+    max_examples: int = 10_000,
+    seed: int = 0,
+) -> VSKNN:
+    """V-SKNN with the (k, sample_size) of `grid` that scores the best validation MRR@K, fitted
+    on all of `train`; validation = the newest `days` days, cut like the LSTM's tuning.
+
+    Sessions without event times (plain SKU lists) cannot be cut by day: the paper's defaults
+    (k=100, sample_size=500) are used and `tuning` stays empty.
+    """
+    if not (isinstance(train, pd.DataFrame) and "last_event_at" in train):
+        return VSKNN().fit(train)
+    fit_df, val_df = validation_split(train, days)
+    examples = next_item_examples(val_df, max_examples=max_examples, seed=seed)
+    fitted = VSKNN().fit(fit_df)
+    trials = []
+    for k, sample_size in grid:
+        started = time.perf_counter()
+        recommended = recommend_in_batches(fitted.with_params(k, sample_size), examples.prefixes, K)
+        trials.append(
+            KnnTrial(
+                k=k,
+                sample_size=sample_size,
+                mrr=mrr_at_k(recommended, examples.targets, K),
+                hit_rate=hit_rate_at_k(recommended, examples.targets, K),
+                seconds=time.perf_counter() - started,
+            )
+        )
+    best = best_trial(trials)
+    model = VSKNN(best.k, best.sample_size).fit(train)
+    model.tuning = trials
+    return model
