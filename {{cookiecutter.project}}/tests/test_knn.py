@@ -74,7 +74,7 @@ def test_matches_a_plain_reference_on_random_sessions() -> None:
 
     train = [session() for _ in range(300)]
     prefixes = [session() for _ in range(60)]
-    model = VSKNN(k=7, sample_size=40, batch_size=16).fit(train)  # several batches
+    model = VSKNN(k=7, sample_size=40, cells=16 * 30).fit(train)  # several batches
     for prefix, ranked in zip(prefixes, model.recommend(prefixes, k=10), strict=True):
         expected = _reference(train, prefix, k=7, m=40)
         best = sorted(expected.values(), reverse=True)[:10]

@@ -3,8 +3,8 @@ the baselines (`baselines`, the session-kNN `knn`) and the ceiling it is measure
 hyper-parameter search (`tuning`).
 
 Keras (and with it TensorFlow, seconds to import) loads with `lstm` only: `params`, `export`,
-`archive`, `baselines`, `knn`, `ceiling` and `tuning` import without it, so the flow, the deploy step and
-the cards do not pay for it. `ModelError` is the part's one error.
+`archive`, `baselines`, `knn`, `ceiling` and `tuning` import without it, so the flow, the deploy
+step and the cards do not pay for it. `ModelError` is the part's one error.
 """
 
 from ..errors import ProjectError

@@ -14,8 +14,9 @@ Modeling and User-Adapted Interaction 28, 2018, section on V-SKNN):
   is excluded like in the Markov baseline.
 
 Everything is sparse algebra over a batch of prefixes (prefix x SKU, SKU x session matrices), so
-there is no Python loop over items. A prefix without a known SKU has no neighbours: its list is
-the most popular SKUs with score 0 (the same fill completes lists shorter than k). Similarities and
+there is no Python loop over items; only the batch's final prefix x SKU scores are dense, to rank
+them with one sort. A prefix without a known SKU has no neighbours: its list is the most popular
+SKUs with score 0 (the same fill completes lists shorter than k). Similarities and
 scores are rounded to 12 decimals so that ties break the same way whatever the summation order.
 """
 
@@ -73,10 +74,11 @@ class VSKNN:
 
     name = "vsknn"
 
-    def __init__(self, k: int = 100, sample_size: int = 500, batch_size: int = 2048) -> None:
+    def __init__(self, k: int = 100, sample_size: int = 500, cells: int = 4_000_000) -> None:
         if k < 1 or sample_size < 1:
             raise EvaluationError(f"k and sample_size must be at least 1, got {k}, {sample_size}")
-        self.k, self.sample_size, self.batch_size = k, sample_size, batch_size
+        self.k, self.sample_size = k, sample_size
+        self.cells = cells  # prefixes x SKUs scored densely at once (32 MB of float64)
         self._skus: np.ndarray | None = None
         self.tuning: list[KnnTrial] = []  # the validation trials that chose k and sample_size
 
@@ -88,6 +90,12 @@ class VSKNN:
         if flat.size == 0:
             raise EvaluationError("training sessions hold no SKUs; check the time split")
         codes, skus = pd.factorize(flat, sort=True)
+        # Codes in popularity order (count desc, SKU asc): code order is the tie-break.
+        counts = np.bincount(codes, minlength=len(skus))
+        by_popularity = np.lexsort((np.arange(len(skus)), -counts))
+        rank = np.empty_like(by_popularity)
+        rank[by_popularity] = np.arange(len(skus))
+        codes, skus = rank[codes], np.asarray(skus, dtype=object)[by_popularity]
         rows = np.repeat(np.arange(lengths.size), lengths)
         # Session x SKU, binary; a session's index is its recency (larger = newer).
         sessions = sp.csr_matrix(
@@ -98,13 +106,9 @@ class VSKNN:
         self._inverse_norm = np.where(sizes > 0, 1 / np.sqrt(np.maximum(sizes, 1)), 0.0)
         self._sessions = sessions
         self._by_sku = sessions.T.tocsr()  # SKU x session
-        counts = np.bincount(codes, minlength=len(skus))
-        self._popular = np.lexsort((np.arange(len(skus)), -counts))  # count desc, SKU asc
-        self._popularity_rank = np.empty_like(self._popular)
-        self._popularity_rank[self._popular] = np.arange(len(skus))
         self._newest_first = -np.arange(lengths.size)  # tie-break of equal similarities
         self._index = pd.Index(skus)
-        self._skus = np.asarray(skus, dtype=object)
+        self._skus = skus
         return self
 
     def with_params(self, k: int, sample_size: int) -> VSKNN:
@@ -118,8 +122,9 @@ class VSKNN:
         if self._skus is None:
             raise not_fitted("VSKNN")
         out: list[list[tuple[str, float]]] = []
-        for start in range(0, len(sessions), self.batch_size):
-            out.extend(self._batch(sessions[start : start + self.batch_size], k))
+        batch = max(1, self.cells // len(self._skus))
+        for start in range(0, len(sessions), batch):
+            out.extend(self._batch(sessions[start : start + batch], k))
         return out
 
     def _prefix_matrix(self, sessions: Sequence[Sequence[str]]) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -145,9 +150,10 @@ class VSKNN:
         query, last = self._prefix_matrix(sessions)
         # Dot products with every session sharing a SKU; keep the sample_size most recent.
         overlap = (query @ self._by_sku).tocsr()
-        rows, cols, dots = _best_per_row(
-            overlap, self.sample_size, overlap.indices, np.zeros(overlap.shape[1])
-        )
+        overlap.sort_indices()  # sessions oldest first: the newest sample_size end each row
+        rows = np.repeat(np.arange(overlap.shape[0]), np.diff(overlap.indptr))
+        sample = np.arange(overlap.nnz) >= overlap.indptr[rows + 1] - self.sample_size
+        rows, cols, dots = rows[sample], overlap.indices[sample], overlap.data[sample]
         query_norm = np.sqrt(np.asarray(query.multiply(query).sum(axis=1)).ravel())
         similarity = np.round(
             dots * self._inverse_norm[cols] / np.where(query_norm > 0, query_norm, 1)[rows],
@@ -156,24 +162,15 @@ class VSKNN:
         sampled = sp.csr_matrix((similarity, (rows, cols)), shape=overlap.shape)
         rows, cols, similarity = _best_per_row(sampled, self.k, sampled.data, self._newest_first)
         neighbours = sp.csr_matrix((similarity, (rows, cols)), shape=overlap.shape)
-        scores = (neighbours @ self._sessions).tocsr()
-        scores.data = np.round(scores.data, _DECIMALS)
-        score_rows = np.repeat(np.arange(scores.shape[0]), np.diff(scores.indptr))
-        scores.data[scores.indices == last[score_rows]] = 0.0  # the current SKU is excluded
-        scores.eliminate_zeros()
-        rows, cols, values = _best_per_row(scores, k, scores.data, self._popularity_rank)
-        bounds = np.searchsorted(rows, np.arange(len(sessions) + 1))
-        names, values = self._skus[cols].tolist(), values.tolist()
-        out = []
-        for i in range(len(sessions)):
-            lo, hi = bounds[i], bounds[i + 1]
-            answer = list(zip(names[lo:hi], values[lo:hi], strict=True))
-            if len(answer) < k:  # no (or too few) neighbours: popular SKUs with score 0
-                taken = set(cols[lo:hi].tolist()) | {int(last[i])}
-                fill = (c for c in self._popular[: k + len(taken)].tolist() if c not in taken)
-                answer += [(self._skus[c], 0.0) for c in list(fill)[: k - len(answer)]]
-            out.append(answer)
-        return out
+        # Dense scores (the batch is sized for it): SKU codes are in popularity order, so a stable
+        # sort breaks ties by popularity and SKUs no neighbour holds (score 0) are the popular fill.
+        scores = np.round((neighbours @ self._sessions).toarray(), _DECIMALS)
+        current = np.flatnonzero(last >= 0)
+        scores[current, last[current]] = -1.0  # the current SKU is excluded (ranked last)
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        values = np.maximum(np.take_along_axis(scores, top, axis=1), 0.0).tolist()
+        names = self._skus[top].tolist()
+        return [list(zip(n, v, strict=True)) for n, v in zip(names, values, strict=True)]
 
 
 @dataclass(frozen=True)
