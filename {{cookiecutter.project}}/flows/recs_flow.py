@@ -244,7 +244,7 @@ class RecsFlow(FlowSpec):
         lstm = archive.load_archive(self.training.model_archive, cards.step_dir(current))
         best = ceiling.ceiling_for(self.ingest_result.generator_model, self.split.test["skus"])
         self.champion, champion = load_champion(SETTINGS, cards.step_dir(current) / "champion")
-        fitted = baselines.fit_baselines(self.split.train)
+        fitted = baselines.fit_baselines(self.split.train, validation_days=self.tune_days)
         self.knn_trials = fitted[-1].tuning  # V-SKNN's validation trials, for its card
         self.evaluation = report.evaluate_split(
             [lstm, *fitted, *filter(None, (champion, best))],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import chain
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,9 +21,8 @@ from ..evaluation.protocol import (
     check_k,
     not_fitted,
 )
-
-if TYPE_CHECKING:
-    from .knn import VSKNN
+from .knn import VSKNN, tune_vsknn
+from .tuning import VALIDATION_DAYS
 
 
 class MostPopular:
@@ -135,13 +133,13 @@ class MarkovRecommender:
         ]
 
 
-def fit_baselines(train_sessions: Sessions) -> list[MostPopular | MarkovRecommender | VSKNN]:
+def fit_baselines(
+    train_sessions: Sessions, validation_days: int = VALIDATION_DAYS
+) -> list[MostPopular | MarkovRecommender | VSKNN]:
     """Every baseline, fitted on the same training sessions as the model; V-SKNN's k and sample
-    size are tuned on the training split's newest days (`knn.tune_vsknn`)."""
-    from .knn import tune_vsknn  # knn builds on this module's errors: imported when used
-
+    size are tuned on the training split's newest `validation_days` days (`knn.tune_vsknn`)."""
     return [
         MostPopular().fit(train_sessions),
         MarkovRecommender().fit(train_sessions),
-        tune_vsknn(train_sessions),
+        tune_vsknn(train_sessions, days=validation_days),
     ]
