@@ -58,12 +58,12 @@ def _flatten(sessions: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]
 
 
 def _best_per_row(
-    matrix: sp.csr_matrix, n: int, key: np.ndarray, tie_break: np.ndarray
+    matrix: sp.csr_matrix, n: int, tie_break: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cols, values) of the `n` stored entries of each row with the largest `key` (one
-    per entry), best first; equal keys go to the smaller `tie_break[col]`."""
+    """(rows, cols, values) of the `n` largest stored values of each row, best first; equal
+    values go to the smaller `tie_break[col]`."""
     rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    order = np.lexsort((tie_break[matrix.indices], -key, rows))
+    order = np.lexsort((tie_break[matrix.indices], -matrix.data, rows))
     rank = np.arange(order.size) - matrix.indptr[rows[order]]
     keep = order[rank < n]
     return rows[keep], matrix.indices[keep], matrix.data[keep]
@@ -160,7 +160,7 @@ class VSKNN:
             _DECIMALS,
         )
         sampled = sp.csr_matrix((similarity, (rows, cols)), shape=overlap.shape)
-        rows, cols, similarity = _best_per_row(sampled, self.k, sampled.data, self._newest_first)
+        rows, cols, similarity = _best_per_row(sampled, self.k, self._newest_first)
         neighbours = sp.csr_matrix((similarity, (rows, cols)), shape=overlap.shape)
         # Dense scores (the batch is sized for it): SKU codes are in popularity order, so a stable
         # sort breaks ties by popularity and SKUs no neighbour holds (score 0) are the popular fill.
