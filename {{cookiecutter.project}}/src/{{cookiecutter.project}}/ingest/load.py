@@ -78,6 +78,7 @@ def ingest(
                 gen_config, events_dir, progress=lambda done, _: advance_to(shown, done)
             )
         generated, model_path = written.sessions, written.model_path
+        say(f"Loading {len(written.paths)} file(s) into {warehouse.warehouse_name(settings)} ...")
         results = _load(written.paths, written.rows, settings, progress)
         rows_read = sum(r.rows for r in results)
     if source == "coveo":
@@ -98,6 +99,7 @@ def ingest(
                 )
             conversion = coveo.summarize(csv_path, paths)
             conversion.check_rejects(settings.reject_max_share)
+            say(f"Loading {len(paths)} file(s) into {warehouse.warehouse_name(settings)} ...")
             results = _load(paths, conversion.rows_good, settings, progress)
         finally:
             shutil.rmtree(batches_dir, ignore_errors=True)
@@ -134,8 +136,7 @@ def _load(
     paths: list[Path], rows: int, settings: Settings, progress: Callable[[str], None] | None
 ) -> list[warehouse.LoadResult]:
     """Load the batch files, with a bar of rows loaded (files already loaded do not count)."""
-    target = warehouse.warehouse_name(settings)
-    with _bar(progress, f"loaded into {target}", rows, "rows", unit_scale=True) as shown:
+    with _bar(progress, "loaded", rows, "rows", unit_scale=True) as shown:
         return warehouse.load_to_warehouse(paths, settings, lambda done: shown.update(done.rows))
 
 
