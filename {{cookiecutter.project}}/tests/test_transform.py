@@ -144,7 +144,8 @@ def test_progress_gets_a_line_per_node_as_dbt_finishes_it(
         progress=said.append,
     )
     total = len(ran.executed)
-    assert total > 1 and len(said) == total  # the model and its tests, one line each
+    assert said[0] == "dbt build on target 'local' ..."
+    assert total > 1 and len(said) == 1 + total  # then the model and its tests, one line each
     model = next(line for line in said if " model stg_events " in line)
     assert re.fullmatch(rf"dbt \[ ?\d+/{total}\] success +model stg_events \(\d+\.\d s\)", model)
     assert sum(" test " in line and " pass " in line for line in said) == total - 1

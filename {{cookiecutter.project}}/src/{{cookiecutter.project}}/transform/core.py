@@ -79,6 +79,8 @@ def run_dbt(
     from dbt.cli.main import dbtRunner  # slow import: only when dbt runs
 
     started = time.perf_counter()
+    if progress:  # dbt parses the project for seconds before its first node
+        progress(f"dbt {command} on target '{target}' ...")
     # profiles.yml reads its settings (and secrets) from variables set only while dbt runs.
     extra = dict(env or {})
     with _environment(DUCKDB_PATH=str(duckdb_path), DUCKDB_MEMORY_LIMIT=memory_limit, **extra):
