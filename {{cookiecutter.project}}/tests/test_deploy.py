@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -71,6 +72,11 @@ def test_deploy_outlives_its_caller_is_replaced_and_stops(model_tar: Path, tmp_p
     )
     assert first.returncode == 0, first.stderr
     first_pid = int(first.stdout.split()[-1])
+    # The wait for the model is not silent: it says when it starts and how long it took.
+    loading = f"deploy: the endpoint at {url} is loading the model"
+    assert f"{loading} ...\n" in first.stdout
+    assert re.search(rf"{re.escape(loading)}: \d+\.\d s\n", first.stdout)
+    assert re.search(r"deploy: smoke request of 1 session\(s\) took \d+ ms", first.stdout)
     try:
         # The process that deployed has exited; the endpoint still answers.
         answer = smoke_request(url, [["sku-1", "sku-2"]], k=3)

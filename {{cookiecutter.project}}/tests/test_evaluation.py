@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -414,3 +415,16 @@ def test_evaluate_split_probes_with_the_split_seed(tmp_path: Path) -> None:
     assert report.behaviour == BehaviourConfig(seed=7)
     assert report.n_examples == 5
     assert report.models["good"].metrics["f1@20"] > 0
+
+
+def test_evaluate_says_a_line_per_model_and_mutes_reclists_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = next_item_examples(TEST, max_examples=10)
+    models = [FixedList("good", ["b", "c", "a"]), FixedList("poor", ["d", "x"])]
+    evaluate(models, examples, TRAIN, k=2, out_dir=tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2  # no "Running RecTests" bar
+    scored = r"evaluate \[1/2\] good: 3 examples scored in \d+\.\d s \(MRR@2 0\.\d{4}\)"
+    assert re.fullmatch(scored, lines[0])
+    assert lines[1].startswith("evaluate [2/2] poor: ")

@@ -42,7 +42,7 @@ def test_comet_without_a_key_writes_an_offline_archive_and_calls_nobody(tmp_path
 
     sys.addaudithook(audit)  # audit hooks cannot be removed: `watching` limits it to this test
     try:
-        tracker = start_tracking("comet", None, "session-recs", tmp_path / "comet", "run-1")
+        tracker = start_tracking("comet", None, "{{ cookiecutter.project | replace('_', '-') }}", tmp_path / "comet", "run-1")
         tracker.log_parameters({"lstm_units": 64})
         tracker.log_metrics({"loss": 1.5}, step=1)
         figure = Figure()
@@ -69,7 +69,7 @@ def test_the_final_evaluation_goes_to_an_offline_experiment(tmp_path: Path) -> N
     examples = metrics.next_item_examples([["a", "b", "c"]], max_examples=10, seed=0)
     models = baselines.fit_baselines(train)
     report = evaluate(models, examples, train, k=K, out_dir=tmp_path / "reclist")
-    tracker = start_tracking("comet", None, "session-recs", tmp_path / "comet", "run-1-eval")
+    tracker = start_tracking("comet", None, "{{ cookiecutter.project | replace('_', '-') }}", tmp_path / "comet", "run-1-eval")
     archive = Path(log_report(tracker, report, plot_comparison(report)))
     with zipfile.ZipFile(archive) as zipped:
         logged = "".join(zipped.read(name).decode(errors="ignore") for name in zipped.namelist())
@@ -111,3 +111,14 @@ def test_comet_with_a_key_goes_online_and_keeps_the_run_if_comet_is_unreachable(
     assert "Comet is unreachable: run 'run-1' goes to an offline archive" in capsys.readouterr().err
     assert location is not None and Path(location).parent == tmp_path
     assert zipfile.is_zipfile(location)
+
+
+def test_comets_chatter_goes_to_a_log_file_not_the_console(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    tracker = start_tracking("comet", None, "{{ cookiecutter.project | replace('_', '-') }}", tmp_path / "comet", "run-1")
+    tracker.log_metrics({"loss": 1.5}, step=1)
+    tracker.end()
+    out, err = capfd.readouterr()
+    assert "COMET INFO" not in out + err
+    assert "COMET INFO" in (tmp_path / "comet" / comet.CHATTER_LOG).read_text()

@@ -132,6 +132,25 @@ def test_select_runs_only_the_selected_nodes(
     assert len(ran.nodes) > 20  # the DAG is still complete
 
 
+def test_progress_gets_a_line_per_node_as_dbt_finishes_it(
+    project: Path, warehouse_db: Path, tmp_path: Path
+) -> None:
+    said: list[str] = []
+    ran = run_dbt(
+        project_dir=project,
+        duckdb_path=warehouse_db,
+        output_dir=tmp_path,
+        select=["stg_events"],
+        progress=said.append,
+    )
+    total = len(ran.executed)
+    assert said[0] == "dbt build on target 'local' ..."
+    assert total > 1 and len(said) == 1 + total  # then the model and its tests, one line each
+    model = next(line for line in said if " model stg_events " in line)
+    assert re.fullmatch(rf"dbt \[ ?\d+/{total}\] success +model stg_events \(\d+\.\d s\)", model)
+    assert sum(" test " in line and " pass " in line for line in said) == total - 1
+
+
 def test_plot_colours_nodes_by_status(tmp_path: Path) -> None:
     statuses = {"success": "#a5d6a7", "fail": "#ef9a9a", "warn": "#ffe082", "skipped": "#e0e0e0"}
     nodes = [DbtNode(SOURCE, "events", "source", "raw.events")]

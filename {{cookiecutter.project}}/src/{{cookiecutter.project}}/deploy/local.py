@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import ProjectError
 from ..modeling.archive import unpack_model
+from ..progress import say, timed
 from ..release import ARCHIVE_FILE
 from ..serving.server import command as server_command
 from ..settings import Settings, get_settings
@@ -100,10 +101,13 @@ def deploy_local(
     pid = _spawn_server(model_dir, host, port, log_path)
     (deploy_dir / ENDPOINT_FILE).write_text(json.dumps({"pid": pid, "url": url}))
     try:
-        _wait_until_healthy(url, pid, log_path, timeout_s)
+        # Loading the model takes seconds (TensorFlow's import, then a warm-up request).
+        with timed(f"deploy: the endpoint at {url} is loading the model"):
+            _wait_until_healthy(url, pid, log_path, timeout_s)
         started = time.perf_counter()
         answer = smoke_request(url, smoke_sessions, k)
         latency_ms = (time.perf_counter() - started) * 1000
+        say(f"deploy: smoke request of {len(smoke_sessions)} session(s) took {latency_ms:.0f} ms")
         if len(answer.get("recommendations", [])) != len(smoke_sessions):
             raise DeployError(f"smoke request got an answer of the wrong shape: {answer}")
     except DeployError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ..dataset import Split
+from ..progress import say
 from ..schema import K
 from ..tracking import Tracker
 from .behaviour import BehaviourConfig, behaviour_probes
@@ -135,7 +137,8 @@ def evaluate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, ModelResult] = {}
-    for model in models:
+    for number, model in enumerate(models, start=1):
+        started = time.perf_counter()
         suite = SessionRecList(
             model,
             examples,
@@ -157,6 +160,10 @@ def evaluate(
             },
             reclist_report=suite.report_path,
             recommend_seconds=suite.recommend_seconds,
+        )
+        say(
+            f"evaluate [{number}/{len(models)}] {model.name}: {len(examples):,} examples scored "
+            f"in {time.perf_counter() - started:.1f} s (MRR@{k} {found['mrr']:.4f})"
         )
     report = EvaluationReport(
         k=k,

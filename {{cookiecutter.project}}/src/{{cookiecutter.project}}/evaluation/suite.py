@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import rich
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from reclist.logs import RecLogger
@@ -217,6 +218,16 @@ class SessionRecList(RecList):
         )
         ax.set_title(f"{self.model_name}: {test_result['name']}")
         return figure
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        """RecList's run with its rich progress bar muted: outside a terminal rich prints it only
+        once done; `report.evaluate` prints a line per model instead."""
+        console = rich.get_console()
+        was_quiet, console.quiet = console.quiet, True
+        try:
+            super().__call__(*args, **kwargs)
+        finally:
+            console.quiet = was_quiet
 
     def _display_rich_table(self, table_name: str, results: list) -> None:
         """Nothing: RecList would print one wide table per model; the flow prints one table with

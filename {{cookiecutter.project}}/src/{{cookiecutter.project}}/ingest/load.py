@@ -15,11 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .. import warehouse
 from ..errors import ProjectError
+from ..progress import advance_to, bar
 from ..settings import Settings
 from . import coveo, synthetic
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 SOURCES = ("synthetic", "coveo", "warehouse")
 
@@ -68,14 +73,13 @@ def ingest(
         config = {k: str(v) for k, v in gen_config.__dict__.items()}
         events_dir = settings.data_dir / "events"
         say(f"Generating {gen_config.n_sessions:,} sessions into {events_dir} ...")
-        written = synthetic.write_events(
-            gen_config,
-            events_dir,
-            progress=lambda done, total: say(f"  {done:,}/{total:,} sessions generated"),
-        )
+        with _bar(progress, "generated", gen_config.n_sessions, "sessions") as shown:
+            written = synthetic.write_events(
+                gen_config, events_dir, progress=lambda done, _: advance_to(shown, done)
+            )
         generated, model_path = written.sessions, written.model_path
         say(f"Loading {len(written.paths)} file(s) into {warehouse.warehouse_name(settings)} ...")
-        results = warehouse.load_to_warehouse(written.paths, settings)
+        results = _load(written.paths, written.rows, settings, progress)
         rows_read = sum(r.rows for r in results)
     if source == "coveo":
         if settings.coveo_dir is None:
@@ -88,15 +92,15 @@ def ingest(
         batches_dir = Path(tempfile.mkdtemp(prefix="convert-", dir=settings.data_dir / "coveo"))
         try:
             say(f"Converting {csv_path} into {batches_dir} ...")
-            paths = coveo.convert_browsing(
-                csv_path,
-                batches_dir,
-                progress=lambda done, total: say(f"  {done / max(total, 1):.0%} of the file read"),
-            )
+            size = csv_path.stat().st_size
+            with _bar(progress, "converted", size, "B", unit_scale=True) as shown:
+                paths = coveo.convert_browsing(
+                    csv_path, batches_dir, progress=lambda done, _: advance_to(shown, done)
+                )
             conversion = coveo.summarize(csv_path, paths)
             conversion.check_rejects(settings.reject_max_share)
             say(f"Loading {len(paths)} file(s) into {warehouse.warehouse_name(settings)} ...")
-            results = warehouse.load_to_warehouse(paths, settings)
+            results = _load(paths, conversion.rows_good, settings, progress)
         finally:
             shutil.rmtree(batches_dir, ignore_errors=True)
         rows_read, quarantined = conversion.rows_read, conversion.rejected
@@ -119,6 +123,21 @@ def ingest(
     )
     say(describe(result))
     return result
+
+
+def _bar(
+    progress: Callable[[str], None] | None, desc: str, total: int, unit: str, **options: Any
+) -> tqdm:
+    """A progress bar on stdout (rows/s, ETA), or none when the caller asked for silence."""
+    return bar(desc, total, unit, disable=progress is None, **options)
+
+
+def _load(
+    paths: list[Path], rows: int, settings: Settings, progress: Callable[[str], None] | None
+) -> list[warehouse.LoadResult]:
+    """Load the batch files, with a bar of rows loaded (files already loaded do not count)."""
+    with _bar(progress, "loaded", rows, "rows", unit_scale=True) as shown:
+        return warehouse.load_to_warehouse(paths, settings, lambda done: shown.update(done.rows))
 
 
 def describe(result: IngestResult) -> str:

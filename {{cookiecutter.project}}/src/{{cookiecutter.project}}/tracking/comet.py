@@ -6,6 +6,7 @@ do not have it). The API key is handed to comet-ml and never printed or logged.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import comet_ml
+
+CHATTER_LOG = "comet.log"  # Comet's own INFO messages, beside the offline archives
 
 # We log parameters and per-epoch metrics ourselves (framework hooks would log them twice), and
 # code/git capture adds nothing to a flow run.
@@ -48,6 +51,29 @@ def experiment_spec(
     }
 
 
+class _ChatterLog(logging.FileHandler):
+    """The file handler `_chatter_to` adds (a class of its own, to replace it run after run)."""
+
+
+def _chatter_to(log_path: Path) -> None:
+    """Send Comet's INFO lines (experiment started, archive written, ...) to `log_path` rather
+    than the console, where they would land inside the flow's tables; its warnings and errors
+    stay on the console."""
+    comet_logger = logging.getLogger("comet_ml")
+    for handler in [h for h in comet_logger.handlers if isinstance(h, _ChatterLog)]:
+        comet_logger.removeHandler(handler)
+        handler.close()
+    consoles = [h for h in comet_logger.handlers if type(h) is logging.StreamHandler]
+    for console in consoles:
+        console.setLevel(max(console.level, logging.WARNING))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    chatter = _ChatterLog(log_path, delay=True)
+    chatter.setLevel(logging.INFO)
+    if consoles:  # Comet's console formatter redacts the API key
+        chatter.setFormatter(consoles[0].formatter)
+    comet_logger.addHandler(chatter)
+
+
 def _create(api_key: str | None, project: str, offline_dir: Path) -> comet_ml.CometExperiment:
     experiment_class, options = experiment_spec(api_key, project, offline_dir)
     return experiment_class(**options)
@@ -58,6 +84,7 @@ class CometTracker:
 
     def __init__(self, api_key: str | None, project: str, offline_dir: Path, run_name: str) -> None:
         self._offline_dir = Path(offline_dir)
+        _chatter_to(self._offline_dir / CHATTER_LOG)
         self._online = bool(api_key)
         if api_key:
             experiment = _create(api_key, project, self._offline_dir)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..progress import say
 from ..settings import Settings
 from .profiles import dbt_environment, session_vars
 from .results import (
@@ -28,6 +30,7 @@ from .results import (
 
 if TYPE_CHECKING:
     from dbt.artifacts.schemas.results import NodeResult
+    from dbt_common.events.base_types import EventMsg
 
 # Commands whose result is a list of node results (parse, debug, docs... return other things).
 NODE_COMMANDS = frozenset({"build", "run", "test", "seed", "snapshot", "compile"})
@@ -45,8 +48,12 @@ def run_dbt(
     check: bool = True,
     memory_limit: str = "3GB",
     env: Mapping[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> DbtRunResult:
     """Run one dbt command on the project and return every node's result.
+
+    `progress`, if given, gets one line per model, test or seed as dbt finishes it (dbt's own
+    console output stays off: its log goes to the output folder).
 
     `select` takes dbt selectors ("stg_events+", "tag:x"); `vars` are passed as `--vars`, over the
     session-length bounds' defaults (`profiles.session_vars`), which the project needs.
@@ -72,11 +79,13 @@ def run_dbt(
     from dbt.cli.main import dbtRunner  # slow import: only when dbt runs
 
     started = time.perf_counter()
+    if progress:  # dbt parses the project for seconds before its first node
+        progress(f"dbt {command} on target '{target}' ...")
     # profiles.yml reads its settings (and secrets) from variables set only while dbt runs.
     extra = dict(env or {})
     with _environment(DUCKDB_PATH=str(duckdb_path), DUCKDB_MEMORY_LIMIT=memory_limit, **extra):
         try:
-            outcome = dbtRunner().invoke(args)
+            outcome = dbtRunner(callbacks=[_NodeLines(progress)] if progress else []).invoke(args)
         finally:
             _release_duckdb()
     elapsed = time.perf_counter() - started
@@ -100,7 +109,8 @@ def run_dbt(
 
 
 def build(settings: Settings, output_dir: Path) -> DbtRunResult:
-    """`dbt build` of the configured project and target, with the settings' session-length cap.
+    """`dbt build` of the configured project and target, with the settings' session-length cap,
+    printing a line per node as dbt finishes it.
 
     Returns even when models or tests fail, so the caller can report the result first; then call
     `raise_on_failure`.
@@ -124,6 +134,7 @@ def build(settings: Settings, output_dir: Path) -> DbtRunResult:
         check=False,
         memory_limit=settings.duckdb_memory_limit,
         env=dbt_environment(settings),
+        progress=say,
     )
 
 
@@ -201,6 +212,33 @@ def _release_duckdb() -> None:
         if DuckDBConnectionManager._ENV is not None:
             DuckDBConnectionManager._ENV.close()
             DuckDBConnectionManager._ENV = None
+
+
+class _NodeLines:
+    """A dbtRunner callback: `[n/total] status  kind name (seconds)` per finished node.
+
+    dbt runs nodes in threads, and calls callbacks from them: each line goes out whole.
+    """
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
+        self._lock = threading.Lock()
+        self._total = 0
+        self._done = 0
+
+    def __call__(self, event: EventMsg) -> None:
+        name = event.info.name
+        if name == "LogStartLine":  # carries the number of nodes this command runs
+            self._total = max(self._total, int(event.data.total))
+        elif name == "NodeFinished":
+            node, result = event.data.node_info, event.data.run_result
+            with self._lock:
+                self._done += 1
+                width = len(str(self._total or ""))
+                self._write(
+                    f"dbt [{self._done:>{width}}/{self._total or '?'}] {result.status:<7} "
+                    f"{node.resource_type} {node.node_name} ({result.execution_time:.1f} s)"
+                )
 
 
 def _node_run(result: NodeResult) -> NodeRun:
