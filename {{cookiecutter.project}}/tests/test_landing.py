@@ -5,6 +5,7 @@ nothing new (the nightly run then does not train)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -14,7 +15,7 @@ from test_ingest import coveo_file, rows_by_prefix
 
 from {{ cookiecutter.project }} import cli
 from {{ cookiecutter.project }}.ingest import landing, load
-from {{ cookiecutter.project }}.settings import Settings
+from {{ cookiecutter.project }}.settings import Settings, get_settings
 
 
 def landing_settings(tmp_path: Path, events_uri: str | None) -> Settings:
@@ -42,10 +43,15 @@ def test_each_run_appends_only_the_files_dropped_since_the_last(tmp_path: Path) 
 
     first = load.ingest(settings, source="landing", progress=None)
     assert (first.files_loaded, first.rows_loaded) == (2, 90)
-    drop(feed, "2026-01-03.csv", "cccc", 24)
+    late = drop(feed, "2026-01-03.csv", "cccc", 24)  # with a row the row rules quarantine
+    late.write_text(late.read_text().replace("event_product", "click", 1))
     second = load.ingest(settings, source="landing", progress=None)
-    assert (second.files_loaded, second.rows_loaded, second.rows_already_loaded) == (1, 24, 90)
-    assert rows_by_prefix(settings.duckdb_path) == {"aaaa": 60, "bbbb": 30, "cccc": 24}
+    assert (second.files_loaded, second.rows_loaded, second.rows_already_loaded) == (1, 23, 90)
+    assert (second.rows_read, second.quarantined) == (
+        114,
+        {"event_type '...' is not pageview or event_product": 1},
+    )
+    assert rows_by_prefix(settings.duckdb_path) == {"aaaa": 60, "bbbb": 30, "cccc": 23}
     assert load.ingest(settings, source="landing", progress=None).files_loaded == 0
 
 
@@ -56,19 +62,30 @@ def test_the_landing_source_needs_an_existing_events_uri(tmp_path: Path) -> None
         load.ingest(landing_settings(tmp_path, str(tmp_path / "nope")), source="landing")
 
 
-def test_the_outcome_says_new_then_since_when_nothing_is_new(tmp_path: Path) -> None:
+@pytest.fixture
+def cli_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The CLI reads its settings once from the environment: a tmp folder, no project .env."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_the_outcome_says_new_then_since_when_nothing_is_new(
+    tmp_path: Path, cli_settings: None
+) -> None:
     feed = tmp_path / "landing"
     drop(feed, "day1.csv", "aaaa", 30)
     outcome = tmp_path / "outcome"
     command = ["data", "--source", "landing", "--events-uri", str(feed), "--outcome", str(outcome)]
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("DATA_DIR", str(tmp_path / "data"))
-        env.setenv("DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
-        assert cli.main(command) == 0
-        assert outcome.read_text() == "new\n"
-        assert cli.main(command) == 0
+    assert cli.main(command) == 0
+    assert outcome.read_text() == "new\n"
+    assert cli.main(command) == 0
     assert outcome.read_text().startswith("no new events since 20")
     assert outcome.read_text().endswith(" UTC: nothing to train\n")
+    assert rows_by_prefix(tmp_path / "warehouse.duckdb") == {"aaaa": 30}
 
 
 @pytest.mark.cloud
