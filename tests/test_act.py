@@ -179,6 +179,34 @@ def bake(tmp_path: Path, project_venv: Path) -> Bake:
     return Bake(project, artifacts, cache, project_venv)
 
 
+# The event feed's export: the generator's events as one Coveo-format CSV file in a landing folder.
+LAND_EVENTS = """
+import sys
+from pathlib import Path
+import pyarrow as pa, pyarrow.csv as csv, pyarrow.parquet as pq
+from session_recs.ingest import synthetic
+from session_recs.settings import Settings
+out, sessions = Path(sys.argv[1]), int(sys.argv[2])
+config = synthetic.GeneratorConfig.from_settings(Settings(_env_file=None), n_sessions=sessions)
+table = pa.concat_tables(pq.read_table(p) for p in synthetic.write_events(config, out / "g").paths)
+strings = (pa.field(f.name, pa.string() if pa.types.is_dictionary(f.type) else f.type)
+           for f in table.schema)
+(out / "landing").mkdir()
+csv.write_csv(table.cast(pa.schema(strings)), out / "landing" / "2026-01-29.csv",
+              csv.WriteOptions(quoting_style="none"))
+"""
+
+
+def land_events(bake: Bake, folder: Path, sessions: int = 1500) -> str:
+    """EVENTS_URI of a landing folder holding one export of `sessions` sessions (main.yml loads
+    it: production trains on the landed events, never on synthetic ones)."""
+    python = bake.venv / "bin" / "python"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(bake.project / "src")}
+    command = [str(python), "-c", LAND_EVENTS, str(folder), str(sessions)]
+    subprocess.run(command, cwd=folder.parent, env=env, check=True, capture_output=True)
+    return str(folder / "landing")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -353,10 +381,12 @@ def queue_smoke_answers(moto: str, *sizes: int) -> None:
 
 @pytest.mark.bake_run
 @pytest.mark.act
-def test_main_workflow_deploys_a_model_that_passes_the_gate(bake: Bake, moto: str) -> None:
+def test_main_workflow_deploys_a_model_that_passes_the_gate(
+    bake: Bake, moto: str, tmp_path: Path
+) -> None:
     # `make deploy` sends the release's three test sessions, then `make smoke` one default session.
     queue_smoke_answers(moto, 3, 1)
-    variables = aws_variables() | PASSING_GATE
+    variables = aws_variables() | PASSING_GATE | {"EVENTS_URI": land_events(bake, tmp_path)}
     code, log = bake.act("workflow_dispatch", "main.yml", DISPATCH, variables=variables,
                          extra_env=aws_env(moto))  # fmt: skip
     assert code == 0, log[-6000:]
@@ -380,8 +410,11 @@ def test_main_workflow_deploys_a_model_that_passes_the_gate(bake: Bake, moto: st
 
 @pytest.mark.bake_run
 @pytest.mark.act
-def test_main_workflow_skips_deploy_when_the_gate_fails(bake: Bake, moto: str) -> None:
+def test_main_workflow_skips_deploy_when_the_gate_fails(
+    bake: Bake, moto: str, tmp_path: Path
+) -> None:
     variables = aws_variables() | {"GATE_MIN_MRR_AT_20": "0.99"}
+    variables["EVENTS_URI"] = land_events(bake, tmp_path)
     code, log = bake.act("workflow_dispatch", "main.yml", DISPATCH, variables=variables,
                          extra_env=aws_env(moto))  # fmt: skip
     assert code == 0, log[-6000:]

@@ -64,6 +64,7 @@ class RecsFlow(FlowSpec):
     source = Parameter(
         "source",
         help="'synthetic' generates events, 'coveo' loads COVEO_DIR/browsing_train.csv, "
+        "'landing' the files under EVENTS_URI not loaded yet, "
         "'warehouse' uses what is loaded already",
         default="synthetic",
     )

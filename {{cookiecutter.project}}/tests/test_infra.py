@@ -271,6 +271,22 @@ def test_the_train_role_allows_what_the_flow_and_metaflow_call() -> None:
     assert "docker push" in MAIN_WORKFLOW.read_text()
 
 
+def test_the_train_role_reads_the_landing_prefix_it_points_events_uri_at() -> None:
+    """make new-events lists and reads the event files on the runner, with the train role."""
+    statements = resolved("TrainRole")["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    readable = {
+        resource
+        for statement in statements
+        if "s3:GetObject" in as_list(statement["Action"])
+        for resource in as_list(statement["Resource"])
+    }
+    assert "<Bucket.Arn>/landing/*" in readable
+    assert template()["Outputs"]["EventsUri"]["Value"] == {
+        "Fn::Sub": "s3://${Bucket}/${LandingPrefix}/"
+    }
+    assert stack.variable_name("EventsUri") == "EVENTS_URI"
+
+
 def test_the_batch_job_role_reads_and_writes_only_its_prefixes() -> None:
     role = resolved("BatchJobRole")
     statements = role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]

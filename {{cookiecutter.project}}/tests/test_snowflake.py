@@ -6,12 +6,16 @@ import os
 import re
 import socket
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
 
+import boto3
 import pandas as pd
 import pytest
+from conftest import Emulator
 
 from {{ cookiecutter.project }} import dataset, quality, transform, warehouse
 from {{ cookiecutter.project }}.ingest.load import ingest
@@ -83,6 +87,10 @@ def test_loading_twice_adds_nothing(settings: Settings, event_files: list[Path])
     assert all(r.skipped for r in again)
     assert [r.load_id for r in again] == [r.load_id for r in first]
     assert warehouse.warehouse_log_size(settings) == (rows, len(event_files))
+    last = warehouse.warehouse_last_load(settings)  # `make new-events` says "since" it
+    assert last is not None
+    now = datetime.now(UTC).replace(tzinfo=None)
+    assert abs(now - last.replace(tzinfo=None)) < timedelta(hours=1)
     with snowflake_backend.cursor(settings) as cur:
         # The short login timeout does not cut queries, which Snowflake may hold ~45 s.
         assert cur.connection.socket_timeout is None
@@ -186,6 +194,22 @@ def test_coveo_files_go_through_the_snowflake_loader(settings: Settings, tmp_pat
     again = ingest(settings, source="coveo", progress=None)
     assert again.files_loaded == 0 and again.files_skipped == result.files_loaded
     assert raw_counts(settings) == (events, loads, rejects)
+
+
+def test_landed_files_in_s3_go_through_the_snowflake_loader(
+    settings: Settings, aws_env: Emulator, tmp_path: Path
+) -> None:
+    """Production's path: the files under EVENTS_URI (S3) into Snowflake, each file once."""
+    bucket = f"events-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    boto3.client("s3").upload_file(str(COVEO_SAMPLE), bucket, "landing/2026-01-02.csv")
+    settings = settings.model_copy(update={"events_uri": f"s3://{bucket}/landing/"})
+
+    result = ingest(settings, source="landing", progress=None)
+    rows = len(COVEO_SAMPLE.read_text().splitlines()) - 1
+    assert (result.rows_loaded, result.raw_rows_total) == (rows, rows)
+    assert ingest(settings, source="landing", progress=None).files_loaded == 0
+    assert raw_counts(settings) == (rows, result.files_loaded, 0)
 
 
 @pytest.fixture

@@ -461,17 +461,24 @@ def test_input_check_refuses_anything_but_digits(value: str, tmp_path: Path) -> 
         subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, check=True)
 
 
-def run_gate(tmp_path: Path, cli_status: int, script: str | None = None) -> tuple[int, str, str]:
-    """`make gate` (or the workflow's gate step) in a copy of the Makefile whose environment is
-    installed already, with the CLI standing in as `uv`, exiting `cli_status`; returns the status,
-    the outcome file's text and $GITHUB_OUTPUT's."""
+def fake_project(tmp_path: Path, uv_script: str) -> Path:
+    """A copy of the Makefile whose environment is installed already, and a `uv` running
+    uv_script (bash) in place of the CLI; returns that uv."""
     shutil.copy(PROJECT / "Makefile", tmp_path / "Makefile")
     for stamp in ("pyproject.toml", "uv.lock", ".venv/.synced"):  # `make setup` has nothing to do
         (tmp_path / stamp).parent.mkdir(exist_ok=True)
         (tmp_path / stamp).touch()
     fake_uv = tmp_path / "uv"
-    fake_uv.write_text(f"#!/bin/sh\nexit {cli_status}\n")
+    fake_uv.write_text(f"#!/bin/bash\n{uv_script}\n")
     fake_uv.chmod(0o755)
+    return fake_uv
+
+
+def run_gate(tmp_path: Path, cli_status: int, script: str | None = None) -> tuple[int, str, str]:
+    """`make gate` (or the workflow's gate step) in a copy of the Makefile whose environment is
+    installed already, with the CLI standing in as `uv`, exiting `cli_status`; returns the status,
+    the outcome file's text and $GITHUB_OUTPUT's."""
+    fake_uv = fake_project(tmp_path, f"exit {cli_status}")
     outcome, github_output = tmp_path / "outcome", tmp_path / "github-output"
     github_output.write_text("")
     env = {
@@ -503,6 +510,54 @@ def test_the_gate_step_fails_the_job_when_there_is_no_decision(tmp_path: Path) -
     assert run_gate(tmp_path, 1, script) == (0, "failed\n", "passed=false\n")
     code, _, output = run_gate(tmp_path, 2, script)
     assert code != 0 and output == ""
+
+
+NOTHING_NEW = "no new events since 2026-01-02 03:17 UTC: nothing to train"
+
+
+def run_new_events(tmp_path: Path, event: str, outcome: str) -> tuple[str, str]:
+    """main.yml's "Load the new events" step on a `event` trigger, `make new-events` writing
+    `outcome`; returns what the step wrote to $GITHUB_OUTPUT and to the job summary."""
+    # The CLI stand-in writes `outcome` to the file after --outcome, as `data --outcome` does.
+    cli = 'while [ $# -gt 0 ]; do [ "$1" = --outcome ] && echo "$OUTCOME" > "$2"; shift; done'
+    train = load(WORKFLOW_DIR / "main.yml")["jobs"]["train"]
+    step = step_named(train, "Load the new events")
+    only = step["env"]["ONLY_IF_NEW_EVENTS"]
+    assert only == expression("github.event_name == 'schedule'")
+    github_output, summary = tmp_path / "github-output", tmp_path / "summary"
+    github_output.write_text("")
+    summary.write_text("")
+    env = {
+        "PATH": os.environ["PATH"], "UV": str(fake_project(tmp_path, cli)), "OUTCOME": outcome,
+        "NEW_EVENTS_OUTCOME": str(tmp_path / "new-events"), "GITHUB_OUTPUT": str(github_output),
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "ONLY_IF_NEW_EVENTS": "true" if event == "schedule" else "false",
+    }  # fmt: skip
+    subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, check=True)
+    return github_output.read_text(), summary.read_text()
+
+
+def test_the_nightly_run_trains_only_when_new_events_were_loaded(tmp_path: Path) -> None:
+    """Issue 12 #11: the nightly run retrained on identical data. Now the train job first loads the
+    files under EVENTS_URI not loaded yet; on the schedule, when there were none, every later step
+    is skipped (no deploy either) and the summary says since when nothing came in. A push or a
+    run by hand trains anyway (the code may have changed)."""
+    assert run_new_events(tmp_path, "schedule", NOTHING_NEW) == (
+        "train=false\n",
+        NOTHING_NEW + "\n",
+    )
+    assert run_new_events(tmp_path, "schedule", "new") == ("train=true\n", "")
+    assert run_new_events(tmp_path, "push", NOTHING_NEW) == ("train=true\n", "")
+    train = load(WORKFLOW_DIR / "main.yml")["jobs"]["train"]
+    steps = train["steps"]
+    later = steps[steps.index(step_named(train, "Load the new events")) + 1 :]
+    for step in later:
+        condition = step.get("if", "")
+        assert "steps.events.outputs.train == 'true'" in condition or (
+            "steps.gate.outputs.passed == 'true'" in condition  # the gate step is skipped too
+        ), step
+    assert 'make run ARGS="--source warehouse' in step_named(train, "Run the flow")["run"]
+    assert train["env"]["EVENTS_URI"] == expression("vars.EVENTS_URI")
 
 
 def test_cli_gate_exits_2_when_it_cannot_decide(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ProjectError
 from .schema import HIT_RATE, MRR, K
-from .settings import get_settings, with_overrides
+from .settings import Settings, get_settings, with_overrides
 
 if TYPE_CHECKING:
     from .release.gate import GateDecision
 
 FLOW_NAME = "RecsFlow"
+NEW_EVENTS = "new"  # `data --outcome`: this ingest loaded a new file
 NEWEST_RUN = "newest"  # RUN=newest: the newest run, finished or not
 LIFT_CHECK = "lift_over_best_baseline"  # the gate check `make runs` shows
 
@@ -35,13 +36,29 @@ def _data(args: argparse.Namespace) -> int:
             ("seed", args.seed),
             ("days", args.days),
             ("coveo_dir", args.coveo_dir or None),
+            ("events_uri", args.events_uri or None),
         )
         if value is not None
     }
     # Options are checked by the rules of the settings they stand for (N_SESSIONS >= 100, ...).
     settings = with_overrides(get_settings(), **overrides)
-    ingest(settings, source="coveo" if settings.coveo_dir else "synthetic")
+    source = args.source or ("coveo" if settings.coveo_dir else "synthetic")
+    result = ingest(settings, source=source)
+    if args.outcome:
+        args.outcome.parent.mkdir(parents=True, exist_ok=True)
+        args.outcome.write_text(new_events_outcome(result.files_loaded, settings) + "\n")
     return 0
+
+
+def new_events_outcome(files_loaded: int, settings: Settings) -> str:
+    """`new` if this ingest loaded a file, else why there is nothing to train (for CI's summary)."""
+    from . import warehouse
+
+    if files_loaded:
+        return NEW_EVENTS
+    last = warehouse.warehouse_last_load(settings)
+    since = f"{last:%Y-%m-%d %H:%M} UTC" if last else "ever (the raw log is empty)"
+    return f"no new events since {since}: nothing to train"
 
 
 def _dbt(args: argparse.Namespace) -> int:
@@ -461,6 +478,18 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--days", type=int, help="days of events (DAYS)")
             command.add_argument(
                 "--coveo-dir", type=Path, help="load the real Coveo files instead (COVEO_DIR)"
+            )
+            command.add_argument(
+                "--source",
+                choices=("synthetic", "coveo", "landing"),
+                help="default: coveo when COVEO_DIR is set, else synthetic; landing loads the "
+                "files under EVENTS_URI not loaded yet",
+            )
+            command.add_argument("--events-uri", help="landing folder or s3:// prefix (EVENTS_URI)")
+            command.add_argument(
+                "--outcome",
+                type=Path,
+                help="write 'new' here if a file was loaded, else why there is nothing to train",
             )
         if name == "docs":
             command.add_argument("--out", type=Path, help="folder (default DATA_DIR/dbt-docs)")

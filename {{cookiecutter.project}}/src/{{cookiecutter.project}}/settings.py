@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     coveo_dir: Path | None = Field(
         None, description="Folder with the real Coveo browsing_train.csv (source 'coveo')"
     )
+    events_uri: str | None = Field(
+        None,
+        description="Landing location of the event feed: a folder or s3://bucket/prefix/ of "
+        "Coveo-format CSV files (source 'landing'; the files not loaded yet are appended)",
+    )
     reject_max_share: float = Field(
         0.5, ge=0, le=1, description="Largest share of a file's rows quarantined; more refuses it"
     )

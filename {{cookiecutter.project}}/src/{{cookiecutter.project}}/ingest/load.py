@@ -1,8 +1,10 @@
 """Ingest: put events into the warehouse's append-only raw log.
 
 `synthetic` generates events with the built-in generator and loads them; `coveo` converts the real
-challenge file (COVEO_DIR/browsing_train.csv) in chunks and loads it; `warehouse` loads nothing and
-uses what other loaders already appended. Loading is idempotent (content-hashed load ids).
+challenge file (COVEO_DIR/browsing_train.csv) in chunks and loads it; `landing` does the same for
+every Coveo-format CSV file under EVENTS_URI (production's event feed), so only files not loaded
+before add rows; `warehouse` loads nothing and uses what other loaders already appended. Loading
+is idempotent (content-hashed load ids).
 Each load says how many rows it read, loaded, found loaded already and quarantined (by reason).
 """
 
@@ -21,12 +23,12 @@ from .. import warehouse
 from ..errors import ProjectError
 from ..progress import advance_to, bar
 from ..settings import Settings
-from . import coveo, synthetic
+from . import coveo, landing, synthetic
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-SOURCES = ("synthetic", "coveo", "warehouse")
+SOURCES = ("synthetic", "coveo", "landing", "warehouse")
 
 
 class IngestError(ProjectError, ValueError):
@@ -85,25 +87,23 @@ def ingest(
         if settings.coveo_dir is None:
             raise IngestError("source 'coveo' needs COVEO_DIR: the folder with browsing_train.csv.")
         csv_path = coveo.find_browsing_file(settings.coveo_dir)
-        # A folder of this conversion's own, removed once loaded: two loads at once (of other
-        # files or the same) must not replace or load each other's batches. The batches are
-        # content-hashed, so converting the same file again gives the same load ids.
-        (settings.data_dir / "coveo").mkdir(parents=True, exist_ok=True)
-        batches_dir = Path(tempfile.mkdtemp(prefix="convert-", dir=settings.data_dir / "coveo"))
-        try:
-            say(f"Converting {csv_path} into {batches_dir} ...")
-            size = csv_path.stat().st_size
-            with _bar(progress, "converted", size, "B", unit_scale=True) as shown:
-                paths = coveo.convert_browsing(
-                    csv_path, batches_dir, progress=lambda done, _: advance_to(shown, done)
-                )
-            conversion = coveo.summarize(csv_path, paths)
-            conversion.check_rejects(settings.reject_max_share)
-            say(f"Loading {len(paths)} file(s) into {warehouse.warehouse_name(settings)} ...")
-            results = _load(paths, conversion.rows_good, settings, progress)
-        finally:
-            shutil.rmtree(batches_dir, ignore_errors=True)
+        results, conversion = _load_csv(csv_path, settings, progress)
         rows_read, quarantined = conversion.rows_read, conversion.rejected
+    if source == "landing":
+        if not settings.events_uri:
+            raise IngestError(
+                "source 'landing' needs EVENTS_URI: the folder or s3:// prefix the event feed "
+                "drops its Coveo-format CSV files into."
+            )
+        uris = landing.landing_files(settings.events_uri)
+        say(f"{len(uris)} file(s) in {settings.events_uri}")
+        for uri in uris:
+            with landing.local_copy(uri) as csv_path:
+                loaded, conversion = _load_csv(csv_path, settings, progress)
+            results += loaded
+            rows_read += conversion.rows_read
+            for reason, rows in conversion.rejected.items():
+                quarantined[reason] = quarantined.get(reason, 0) + rows
     rows_total, loads_total = warehouse.warehouse_log_size(settings)
     result = IngestResult(
         source=source,
@@ -138,6 +138,33 @@ def _load(
     """Load the batch files, with a bar of rows loaded (files already loaded do not count)."""
     with _bar(progress, "loaded", rows, "rows", unit_scale=True) as shown:
         return warehouse.load_to_warehouse(paths, settings, lambda done: shown.update(done.rows))
+
+
+def _load_csv(
+    csv_path: Path, settings: Settings, progress: Callable[[str], None] | None
+) -> tuple[list[warehouse.LoadResult], coveo.Conversion]:
+    """Convert a Coveo-format CSV file into batches and load them; refuse a file of mostly bad rows.
+
+    The batches go in a folder of this conversion's own, removed once loaded: two loads at once
+    (of other files or the same) must not replace or load each other's batches. The batches are
+    content-hashed, so converting the same file again gives the same load ids.
+    """
+    say = progress or (lambda _: None)
+    (settings.data_dir / "coveo").mkdir(parents=True, exist_ok=True)
+    batches_dir = Path(tempfile.mkdtemp(prefix="convert-", dir=settings.data_dir / "coveo"))
+    try:
+        say(f"Converting {csv_path} into {batches_dir} ...")
+        size = csv_path.stat().st_size
+        with _bar(progress, "converted", size, "B", unit_scale=True) as shown:
+            paths = coveo.convert_browsing(
+                csv_path, batches_dir, progress=lambda done, _: advance_to(shown, done)
+            )
+        conversion = coveo.summarize(csv_path, paths)
+        conversion.check_rejects(settings.reject_max_share)
+        say(f"Loading {len(paths)} file(s) into {warehouse.warehouse_name(settings)} ...")
+        return _load(paths, conversion.rows_good, settings, progress), conversion
+    finally:
+        shutil.rmtree(batches_dir, ignore_errors=True)
 
 
 def describe(result: IngestResult) -> str:

@@ -8,6 +8,7 @@ tables, the per-file load protocol, the errors) is in `base`; the backends never
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +38,7 @@ __all__ = [
     "file_load_id",
     "load_to_warehouse",
     "read_warehouse_sessions",
+    "warehouse_last_load",
     "warehouse_log_size",
     "warehouse_name",
 ]
@@ -74,6 +76,13 @@ def warehouse_log_size(settings: Settings) -> tuple[int, int]:
     if settings.warehouse == "snowflake":
         return snowflake_backend.raw_log_size(settings)
     return duckdb_backend.raw_log_size(settings.duckdb_path)
+
+
+def warehouse_last_load(settings: Settings) -> datetime | None:
+    """When the configured warehouse's newest load committed (None: nothing loaded yet)."""
+    if settings.warehouse == "snowflake":
+        return snowflake_backend.last_load_time(settings)
+    return duckdb_backend.last_load_time(settings.duckdb_path)
 
 
 def warehouse_name(settings: Settings) -> str:

@@ -215,6 +215,12 @@ def raw_log_size(log: RawLog) -> tuple[int, int]:
     return int(rows), int(loads)
 
 
+def last_load_time(log: RawLog) -> datetime | None:
+    """When the newest load committed (None: nothing loaded yet)."""
+    (loaded_at,) = _one(log.fetch_one(f"select max(loaded_at) from {RAW_SCHEMA}.loads", {}))
+    return loaded_at
+
+
 def file_load_id(path: Path) -> str:
     """The load id of a batch: the SHA-256 of the file's bytes, then its rejects file's, if any."""
     digest = hashlib.sha256()

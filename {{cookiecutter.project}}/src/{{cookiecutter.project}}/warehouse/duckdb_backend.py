@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,7 @@ from .base import (
     load_batches,
     raw_tables_sql,
 )
+from .base import last_load_time as _last_load_time
 from .base import raw_log_size as _raw_log_size
 
 
@@ -132,6 +134,13 @@ def check_connection(db_path: Path) -> None:
     """Fail early, with the warehouse's own message, if the file cannot be opened for writing."""
     with connect(db_path) as con:
         ensure_schema(con)
+
+
+def last_load_time(db_path: Path) -> datetime | None:
+    """When the newest load committed (None: nothing loaded yet)."""
+    with connect(db_path) as con:
+        ensure_schema(con)
+        return _last_load_time(_DuckDBLog(con))
 
 
 def raw_log_size(db_path: Path) -> tuple[int, int]:

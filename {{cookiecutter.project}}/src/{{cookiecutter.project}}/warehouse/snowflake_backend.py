@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,6 +36,7 @@ from .base import (
     load_batches,
     raw_tables_sql,
 )
+from .base import last_load_time as _last_load_time
 from .base import raw_log_size as _raw_log_size
 
 if TYPE_CHECKING:
@@ -244,6 +246,13 @@ def check_connection(settings: Settings) -> None:
     """Fail early, with a message naming the settings, if Snowflake cannot be used."""
     with cursor(settings) as cur:
         ensure_schema(cur)
+
+
+def last_load_time(settings: Settings) -> datetime | None:
+    """When the newest load committed (None: nothing loaded yet)."""
+    with cursor(settings) as cur:
+        ensure_schema(cur)
+        return _last_load_time(_SnowflakeLog(cur))
 
 
 def raw_log_size(settings: Settings) -> tuple[int, int]:
