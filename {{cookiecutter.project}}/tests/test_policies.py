@@ -9,14 +9,14 @@ template makes the check fail naming it. The identities:
 {% if cookiecutter.deployment == "sagemaker" %}* deploy job (DeployRole): `deploy.deploy_release` - the champion check, the archive upload, the
   SageMaker model, endpoint config and endpoint, the smoke request, the champion record;
 {% endif %}* train job (TrainRole): the landing reads of `make new-events`, the flow's S3 datastore (the
-  launcher, its local steps and the code package), the champion read of `evaluate` (BATCH=false);
-* Batch tasks (BatchJobRole): the same datastore calls and the champion read, from inside a step.
+  launcher, its local steps and the code package){% if cookiecutter.deployment == "sagemaker" %}, the champion read of `evaluate` (BATCH=false){% endif %};
+* Batch tasks (BatchJobRole): the same datastore calls{% if cookiecutter.deployment == "sagemaker" %} and the champion read{% endif %}, from inside a step.
 
 What the recording cannot tell: conditions other than StringEquals/StringLike on a key the
-request carries (`iam:PassedToService` is set for the role SageMaker is given), the bucket
+request carries{% if cookiecutter.deployment == "sagemaker" %} (`iam:PassedToService` is set for the role SageMaker is given){% endif %}, the bucket
 policy's TLS-only Deny (moto is plain HTTP), service control policies, permission boundaries, KMS
 key policies (the bucket uses SSE-S3), and the calls AWS services make with their own roles
-(Batch's and ECS's agents, SageMaker pulling the image): those only a real account shows.
+(Batch's and ECS's agents{% if cookiecutter.deployment == "sagemaker" %}, SageMaker pulling the image{% endif %}): those only a real account shows.
 """
 
 from __future__ import annotations
