@@ -24,6 +24,12 @@ RESOURCE_PARAMS = {
     "ExecutionRoleArn",
     "StackName",
     "ChangeSetName",
+    "jobQueue",
+    "jobDefinition",
+    "jobDefinitionName",
+    "jobId",
+    "jobRoleArn",
+    "executionRoleArn",
 }
 
 
@@ -35,7 +41,9 @@ def initialize_client_plugin(client: Any) -> None:
         path = os.environ.get("AWS_CALL_LOG")
         if not path:
             return
-        named = {k: v for k, v in params.items() if k in RESOURCE_PARAMS and isinstance(v, str)}
+        # A Batch job definition names its roles inside containerProperties.
+        flat = {**params, **(params.get("containerProperties") or {})}
+        named = {k: v for k, v in flat.items() if k in RESOURCE_PARAMS and isinstance(v, str)}
         line = {
             "service": meta.service_model.signing_name,
             "operation": model.name,

@@ -198,6 +198,8 @@ def requests(call: Mapping[str, Any]) -> list[Request]:
             passed = {"iam:PassedToService": "sagemaker.amazonaws.com"}
             found.append(Request("iam:PassRole", params["ExecutionRoleArn"], passed))
         return found or [Request(f"sagemaker:{operation}", "*")]
+    if service == "batch":
+        return _batch(operation, params, region)
     if service == "cloudformation" and "StackName" in params:
         stack = params["StackName"]
         arn = (
@@ -208,6 +210,36 @@ def requests(call: Mapping[str, Any]) -> list[Request]:
         return [Request(f"cloudformation:{operation}", arn)]
     action = f"{service}:{operation}"
     return [] if action in FREE else [Request(action, "*")]
+
+
+def _batch(operation: str, params: Mapping[str, str], region: str) -> list[Request]:
+    """Batch's resource-level actions: job definitions (by name, name:revision or ARN), queues
+    (by name or ARN), jobs; registering a definition passes the roles it names."""
+    arn = f"arn:aws:batch:{region}:{ACCOUNT}"
+    found = []
+    if operation == "RegisterJobDefinition":
+        found.append(
+            Request(
+                "batch:RegisterJobDefinition", f"{arn}:job-definition/{params['jobDefinitionName']}"
+            )
+        )
+        found += [
+            Request("iam:PassRole", params[k])
+            for k in ("jobRoleArn", "executionRoleArn")
+            if k in params
+        ]
+    elif operation == "SubmitJob":
+        for kind, name in (("job-definition", "jobDefinition"), ("job-queue", "jobQueue")):
+            value = params[name]
+            found.append(
+                Request(
+                    "batch:SubmitJob",
+                    value if value.startswith("arn:") else f"{arn}:{kind}/{value}",
+                )
+            )
+    elif operation == "TerminateJob":
+        found.append(Request("batch:TerminateJob", f"{arn}:job/{params['jobId']}"))
+    return found or [Request(f"batch:{operation}", "*")]
 
 
 def read_calls(path: Path) -> list[dict[str, Any]]:

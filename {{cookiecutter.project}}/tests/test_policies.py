@@ -9,14 +9,16 @@ template makes the check fail naming it. The identities:
 {% if cookiecutter.deployment == "sagemaker" %}* deploy job (DeployRole): `deploy.deploy_release` - the champion check, the archive upload, the
   SageMaker model, endpoint config and endpoint, the smoke request, the champion record;
 {% endif %}* train job (TrainRole): the landing reads of `make new-events`, the flow's S3 datastore (the
-  launcher, its local steps and the code package){% if cookiecutter.deployment == "sagemaker" %}, the champion read of `evaluate` (BATCH=false){% endif %};
+  launcher, its local steps and the code package), the launch of steps on Batch{% if cookiecutter.deployment == "sagemaker" %}, and
+  the champion read of `evaluate` (BATCH=false){% endif %};
 * Batch tasks (BatchJobRole): the same datastore calls{% if cookiecutter.deployment == "sagemaker" %} and the champion read{% endif %}, from inside a step.
 
 What the recording cannot tell: conditions other than StringEquals/StringLike on a key the
-request carries{% if cookiecutter.deployment == "sagemaker" %} (`iam:PassedToService` is set for the role SageMaker is given){% endif %}, the bucket
-policy's TLS-only Deny (moto is plain HTTP), service control policies, permission boundaries, KMS
-key policies (the bucket uses SSE-S3), and the calls AWS services make with their own roles
-(Batch's and ECS's agents{% if cookiecutter.deployment == "sagemaker" %}, SageMaker pulling the image{% endif %}): those only a real account shows.
+request carries{% if cookiecutter.deployment == "sagemaker" %} (`iam:PassedToService` is set for the role SageMaker is
+given){% endif %}; the bucket policy's TLS-only Deny (moto is plain HTTP); service control
+policies, permission boundaries, KMS key policies (the bucket uses SSE-S3); the calls AWS
+services make with their own roles (Batch's and ECS's agents{% if cookiecutter.deployment == "sagemaker" %}, SageMaker pulling the
+image{% endif %}): those only a real account shows.
 """
 
 from __future__ import annotations
@@ -274,6 +276,46 @@ def test_the_s3_datastore_is_allowed_to_the_train_and_batch_job_roles(
     assert {c["params"]["Bucket"] for c in calls} == {bucket}
     assert_allowed(calls, "TrainRole", stack)
     assert_allowed(calls, "BatchJobRole", stack)
+
+
+def test_batch_submission_is_allowed_to_the_train_role(
+    call_log: CallLog, stack: dict[str, str], tmp_path: Path
+) -> None:
+    """The run launched with the steps on Batch, into the stack deployed to moto: Metaflow finds
+    the queue, registers the job definition (passing the job role) and submits the job, which
+    moto cannot run (no container engine), so the run then fails."""
+    name = stack["ProjectName"]
+    options = ["--stack-name", name, "--template", str(moto_template(tmp_path / "t.json")),
+               "--env-file", str(tmp_path / ".env"), "--param", f"ProjectName={name}",
+               "--github-repo", REPO]  # fmt: skip
+    assert infra_stack.main(["deploy", *options]) == 0
+    values = iam.stack_values(template(), stack)
+    (tmp_path / "flow.py").write_text(FLOW)
+    call_log.start()
+    env = {
+        **os.environ,
+        "METAFLOW_USER": "tester",
+        "METAFLOW_DEFAULT_DATASTORE": "s3",
+        "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{values['Bucket']}/metaflow",
+        "METAFLOW_S3_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"],
+        "METAFLOW_BATCH_JOB_QUEUE": values["CpuQueue"],
+        "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": values["BatchJobRole.Arn"],
+        "METAFLOW_BATCH_CONTAINER_IMAGE": f"{values['ImageRepository']}:test",
+    }
+    ran = subprocess.run(
+        [sys.executable, "flow.py", "--no-pylint", "run", "--with", "batch"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    calls = call_log.stop()
+    assert ran.returncode != 0  # moto accepted the job but cannot run it
+    assert {"batch:RegisterJobDefinition", "batch:SubmitJob"} <= operations(calls), ran.stderr[
+        -3000:
+    ]
+    assert_allowed(calls, "TrainRole", stack)
 
 {%- if cookiecutter.deployment == "sagemaker" %}
 
