@@ -192,6 +192,10 @@ def test_the_evaluator_matches_wildcards_and_lets_a_deny_win() -> None:
         == "allow"
     )
     assert iam.decide([passing], iam.Request("iam:PassRole", "arn:aws:iam::1:role/r")) == "implicit"
+    elsewhere = {"Effect": "Allow", "NotAction": "s3:Delete*", "NotResource": "arn:aws:s3:::b/*"}
+    assert iam.decide([elsewhere], iam.Request("s3:GetObject", "arn:aws:s3:::c/k")) == "allow"
+    assert iam.decide([elsewhere], iam.Request("s3:GetObject", "arn:aws:s3:::b/k")) == "implicit"
+    assert iam.decide([elsewhere], iam.Request("s3:DeleteObject", "arn:aws:s3:::c/k")) == "implicit"
 
 
 # --- the train job and the Batch tasks ---------------------------------------------------------
@@ -245,6 +249,31 @@ if __name__ == "__main__":
 '''
 
 
+def run_flow(folder: Path, bucket: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """DatastoreFlow run in `folder` on the S3 datastore in `bucket` (moto)."""
+    (folder / "flow.py").write_text(FLOW)
+    env = {
+        **os.environ,
+        "METAFLOW_USER": "tester",
+        "METAFLOW_DEFAULT_DATASTORE": "s3",
+        "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{bucket}/metaflow",
+        "METAFLOW_S3_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"],
+        **env,
+    }
+    command = [sys.executable, "flow.py", "--no-pylint", "run", *args]
+    return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+
+
+def deploy_stack(stack: dict[str, str], folder: Path, *commands: str) -> None:
+    """`make infra` (infra/stack.py) with `commands` (diff, deploy) for `stack` on moto."""
+    name = stack["ProjectName"]
+    options = ["--stack-name", name, "--template", str(moto_template(folder / "t.json")),
+               "--env-file", str(folder / ".env"), "--param", f"ProjectName={name}",
+               "--github-repo", REPO]  # fmt: skip
+    for command in commands:
+        assert infra_stack.main([command, *options]) == 0
+
+
 def test_the_s3_datastore_is_allowed_to_the_train_and_batch_job_roles(
     call_log: CallLog, stack: dict[str, str], tmp_path: Path
 ) -> None:
@@ -252,24 +281,8 @@ def test_the_s3_datastore_is_allowed_to_the_train_and_batch_job_roles(
     and local steps run as the train role, a Batch task's step makes the same calls as the job
     role."""
     bucket = bucket_of(stack)
-    (tmp_path / "flow.py").write_text(FLOW)
     call_log.start()
-    env = {
-        **os.environ,
-        "METAFLOW_USER": "tester",
-        "METAFLOW_DEFAULT_DATASTORE": "s3",
-        "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{bucket}/metaflow",
-        "METAFLOW_S3_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"],
-        "METAFLOW_FEAT_ALWAYS_UPLOAD_CODE_PACKAGE": "true",
-    }
-    ran = subprocess.run(
-        [sys.executable, "flow.py", "--no-pylint", "run"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    ran = run_flow(tmp_path, bucket, METAFLOW_FEAT_ALWAYS_UPLOAD_CODE_PACKAGE="true")
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-3000:]
     calls = call_log.stop()
     assert {"s3:HeadBucket", "s3:PutObject", "s3:GetObject"} <= operations(calls), operations(calls)
@@ -284,37 +297,22 @@ def test_batch_submission_is_allowed_to_the_train_role(
     """The run launched with the steps on Batch, into the stack deployed to moto: Metaflow finds
     the queue, registers the job definition (passing the job role) and submits the job, which
     moto cannot run (no container engine), so the run then fails."""
-    name = stack["ProjectName"]
-    options = ["--stack-name", name, "--template", str(moto_template(tmp_path / "t.json")),
-               "--env-file", str(tmp_path / ".env"), "--param", f"ProjectName={name}",
-               "--github-repo", REPO]  # fmt: skip
-    assert infra_stack.main(["deploy", *options]) == 0
+    deploy_stack(stack, tmp_path, "deploy")
     values = iam.stack_values(template(), stack)
-    (tmp_path / "flow.py").write_text(FLOW)
     call_log.start()
-    env = {
-        **os.environ,
-        "METAFLOW_USER": "tester",
-        "METAFLOW_DEFAULT_DATASTORE": "s3",
-        "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{values['Bucket']}/metaflow",
-        "METAFLOW_S3_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"],
-        "METAFLOW_BATCH_JOB_QUEUE": values["CpuQueue"],
-        "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": values["BatchJobRole.Arn"],
-        "METAFLOW_BATCH_CONTAINER_IMAGE": f"{values['ImageRepository']}:test",
-    }
-    ran = subprocess.run(
-        [sys.executable, "flow.py", "--no-pylint", "run", "--with", "batch"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    ran = run_flow(
+        tmp_path,
+        values["Bucket"],
+        "--with",
+        "batch",
+        METAFLOW_BATCH_JOB_QUEUE=values["CpuQueue"],
+        METAFLOW_ECS_S3_ACCESS_IAM_ROLE=values["BatchJobRole.Arn"],
+        METAFLOW_BATCH_CONTAINER_IMAGE=f"{values['ImageRepository']}:test",
     )
     calls = call_log.stop()
     assert ran.returncode != 0  # moto accepted the job but cannot run it
-    assert {"batch:RegisterJobDefinition", "batch:SubmitJob"} <= operations(calls), ran.stderr[
-        -3000:
-    ]
+    submitted = {"batch:RegisterJobDefinition", "batch:SubmitJob"}
+    assert submitted <= operations(calls), ran.stderr[-3000:]
     assert_allowed(calls, "TrainRole", stack)
 
 {%- if cookiecutter.deployment == "sagemaker" %}
@@ -430,17 +428,12 @@ INFRA_ACTIONS = {
 def test_make_infra_calls_only_cloudformation_on_its_stack(
     call_log: CallLog, stack: dict[str, str], tmp_path: Path
 ) -> None:
-    name = stack["ProjectName"]
-    options = ["--stack-name", name, "--template", str(moto_template(tmp_path / "t.json")),
-               "--env-file", str(tmp_path / ".env"), "--param", f"ProjectName={name}",
-               "--github-repo", REPO]  # fmt: skip
     call_log.start()
-    assert infra_stack.main(["diff", *options]) == 0
-    assert infra_stack.main(["deploy", *options]) == 0
+    deploy_stack(stack, tmp_path, "diff", "deploy")
     calls = call_log.stop()
     requested = {r for call in calls for r in iam.requests(call)}
     assert {r.action for r in requested} == INFRA_ACTIONS
-    own_stack = f"arn:aws:cloudformation:us-east-1:123456789012:stack/{name}/*"
+    own_stack = f"arn:aws:cloudformation:us-east-1:123456789012:stack/{stack['ProjectName']}/*"
     assert {r.resource for r in requested} == {own_stack, "*"}
     unscoped = {r.action for r in requested if r.resource == "*"}
     # Neither has resource-level permissions.
