@@ -5,6 +5,7 @@ where AWS does not require it, the actions the code calls are allowed, GitHub's 
 each job of main.yml against the trust policies (both subject formats). The `cloud` test deploys
 the stack to the moto server with infra/stack.py and reads the resources and outputs back; what
 moto cannot create is listed in MOTO_GAPS, and those resources are checked statically here.
+tests/test_policies.py checks the calls the code really makes against the same policies.
 """
 
 from __future__ import annotations
