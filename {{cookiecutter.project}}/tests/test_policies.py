@@ -166,6 +166,12 @@ def test_s3_calls_become_their_iam_actions() -> None:
     assert iam.requests(listing) == [iam.Request("s3:ListBucket", "arn:aws:s3:::b")]
     part = {"service": "s3", "operation": "UploadPart", "params": {"Bucket": "b", "Key": "k"}}
     assert iam.requests(part)[0].action == "s3:PutObject"
+    copied = {"Bucket": "b", "Key": "to", "CopySource": "a/from?versionId=1"}
+    copy_call = {"service": "s3", "operation": "CopyObject", "params": copied}
+    assert iam.requests(copy_call) == [
+        iam.Request("s3:GetObject", "arn:aws:s3:::a/from"),
+        iam.Request("s3:PutObject", "arn:aws:s3:::b/to"),
+    ]
     with pytest.raises(KeyError, match="s3:PutBucketPolicy has no IAM mapping"):
         iam.requests({"service": "s3", "operation": "PutBucketPolicy", "params": {"Bucket": "b"}})
 
