@@ -609,7 +609,7 @@ def test_the_nightly_run_trains_only_when_new_events_were_loaded(tmp_path: Path)
 
 
 def test_cli_gate_exits_2_when_it_cannot_decide(monkeypatch: pytest.MonkeyPatch) -> None:
-    from session_recs import cli
+    from {{ cookiecutter.project }} import cli
     from {{ cookiecutter.project }}.release.gate import GateDecision
 
     def unreachable(run_id: str | None) -> None:
