@@ -395,6 +395,8 @@ def test_main_workflow_deploys_a_model_that_passes_the_gate(
     assert code == 0, log[-6000:]
     release = {path.name for path in (bake.artifacts / "release").iterdir()}
     assert {"model.tar.gz", "gate.json", "run.json", "manifest.json"} <= release, release
+    # dbt's manifest of production, which the pull requests' slim CI defers to.
+    assert (bake.artifacts / "dbt-manifest" / "manifest.json").is_file()
     # Every release file was attested by the train job and verified before `make deploy`.
     calls = (bake.artifacts / "gh-calls.txt").read_text().splitlines()
     signer = f"--repo {REPO} --signer-workflow {REPO}/.github/workflows/main.yml"

@@ -243,7 +243,12 @@ def test_closing_a_pull_request_drops_its_schemas_only(
 
 
 @pytest.mark.parametrize(
-    "overrides", [{"snowflake_schema": "analytics"}, {"snowflake_raw_schema": "raw"}]
+    "overrides",
+    [
+        {"snowflake_schema": "analytics"},
+        {"snowflake_raw_schema": "raw"},
+        {"snowflake_schema": "pr_5; drop schema raw"},
+    ],
 )
 def test_closing_never_drops_a_schema_not_named_pr(
     settings: Settings, overrides: dict[str, str]

@@ -1,10 +1,10 @@
 """The Snowflake warehouse: the same append-only raw log and training view as the DuckDB one.
 
 `raw.events`, `raw.loads` and `raw.rejects` are those of `base` (the DuckDB ones too), in
-SNOWFLAKE_RAW_SCHEMA (`raw`; a pull request's own, see `clone_raw`). A batch
-is loaded the way Snowflake loads fast: PUT into the table stage of a per-file staging table, COPY
-INTO it (Parquet, columns matched by name), then one transaction appends its rows with the load
-columns to `raw.events` (its quarantined rows, if any, to `raw.rejects`) and records the load in
+SNOWFLAKE_RAW_SCHEMA (`raw`; a pull request's own, see `clone_raw`). A batch is loaded the way
+Snowflake loads fast: PUT into the table stage of a per-file staging table, COPY INTO it (Parquet,
+columns matched by name), then one transaction appends its rows with the load columns to
+`raw.events` (its quarantined rows, if any, to `raw.rejects`) and records the load in
 `raw.loads`. The load id is the batch's content hash, so a batch loaded before is skipped.
 `write_pandas` and `executemany` would send rows through the client; PUT + COPY is Snowflake's bulk
 path (and the one the fakesnow emulator supports). Memory holds no more than the client's upload
@@ -58,7 +58,7 @@ REQUIRED_SETTINGS = tuple(
 
 # A pull request's schemas (pr_<N> for the models, pr_<N>_raw for the raw log): the only ones
 # `clone_raw` and `drop_pr_schemas` replace or drop.
-PR_SCHEMA = re.compile(r"pr_\w+", re.IGNORECASE)
+PR_SCHEMA = re.compile(r"pr_\w+", re.IGNORECASE | re.ASCII)
 
 
 class SnowflakeError(WarehouseError):
