@@ -83,6 +83,7 @@ class Bake:
         job: str | None = None,
         variables: Mapping[str, str] | None = None,
         extra_env: Mapping[str, str] | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> tuple[int, str]:
         """Run one workflow with act; return its exit code and log."""
         event_file = self.cache / f"{workflow}-event.json"
@@ -110,6 +111,8 @@ class Bake:
             command += ["--env", f"{key}={value}"]
         for key, value in (variables or {}).items():
             command += ["--var", f"{key}={value}"]
+        for key, value in (secrets or {}).items():
+            command += ["--secret", f"{key}={value}"]
         env = {key: value for key, value in os.environ.items() if key not in LEAKY_VARIABLES}
         env |= {
             "XDG_CACHE_HOME": str(self.cache),
@@ -392,6 +395,8 @@ def test_main_workflow_deploys_a_model_that_passes_the_gate(
     assert code == 0, log[-6000:]
     release = {path.name for path in (bake.artifacts / "release").iterdir()}
     assert {"model.tar.gz", "gate.json", "run.json", "manifest.json"} <= release, release
+    # dbt's manifest of production, which the pull requests' slim CI defers to.
+    assert (bake.artifacts / "dbt-manifest" / "manifest.json").is_file()
     # Every release file was attested by the train job and verified before `make deploy`.
     calls = (bake.artifacts / "gh-calls.txt").read_text().splitlines()
     signer = f"--repo {REPO} --signer-workflow {REPO}/.github/workflows/main.yml"
@@ -437,3 +442,104 @@ def test_main_workflow_refuses_an_input_that_is_not_digits(bake: Bake) -> None:
     assert "n_sessions must be digits only" in log
     assert not list(bake.project.rglob("PWNED")) and not list(bake.cache.rglob("PWNED"))
     assert not (bake.artifacts / "aws-role.txt").exists()
+
+
+# Production's raw log on the fakesnow server: the generator's events loaded by the project's code.
+SEED_PRODUCTION = """
+import sys
+from pathlib import Path
+from session_recs import warehouse
+from session_recs.ingest import synthetic
+from session_recs.settings import Settings
+config = synthetic.GeneratorConfig(n_sessions=300, n_products=80, n_intents=4, days=3)
+warehouse.load_to_warehouse(synthetic.write_events(config, Path(sys.argv[1])).paths, Settings())
+"""
+# What the database holds: each schema's tables with their row counts, as JSON.
+DESCRIBE_DATABASE = """
+import json
+from session_recs.settings import Settings
+from session_recs.warehouse import snowflake_backend
+with snowflake_backend.cursor(Settings()) as cur:
+    tables = cur.execute(
+        "select lower(table_schema), lower(table_name) from information_schema.tables "
+        "where table_type = 'BASE TABLE' and lower(table_schema) <> 'information_schema'"
+    ).fetchall()
+    print(json.dumps({f"{schema}.{name}": cur.execute(f"select count(*) from {schema}.{name}")
+                      .fetchone()[0] for schema, name in tables}))
+"""
+
+
+@pytest.fixture
+def fakesnow(project_venv: Path, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A fakesnow server; the settings that point the project (and a workflow's jobs) at it."""
+    port = free_port()
+    with (tmp_path / "fakesnow.log").open("wb") as out:
+        server = subprocess.Popen(
+            [str(project_venv / "bin" / "fakesnow"), "-s", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while not listening(port):
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError("fakesnow did not start")
+        time.sleep(0.2)
+    yield {"SNOWFLAKE_HOST": "127.0.0.1", "SNOWFLAKE_PORT": str(port), "SNOWFLAKE_PROTOCOL": "http"}
+    server.terminate()
+    server.wait(timeout=10)
+
+
+SNOWFLAKE_SECRETS = {
+    "SNOWFLAKE_ACCOUNT": "fakesnow",
+    "SNOWFLAKE_USER": "ci",
+    "SNOWFLAKE_PASSWORD": "not-a-real-password",
+}
+SNOWFLAKE_VARIABLES = {
+    "SNOWFLAKE_ROLE": "recs_pipeline",
+    "SNOWFLAKE_WAREHOUSE": "recs_wh",
+    "SNOWFLAKE_DATABASE": "recs",
+}
+
+
+@pytest.mark.bake_run
+@pytest.mark.act
+def test_a_pull_request_builds_only_in_its_schemas_and_closing_drops_them(
+    bake: Bake, fakesnow: dict[str, str], tmp_path: Path
+) -> None:
+    production = fakesnow | SNOWFLAKE_SECRETS | SNOWFLAKE_VARIABLES | {
+        "WAREHOUSE": "snowflake", "SNOWFLAKE_SCHEMA": "analytics", "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(bake.project / "src"),
+    }  # fmt: skip
+    python = str(bake.venv / "bin" / "python")
+
+    def database() -> dict[str, int]:
+        command = [python, "-c", DESCRIBE_DATABASE]
+        done = subprocess.run(command, env=production, check=True, capture_output=True, text=True)
+        return json.loads(done.stdout)
+
+    command = [python, "-c", SEED_PRODUCTION, str(tmp_path / "events")]
+    subprocess.run(command, cwd=tmp_path, env=production, check=True, capture_output=True)
+    before = database()
+    assert before["raw.events"] > 0
+
+    code, log = bake.act(
+        "pull_request", "pr.yml", PULL_REQUEST, job="snowflake",
+        variables=SNOWFLAKE_VARIABLES, secrets=SNOWFLAKE_SECRETS, extra_env=fakesnow,
+    )  # fmt: skip
+    assert code == 0, log[-6000:]
+    during = database()
+    production_tables = {name: rows for name, rows in during.items() if name.startswith("raw.")}
+    assert production_tables == before  # production's raw log: untouched
+    # The PR's raw log: production's events (a clone) plus its sample; its models in pr_7.
+    assert during["pr_7_raw.events"] > before["raw.events"]
+    assert during["pr_7.sessions"] > 0
+    assert "No production manifest in" in log  # the first pull request: a full build
+
+    closed = PULL_REQUEST | {"action": "closed"}
+    code, log = bake.act(
+        "pull_request", "pr-closed.yml", closed,
+        variables=SNOWFLAKE_VARIABLES, secrets=SNOWFLAKE_SECRETS, extra_env=fakesnow,
+    )  # fmt: skip
+    assert code == 0, log[-6000:]
+    assert database() == before

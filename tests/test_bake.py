@@ -146,7 +146,7 @@ def test_workflows_pass_the_static_checks(baked: Result, tmp_path: Path) -> None
     github = project_of(baked) / ".github"
     workflows = sorted((github / "workflows").glob("*.yml"))
     deploy = ["deploy.yml"] if baked.context["deployment"] == "sagemaker" else []
-    assert [w.name for w in workflows] == [*deploy, "main.yml", "pr.yml"]
+    assert [w.name for w in workflows] == [*deploy, "main.yml", "pr-closed.yml", "pr.yml"]
     for script in sorted((github / "scripts").glob("*.sh")):
         assert not WORKFLOW_CHECKS.script_problems(script), script.name
     for workflow in workflows:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
@@ -68,11 +70,26 @@ def settings(fakesnow_server, request: pytest.FixtureRequest, tmp_path: Path) ->
 
 
 def raw_counts(settings: Settings) -> tuple[int, int, int]:
+    schema = settings.snowflake_raw_schema
     with snowflake_backend.cursor(settings) as cur:
         return tuple(
-            cur.execute(f"select count(*) from raw.{table}").fetchone()[0]
+            cur.execute(f"select count(*) from {schema}.{table}").fetchone()[0]
             for table in ("events", "loads", "rejects")
         )
+
+
+def schemas(settings: Settings) -> set[str]:
+    with snowflake_backend.cursor(settings) as cur:
+        rows = cur.execute("select lower(schema_name) from information_schema.schemata").fetchall()
+    return {name for (name,) in rows}
+
+
+def pr_settings(production: Settings, number: int, **overrides: object) -> Settings:
+    """A pull request's settings, as pr.yml sets them: the same database, schemas of its own."""
+    return production.model_copy(
+        update={"snowflake_schema": f"pr_{number}", "snowflake_raw_schema": f"pr_{number}_raw"}
+        | overrides
+    )
 
 
 def test_loading_twice_adds_nothing(settings: Settings, event_files: list[Path]) -> None:
@@ -175,6 +192,101 @@ def test_quality_suite_passes_on_snowflake(built) -> None:
     report = quality.check_warehouse(settings)
     assert report.success, quality.format_report(report)
     assert report.row_count > 100
+
+
+def test_a_pull_request_loads_into_a_clone_and_leaves_production_raw_untouched(
+    settings: Settings, event_files: list[Path], tmp_path: Path
+) -> None:
+    warehouse.load_to_warehouse(event_files[:1], settings)
+    production = raw_counts(settings)
+    pr = pr_settings(settings, 12)
+
+    snowflake_backend.clone_raw(pr)
+    assert raw_counts(pr) == production  # production's events, to build over
+    sample = write_events(replace(CONFIG, seed=7), tmp_path / "pr").paths[:1]
+    [loaded] = warehouse.load_to_warehouse(sample, pr)
+
+    assert raw_counts(pr)[:2] == (production[0] + loaded.rows, production[1] + 1)
+    assert raw_counts(settings) == production
+    # A new push starts again from production's current log.
+    snowflake_backend.clone_raw(pr)
+    assert raw_counts(pr) == production
+
+
+def test_the_first_pull_request_clones_an_empty_raw_log(settings: Settings) -> None:
+    pr = pr_settings(settings, 3)
+    snowflake_backend.clone_raw(pr)  # production has loaded nothing yet: no raw schema
+    assert raw_counts(pr) == (0, 0, 0)
+    assert "raw" not in schemas(settings)  # and none was created for it
+
+
+def test_cloning_into_production_raw_is_refused(settings: Settings) -> None:
+    with pytest.raises(snowflake_backend.SnowflakeError, match="Not a pull request's schema: raw"):
+        snowflake_backend.clone_raw(settings)
+
+
+def test_closing_a_pull_request_drops_its_schemas_only(
+    settings: Settings, event_files: list[Path]
+) -> None:
+    warehouse.load_to_warehouse(event_files[:1], settings)
+    production = raw_counts(settings)
+    pr = pr_settings(settings, 4)
+    snowflake_backend.clone_raw(pr)
+    with snowflake_backend.cursor(pr) as cur:
+        cur.execute("create schema pr_4")
+        cur.execute("create table pr_4.sessions as select 1 as session_id")
+
+    assert snowflake_backend.drop_pr_schemas(pr) == ("pr_4", "pr_4_raw")
+    assert {"pr_4", "pr_4_raw"}.isdisjoint(schemas(settings))
+    assert raw_counts(settings) == production
+    snowflake_backend.drop_pr_schemas(pr)  # a second close (a re-run job) is fine
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"snowflake_schema": "analytics"},
+        {"snowflake_raw_schema": "raw"},
+        {"snowflake_schema": "pr_5; drop schema raw"},
+    ],
+)
+def test_closing_never_drops_a_schema_not_named_pr(
+    settings: Settings, overrides: dict[str, str]
+) -> None:
+    with pytest.raises(snowflake_backend.SnowflakeError, match="Not a pull request's schema"):
+        snowflake_backend.drop_pr_schemas(pr_settings(settings, 5, **overrides))
+
+
+def test_slim_ci_builds_what_changed_in_the_pr_schema_over_production(
+    built, tmp_path: Path
+) -> None:
+    production, _ = built
+    manifest = transform.core.write_manifest(production, tmp_path / "production")
+    # The pull request changes one model: only it and its tests run, in pr_9, and the refs to
+    # the models it did not change read production's (--defer).
+    project = shutil.copytree(DBT_PROJECT, tmp_path / "dbt")
+    model = project / "models" / "marts" / "training_sessions.sql"
+    model.write_text(model.read_text() + "\n-- changed in a pull request\n")
+    pr = pr_settings(production, 9, dbt_project_dir=project, dbt_state_dir=manifest.parent)
+    snowflake_backend.clone_raw(pr)
+
+    result = transform.build(pr, tmp_path / "pr-dbt")
+
+    assert result.success, transform.describe(result)
+    ran = {node.name for node in result.executed if node.resource_type == "model"}
+    assert ran == {"training_sessions"}
+    assert any(node.resource_type == "test" for node in result.executed)
+    with snowflake_backend.cursor(pr) as cur:
+        tables = cur.execute(
+            "select lower(table_name) from information_schema.tables "
+            "where lower(table_schema) = 'pr_9' and table_type = 'BASE TABLE'"
+        ).fetchall()
+    assert tables == []  # sessions and stg_product_events: production's, not rebuilt
+    # pr_9.training_sessions (a view) reads production's sessions.
+    assert len(warehouse.read_warehouse_sessions(pr)) == len(
+        warehouse.read_warehouse_sessions(production)
+    )
+    snowflake_backend.drop_pr_schemas(pr)
 
 
 def test_coveo_files_go_through_the_snowflake_loader(settings: Settings, tmp_path: Path) -> None:

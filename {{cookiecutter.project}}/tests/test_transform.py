@@ -250,3 +250,36 @@ def test_docs_generate_a_static_site_with_the_lineage(
     html = site.read_text()
     assert "stg_events" in html and "training_sessions" in html  # manifest and catalog inlined
     assert (tmp_path / "dbt-docs" / "catalog.json").is_file()
+
+
+def test_make_dbt_builds_everything_until_production_has_a_manifest(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from {{ cookiecutter.project }}.settings import Settings
+    from {{ cookiecutter.project }}.transform import build
+
+    db = tmp_path / "warehouse.duckdb"
+    write_two_sessions(db)
+    settings = Settings(dbt_project_dir=project, duckdb_path=db, dbt_state_dir=tmp_path / "none")
+    built = build(settings, tmp_path / "dbt")
+    assert built.success
+    models = {node.name for node in built.executed if node.resource_type == "model"}
+    assert models == {"stg_events", "stg_product_events", "sessions", "training_sessions"}
+    assert "No production manifest" in capsys.readouterr().out
+
+
+def test_slim_ci_rebuilds_nothing_when_no_model_changed(project: Path, tmp_path: Path) -> None:
+    from {{ cookiecutter.project }}.settings import Settings
+    from {{ cookiecutter.project }}.transform import build
+    from {{ cookiecutter.project }}.transform.core import write_manifest
+
+    db = tmp_path / "warehouse.duckdb"
+    write_two_sessions(db)
+    production = Settings(dbt_project_dir=project, duckdb_path=db)
+    build(production, tmp_path / "production")
+    manifest = write_manifest(production, tmp_path / "state")
+    assert manifest == tmp_path / "state" / "manifest.json"
+
+    pr = production.model_copy(update={"dbt_state_dir": manifest.parent})
+    built = build(pr, tmp_path / "pr")
+    assert built.success and built.executed == []

@@ -137,8 +137,10 @@ def test_a_successful_job_becomes_a_dbt_result_with_its_url(
     url, scenario = cloud
     result = transform.build(cloud_settings(url, max_session_length=30), tmp_path / "dbt")
 
-    # The job builds with the settings' session-length bounds, as a local build does.
-    bounds = json.dumps({"min_session_length": MIN_SESSION_LENGTH, "max_session_length": 30})
+    # The job builds with the settings' session-length bounds and raw schema, as a local build does.
+    bounds = json.dumps(
+        {"min_session_length": MIN_SESSION_LENGTH, "max_session_length": 30, "raw_schema": "raw"}
+    )
     assert scenario.requests[0] == (
         "POST",
         f"/api/v2/accounts/{ACCOUNT}/jobs/{JOB}/run/",

@@ -224,8 +224,8 @@ def test_pr_workflow_runs_the_checks_and_comments_once() -> None:
     data = load(workflow)
     assert set(data["on"]) == {"pull_request"}
     assert make_targets(workflow) == {
-        "lint", "secrets", "test-quick", "data", "dbt", "quality", "run", "cards", "docs",
-        "summary",
+        "lint", "secrets", "test-quick", "pr-clone", "data", "dbt", "quality", "run", "cards",
+        "docs", "summary",
     }  # fmt: skip
     smoke = " ".join(step.get("run", "") for _, step in steps(workflow))
     assert "--deploy_enabled False" in smoke
@@ -234,6 +234,54 @@ def test_pr_workflow_runs_the_checks_and_comments_once() -> None:
     assert "secrets.SNOWFLAKE_PASSWORD" in snowflake["env"]["SNOWFLAKE_PASSWORD"]
     comment = data["jobs"]["comment"]["steps"][0]["run"]
     assert "PATCH" in comment and "marker" in comment
+
+
+PR_SCHEMAS = {
+    "SNOWFLAKE_SCHEMA": "pr_" + expression("github.event.pull_request.number"),
+    "SNOWFLAKE_RAW_SCHEMA": "pr_" + expression("github.event.pull_request.number") + "_raw",
+}
+
+
+def test_the_pr_snowflake_job_builds_in_its_own_schemas_from_a_clone() -> None:
+    job = load(WORKFLOW_DIR / "pr.yml")["jobs"]["snowflake"]
+    assert PR_SCHEMAS.items() <= job["env"].items()
+    assert job["permissions"] == {"contents": "read", "actions": "read"}
+    runs = [step.get("run", "") for step in job["steps"]]
+    # Production's manifest first, then the clone, before anything is loaded or built.
+    manifest = step_named(job, "Production's dbt manifest (none until main has built)")
+    assert "name=dbt-manifest" in manifest["run"] and "$DBT_STATE_DIR" in manifest["run"]
+    clone = runs.index("make pr-clone")
+    assert job["steps"].index(manifest) < clone
+    assert (
+        clone < runs.index('make data ARGS="--sessions $SAMPLE_SESSIONS"') < runs.index("make dbt")
+    )
+    assert job["env"]["DBT_STATE_DIR"]
+
+
+def test_main_publishes_the_manifest_that_pull_requests_defer_to() -> None:
+    train = main_jobs()["train"]["steps"]
+    runs = [step.get("run") for step in train]
+    upload = next(s for s in train if s.get("with", {}).get("name") == "dbt-manifest")
+    assert (
+        runs.index('make run ARGS="--source warehouse --deploy_enabled False"')
+        < runs.index("make dbt-manifest")
+        < train.index(upload)
+    )
+    assert upload["with"]["path"] == "data/dbt-manifest/manifest.json"
+
+
+def test_closing_a_pull_request_drops_its_schemas() -> None:
+    workflow = WORKFLOW_DIR / "pr-closed.yml"
+    data = load(workflow)
+    assert data["on"] == {"pull_request": {"types": ["closed"]}}
+    # The checks' group: closing cancels a check that would write after the drop.
+    assert data["concurrency"]["group"] == load(WORKFLOW_DIR / "pr.yml")["concurrency"]["group"]
+    assert data["concurrency"]["cancel-in-progress"] is True
+    (job,) = data["jobs"].values()
+    assert job["permissions"] == {"contents": "read"}
+    assert job["timeout-minutes"] <= 10
+    assert PR_SCHEMAS.items() <= job["env"].items()
+    assert make_targets(workflow) == {"pr-drop"}
 
 
 def main_jobs() -> dict[str, dict[str, Any]]:

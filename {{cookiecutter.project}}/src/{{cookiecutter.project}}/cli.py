@@ -80,6 +80,32 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dbt_manifest(args: argparse.Namespace) -> int:
+    from .transform import core
+
+    settings = get_settings()
+    manifest = core.write_manifest(settings, args.out or settings.data_dir / "dbt-manifest")
+    print(f"dbt manifest of target '{settings.dbt_target}': {manifest}")
+    return 0
+
+
+def _pr_clone(args: argparse.Namespace) -> int:
+    from .warehouse import snowflake_backend
+
+    settings = get_settings()
+    snowflake_backend.clone_raw(settings, source=args.source)
+    print(f"{args.source} cloned into {settings.snowflake_raw_schema}")
+    return 0
+
+
+def _pr_drop(args: argparse.Namespace) -> int:
+    from .warehouse import snowflake_backend
+
+    dropped = snowflake_backend.drop_pr_schemas(get_settings())
+    print(f"dropped schemas {', '.join(dropped)} (if they existed)")
+    return 0
+
+
 def _quality(args: argparse.Namespace) -> int:
     from . import quality
 
@@ -455,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
         "data": (_data, "load events into the warehouse: synthetic, or the Coveo files"),
         "dbt": (_dbt, "build the dbt models and run their tests"),
         "docs": (_docs, "generate dbt's docs site (lineage, tests, column docs)"),
+        "dbt-manifest": (_dbt_manifest, "write dbt's manifest.json (production's, for slim CI)"),
+        "pr-clone": (_pr_clone, "clone production's raw log into SNOWFLAKE_RAW_SCHEMA"),
+        "pr-drop": (_pr_drop, "drop a pull request's SNOWFLAKE_SCHEMA and SNOWFLAKE_RAW_SCHEMA"),
         "quality": (_quality, "run the expectation suite on the training sessions"),
         "rejects": (_rejects, "show the rows the loader quarantined, by reason"),
         "gate": (_gate, "print a run's gate decision; exit 1 if it failed, 2 if unknown"),
@@ -493,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "docs":
             command.add_argument("--out", type=Path, help="folder (default DATA_DIR/dbt-docs)")
+        if name == "dbt-manifest":
+            command.add_argument("--out", type=Path, help="folder (default DATA_DIR/dbt-manifest)")
+        if name == "pr-clone":
+            command.add_argument("--source", default="raw", help="production's raw schema (raw)")
         if name == "summary":
             command.add_argument(
                 "--markdown", action="store_true", help="metrics and gate as Markdown (for CI)"

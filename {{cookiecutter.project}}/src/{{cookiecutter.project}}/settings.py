@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     snowflake_warehouse: str | None = Field(None, description="Snowflake virtual warehouse")
     snowflake_database: str | None = Field(None, description="Snowflake database")
     snowflake_schema: str | None = Field(None, description="Snowflake schema of the dbt models")
+    # Distinct from the models' schema so a pull request can load and build in schemas of its own
+    # (pr_<N>_raw, pr_<N>) while production keeps `raw`.
+    snowflake_raw_schema: str = Field(
+        "raw",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Snowflake schema of the raw event log (the loader writes it, dbt reads it)",
+    )
     snowflake_host: str | None = Field(None, description="Snowflake host (only for an emulator)")
     snowflake_port: int = Field(443, description="Snowflake port (only for an emulator)")
     snowflake_protocol: Literal["https", "http"] = Field("https", description="Snowflake protocol")
@@ -85,6 +92,11 @@ class Settings(BaseSettings):
     # --- transform --------------------------------------------------------------------------
     dbt_project_dir: Path = Field(Path("dbt"), description="dbt project folder")
     dbt_target: str = Field("local", description="dbt target in dbt/profiles.yml")
+    dbt_state_dir: Path | None = Field(
+        None,
+        description="Folder of production's manifest.json: dbt builds only what changed "
+        "(slim CI, deferring the rest to production); no manifest there: a full build",
+    )
     dbt_runner: Literal["core", "cloud"] = Field(
         "core", description="core runs dbt here; cloud triggers a dbt Cloud job (production)"
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import Settings
-from .profiles import session_vars
+from .profiles import dbt_vars
 from .results import DbtError, DbtRunResult, NodeRun, edges_from_manifest, nodes_from_manifest
 
 # dbt Cloud run status codes: 1 queued, 2 starting, 3 running, then one of the final ones.
@@ -120,10 +120,11 @@ def build(settings: Settings, output_dir: Path) -> DbtRunResult:
 
     Like `core.build`, a run whose models or tests failed is returned, not raised; call
     `raise_on_failure` after reporting it. The job runs `dbt build` with the settings'
-    session-length bounds as `--vars`, as the local build does (the project has no defaults).
+    session-length bounds and raw schema as `--vars`, as the local build does (the project has no
+    defaults for the bounds).
     """
     config = DbtCloudConfig.from_settings(settings)
-    command = f"dbt build --vars '{json.dumps(session_vars(settings.max_session_length))}'"
+    command = f"dbt build --vars '{json.dumps(dbt_vars(settings))}'"
     run = run_job(config, steps=[command])
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..progress import say
 from ..settings import Settings
-from .profiles import dbt_environment, session_vars
+from .profiles import dbt_environment, dbt_vars, session_vars
 from .results import (
     DbtError,
     DbtRunResult,
@@ -49,6 +49,7 @@ def run_dbt(
     memory_limit: str = "3GB",
     env: Mapping[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
+    state: Path | None = None,
 ) -> DbtRunResult:
     """Run one dbt command on the project and return every node's result.
 
@@ -56,7 +57,9 @@ def run_dbt(
     console output stays off: its log goes to the output folder).
 
     `select` takes dbt selectors ("stg_events+", "tag:x"); `vars` are passed as `--vars`, over the
-    session-length bounds' defaults (`profiles.session_vars`), which the project needs.
+    session-length bounds' defaults (`profiles.session_vars`), which the project needs. `state`, a
+    folder holding another build's manifest.json, makes the refs to unselected models read that
+    build's relations (`--defer`) and enables the `state:` selectors.
     Raises DbtError when dbt cannot run at all (bad profile, locked DuckDB file, broken project)
     and, if `check`, when any model or test fails.
     """
@@ -74,6 +77,8 @@ def run_dbt(
     args = [command, *_common_args(project_dir, target, output_dir / "target", output_dir / "logs")]
     if select:
         args += ["--select", *select]
+    if state is not None:
+        args += ["--defer", "--state", str(Path(state).resolve())]
     args += ["--vars", json.dumps(session_vars() | dict(vars or {}))]
 
     from dbt.cli.main import dbtRunner  # slow import: only when dbt runs
@@ -124,18 +129,34 @@ def build(settings: Settings, output_dir: Path) -> DbtRunResult:
             "build the models in another warehouse than the one loaded and read. Set "
             f"DBT_TARGET={expected}."
         )
+    state = _production_state(settings.dbt_state_dir)
     return run_dbt(
         "build",
         project_dir=settings.dbt_project_dir,
         target=settings.dbt_target,
         duckdb_path=settings.duckdb_path,
         output_dir=output_dir,
-        vars=session_vars(settings.max_session_length),
+        # Slim CI: the models changed since production's build and their children; refs to the
+        # others read production's relations.
+        select=["state:modified+"] if state else None,
+        state=state,
+        vars=dbt_vars(settings),
         check=False,
         memory_limit=settings.duckdb_memory_limit,
         env=dbt_environment(settings),
         progress=say,
     )
+
+
+def _production_state(state_dir: Path | None) -> Path | None:
+    """DBT_STATE_DIR if it holds production's manifest.json; None (a full build) otherwise."""
+    if state_dir is None:
+        return None
+    if not (Path(state_dir) / "manifest.json").is_file():
+        say(f"No production manifest in {state_dir} (production has not built yet): full build.")
+        return None
+    say(f"Slim CI: building what changed since production's manifest in {state_dir}.")
+    return Path(state_dir)
 
 
 def generate_docs(settings: Settings, out_dir: Path) -> Path:
@@ -144,13 +165,27 @@ def generate_docs(settings: Settings, out_dir: Path) -> Path:
 
     The catalog (column types) is read from the warehouse: build the models first (make dbt).
     """
+    _invoke(settings, ["docs", "generate", "--static"], out_dir)
+    return Path(out_dir).resolve() / "static_index.html"
+
+
+def write_manifest(settings: Settings, out_dir: Path) -> Path:
+    """`dbt parse` into `out_dir`; returns its manifest.json, which names the relations the
+    configured target builds. Production's is what a pull request's slim CI compares with and
+    defers to (DBT_STATE_DIR). Parsing reads no warehouse."""
+    _invoke(settings, ["parse"], out_dir)
+    return Path(out_dir).resolve() / "manifest.json"
+
+
+def _invoke(settings: Settings, command: Sequence[str], out_dir: Path) -> None:
+    """Run a dbt command that reports no node results, its artifacts and log into `out_dir`."""
     project_dir = Path(settings.dbt_project_dir).resolve()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [
-        *("docs", "generate", "--static"),
+        *command,
         *_common_args(project_dir, settings.dbt_target, out_dir, out_dir),
-        *("--vars", json.dumps(session_vars(settings.max_session_length))),
+        *("--vars", json.dumps(dbt_vars(settings))),
     ]
     from dbt.cli.main import dbtRunner  # slow import: only when dbt runs
 
@@ -164,8 +199,9 @@ def generate_docs(settings: Settings, out_dir: Path) -> Path:
             _release_duckdb()
     if outcome.exception is not None or not outcome.success:
         error = outcome.exception or RuntimeError(f"see {out_dir / 'dbt.log'}")
-        raise DbtError(_exception_message("docs generate", error, duckdb_path, out_dir)) from error
-    return out_dir / "static_index.html"
+        raise DbtError(
+            _exception_message(" ".join(command[:2]), error, duckdb_path, out_dir)
+        ) from error
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -5,19 +5,27 @@ dbt/profiles.yml takes its connection settings (and secrets) from environment va
 environment); only the dbt call's environment sees them, the password included. The
 session-length bounds of the models and their tests come in as dbt `--vars` (`session_vars`), so
 their defaults are written once, in schema.py and the settings; a `dbt build` by hand without them
-stops on dbt's "Required var 'min_session_length' not found" (see dbt/dbt_project.yml).
+stops on dbt's "Required var 'min_session_length' not found" (see dbt/dbt_project.yml). The raw
+log's schema comes in as `raw_schema` (`dbt_vars`): a pull request's own on Snowflake.
 """
 
 from __future__ import annotations
 
 from ..schema import MAX_SESSION_LENGTH, MIN_SESSION_LENGTH
 from ..settings import Settings
+from ..warehouse.base import RAW_SCHEMA
 from ..warehouse.snowflake_backend import REQUIRED_SETTINGS, require_settings
 
 
 def session_vars(max_session_length: int = MAX_SESSION_LENGTH) -> dict[str, int]:
     """The dbt vars bounding the sessions kept for training (`training_sessions`)."""
     return {"min_session_length": MIN_SESSION_LENGTH, "max_session_length": max_session_length}
+
+
+def dbt_vars(settings: Settings) -> dict[str, int | str]:
+    """The `--vars` of a dbt call: the session-length bounds and the raw log's schema."""
+    raw_schema = settings.snowflake_raw_schema if settings.warehouse == "snowflake" else RAW_SCHEMA
+    return session_vars(settings.max_session_length) | {"raw_schema": raw_schema}
 
 
 def dbt_environment(settings: Settings) -> dict[str, str]:

@@ -88,5 +88,5 @@ def warehouse_last_load(settings: Settings) -> datetime | None:
 def warehouse_name(settings: Settings) -> str:
     """Where the raw log lives, for progress messages."""
     if settings.warehouse == "snowflake":
-        return f"Snowflake {settings.snowflake_database}.raw"
+        return f"Snowflake {settings.snowflake_database}.{settings.snowflake_raw_schema}"
     return str(settings.duckdb_path)

@@ -31,6 +31,7 @@ from ..errors import ProjectError
 from ..schema import EVENT_COLUMNS, REJECTS_SCHEMA, rejects_path
 
 RAW_SCHEMA = "raw"
+RAW_TABLES = ("loads", "events", "rejects")  # what raw_tables_sql creates
 # Column types of the raw tables, derived from the data contract (see schema.py).
 EVENT_TYPES = {column: "varchar" for column in EVENT_COLUMNS} | {
     "server_timestamp_epoch_ms": "bigint"
@@ -74,6 +75,7 @@ class Sources:
 class RawLog(Protocol):
     """What a backend supplies to the shared load protocol, on one open connection."""
 
+    schema: str  # the raw log's schema (RAW_SCHEMA, or a pull request's own on Snowflake)
     param: ClassVar[str]  # a named parameter in its SQL, as a format string: "${}", "%({})s"
     event_date: ClassVar[str]  # SQL of the UTC day of server_timestamp_epoch_ms
     file_errors: ClassVar[tuple[type[Exception], ...]]  # what reading a bad events file raises
@@ -96,25 +98,25 @@ class RawLog(Protocol):
     def rollback(self) -> None: ...
 
 
-def raw_tables_sql(timestamp: str) -> tuple[str, ...]:
-    """The statements that create the raw log's tables if missing; `timestamp` is the backend's
-    type of a timestamp without time zone."""
+def raw_tables_sql(timestamp: str, schema: str = RAW_SCHEMA) -> tuple[str, ...]:
+    """The statements that create the raw log's tables in `schema` if missing; `timestamp` is the
+    backend's type of a timestamp without time zone."""
     load_columns = (
         f"load_id varchar not null, loaded_at {timestamp} not null, tenant varchar not null"
     )
     return (
-        f"create schema if not exists {RAW_SCHEMA}",
-        f"""create table if not exists {RAW_SCHEMA}.loads (
+        f"create schema if not exists {schema}",
+        f"""create table if not exists {schema}.loads (
             load_id varchar primary key,
             loaded_at {timestamp} not null,
             tenant varchar not null,
             source_file varchar not null,
             row_count bigint not null
         )""",
-        f"""create table if not exists {RAW_SCHEMA}.events (
+        f"""create table if not exists {schema}.events (
             {load_columns}, event_date date not null, {columns_sql(EVENT_TYPES)}
         )""",
-        f"""create table if not exists {RAW_SCHEMA}.rejects (
+        f"""create table if not exists {schema}.rejects (
             {load_columns}, {columns_sql(REJECT_TYPES, not_null=True)}
         )""",
     )
@@ -166,7 +168,7 @@ def _load_batch(log: RawLog, path: Path, tenant: str) -> LoadResult:
             p = {name: log.param.format(name) for name in (*_LOAD_PARAMS, "source_file", "rows")}
             load_values = ", ".join(p[name] for name in _LOAD_PARAMS)
             insert_events = (
-                f"insert into {RAW_SCHEMA}.events select {load_values}, {log.event_date}, "
+                f"insert into {log.schema}.events select {load_values}, {log.event_date}, "
                 f"{', '.join(EVENT_COLUMNS)} from {sources.events}"
             )
             try:
@@ -178,12 +180,12 @@ def _load_batch(log: RawLog, path: Path, tenant: str) -> LoadResult:
             rejected = 0
             if sources.rejects is not None:
                 insert_rejects = (
-                    f"insert into {RAW_SCHEMA}.rejects select {load_values}, "
+                    f"insert into {log.schema}.rejects select {load_values}, "
                     f"{', '.join(REJECT_TYPES)} from {sources.rejects}"
                 )
                 (rejected,) = _one(log.fetch_one(insert_rejects, values))
             log.fetch_one(
-                f"insert into {RAW_SCHEMA}.loads values "
+                f"insert into {log.schema}.loads values "
                 f"({load_values}, {p['source_file']}, {p['rows']})",
                 values | {"source_file": path.name, "rows": rows},
             )
@@ -196,7 +198,7 @@ def _load_batch(log: RawLog, path: Path, tenant: str) -> LoadResult:
 
 def _loaded_rows(log: RawLog, load_id: str) -> int | None:
     row = log.fetch_one(
-        f"select row_count from {RAW_SCHEMA}.loads where load_id = {log.param.format('load_id')}",
+        f"select row_count from {log.schema}.loads where load_id = {log.param.format('load_id')}",
         {"load_id": load_id},
     )
     return int(row[0]) if row else None
@@ -210,14 +212,14 @@ def _one(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
 
 def raw_log_size(log: RawLog) -> tuple[int, int]:
     """Rows in the raw log and number of loads so far."""
-    (rows,) = _one(log.fetch_one(f"select count(*) from {RAW_SCHEMA}.events", {}))
-    (loads,) = _one(log.fetch_one(f"select count(*) from {RAW_SCHEMA}.loads", {}))
+    (rows,) = _one(log.fetch_one(f"select count(*) from {log.schema}.events", {}))
+    (loads,) = _one(log.fetch_one(f"select count(*) from {log.schema}.loads", {}))
     return int(rows), int(loads)
 
 
 def last_load_time(log: RawLog) -> datetime | None:
     """When the newest load committed (None: nothing loaded yet)."""
-    (loaded_at,) = _one(log.fetch_one(f"select max(loaded_at) from {RAW_SCHEMA}.loads", {}))
+    (loaded_at,) = _one(log.fetch_one(f"select max(loaded_at) from {log.schema}.loads", {}))
     return loaded_at
 
 

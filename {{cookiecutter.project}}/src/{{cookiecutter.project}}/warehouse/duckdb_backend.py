@@ -20,6 +20,7 @@ import pandas as pd
 from ..schema import LIST_COLUMNS, TRAINING_COLUMNS
 from ..settings import get_settings
 from .base import (
+    RAW_SCHEMA,
     LoadResult,
     Sources,
     WarehouseError,
@@ -35,6 +36,7 @@ from .base import raw_log_size as _raw_log_size
 class _DuckDBLog:
     """The DuckDB side of the shared load protocol (`base.RawLog`)."""
 
+    schema = RAW_SCHEMA
     param: ClassVar[str] = "${}"
     # epoch_ms() gives a timestamp without time zone: its date is the UTC day.
     event_date: ClassVar[str] = "cast(epoch_ms(server_timestamp_epoch_ms) as date)"

@@ -1,9 +1,10 @@
 """The Snowflake warehouse: the same append-only raw log and training view as the DuckDB one.
 
-`raw.events`, `raw.loads` and `raw.rejects` are those of `base` (the DuckDB ones too). A batch
-is loaded the way Snowflake loads fast: PUT into the table stage of a per-file staging table, COPY
-INTO it (Parquet, columns matched by name), then one transaction appends its rows with the load
-columns to `raw.events` (its quarantined rows, if any, to `raw.rejects`) and records the load in
+`raw.events`, `raw.loads` and `raw.rejects` are those of `base` (the DuckDB ones too), in
+SNOWFLAKE_RAW_SCHEMA (`raw`; a pull request's own, see `clone_raw`). A batch is loaded the way
+Snowflake loads fast: PUT into the table stage of a per-file staging table, COPY INTO it (Parquet,
+columns matched by name), then one transaction appends its rows with the load columns to
+`raw.events` (its quarantined rows, if any, to `raw.rejects`) and records the load in
 `raw.loads`. The load id is the batch's content hash, so a batch loaded before is skipped.
 `write_pandas` and `executemany` would send rows through the client; PUT + COPY is Snowflake's bulk
 path (and the one the fakesnow emulator supports). Memory holds no more than the client's upload
@@ -12,6 +13,7 @@ buffer, whatever the file size.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -26,6 +28,7 @@ from ..settings import Settings
 from .base import (
     EVENT_TYPES,
     RAW_SCHEMA,
+    RAW_TABLES,
     REJECT_TYPES,
     EventsFileError,
     LoadResult,
@@ -51,6 +54,11 @@ REQUIRED_SETTINGS = tuple(
     (f"snowflake_{name}", f"SNOWFLAKE_{name.upper()}")
     for name in ("account", "user", "password", "role", "warehouse", "database", "schema")
 )
+
+
+# A pull request's schemas (pr_<N> for the models, pr_<N>_raw for the raw log): the only ones
+# `clone_raw` and `drop_pr_schemas` replace or drop.
+PR_SCHEMA = re.compile(r"pr_\w+", re.IGNORECASE | re.ASCII)
 
 
 class SnowflakeError(WarehouseError):
@@ -121,13 +129,13 @@ def cursor(settings: Settings) -> Iterator[SnowflakeCursor]:
         yield cur
 
 
-def ensure_schema(cur: SnowflakeCursor) -> None:
-    """Create the raw log tables if they are missing (the role needs CREATE SCHEMA)."""
+def ensure_schema(cur: SnowflakeCursor, schema: str = RAW_SCHEMA) -> None:
+    """Create the raw log tables in `schema` if they are missing (the role needs CREATE SCHEMA)."""
     from snowflake.connector.errors import ProgrammingError
 
     try:
         # timestamp_ntz spelled out: plain `timestamp` follows the account's TIMESTAMP_TYPE_MAPPING.
-        for statement in raw_tables_sql(timestamp="timestamp_ntz"):
+        for statement in raw_tables_sql(timestamp="timestamp_ntz", schema=schema):
             cur.execute(statement)
     except ProgrammingError as e:
         raise SnowflakeError(
@@ -150,17 +158,18 @@ class _SnowflakeLog:
     event_date: ClassVar[str] = "to_date(to_timestamp_ntz(server_timestamp_epoch_ms, 3))"
     file_errors: ClassVar[tuple[type[Exception], ...]] = ()  # `_stage` reports a bad file
 
-    def __init__(self, cur: SnowflakeCursor) -> None:
+    def __init__(self, cur: SnowflakeCursor, schema: str) -> None:
         self.cur = cur
+        self.schema = schema
 
     def fetch_one(self, sql: str, params: Mapping[str, object]) -> tuple[Any, ...] | None:
         return self.cur.execute(sql, dict(params) if params else None).fetchone()
 
     @contextmanager
     def staged(self, events: Path, rejects: Path | None, load_id: str) -> Iterator[Sources]:
-        staged = {events: f"{RAW_SCHEMA}.load_{load_id[:16]}"}
+        staged = {events: f"{self.schema}.load_{load_id[:16]}"}
         if rejects is not None:
-            staged[rejects] = f"{RAW_SCHEMA}.load_{load_id[:16]}_rejects"
+            staged[rejects] = f"{self.schema}.load_{load_id[:16]}_rejects"
         try:
             _stage(self.cur, events, staged[events], EVENT_TYPES)
             if rejects is not None:
@@ -185,15 +194,16 @@ def load_files(
     settings: Settings,
     progress: Callable[[LoadResult], None] | None = None,
 ) -> list[LoadResult]:
-    """Append event Parquet files to the raw log in SNOWFLAKE_DATABASE (see `base.load_batches`)."""
+    """Append event Parquet files to the raw log in SNOWFLAKE_DATABASE.SNOWFLAKE_RAW_SCHEMA (see
+    `base.load_batches`)."""
     return load_batches(partial(_open_log, settings), paths, settings.tenant, progress)
 
 
 @contextmanager
 def _open_log(settings: Settings) -> Iterator[_SnowflakeLog]:
     with cursor(settings) as cur:
-        ensure_schema(cur)
-        yield _SnowflakeLog(cur)
+        ensure_schema(cur, settings.snowflake_raw_schema)
+        yield _SnowflakeLog(cur, settings.snowflake_raw_schema)
 
 
 def _stage(cur: SnowflakeCursor, path: Path, table: str, types: Mapping[str, str]) -> None:
@@ -245,21 +255,72 @@ def read_training_sessions(settings: Settings, relation: str = "training_session
 def check_connection(settings: Settings) -> None:
     """Fail early, with a message naming the settings, if Snowflake cannot be used."""
     with cursor(settings) as cur:
-        ensure_schema(cur)
+        ensure_schema(cur, settings.snowflake_raw_schema)
 
 
 def last_load_time(settings: Settings) -> datetime | None:
     """When the newest load committed (None: nothing loaded yet)."""
     with cursor(settings) as cur:
-        ensure_schema(cur)
-        return _last_load_time(_SnowflakeLog(cur))
+        ensure_schema(cur, settings.snowflake_raw_schema)
+        return _last_load_time(_SnowflakeLog(cur, settings.snowflake_raw_schema))
 
 
 def raw_log_size(settings: Settings) -> tuple[int, int]:
     """Rows in the raw log and number of loads so far."""
     with cursor(settings) as cur:
-        ensure_schema(cur)
-        return _raw_log_size(_SnowflakeLog(cur))
+        ensure_schema(cur, settings.snowflake_raw_schema)
+        return _raw_log_size(_SnowflakeLog(cur, settings.snowflake_raw_schema))
+
+
+def clone_raw(settings: Settings, source: str = RAW_SCHEMA) -> None:
+    """Make SNOWFLAKE_RAW_SCHEMA (a pull request's pr_<N>_raw) a copy of production's raw log.
+
+    `create table ... clone` is zero-copy on Snowflake (the clone shares the source's storage until
+    either side changes), so a pull request loads its sample and builds dbt over production's
+    events without writing to them; the role needs only SELECT on `source`. Tables one by one, not
+    `create schema ... clone`: the fakesnow emulator the tests use clones tables only. Each call
+    starts over from production's current log; a table production does not have yet (nothing
+    loaded) is created empty.
+    """
+    require_settings(settings)
+    target = settings.snowflake_raw_schema
+    _require_pr_schemas(target)
+    with cursor(settings) as cur:
+        existing = {
+            name
+            for (name,) in cur.execute(
+                "select lower(table_name) from information_schema.tables "
+                "where lower(table_schema) = %(schema)s",
+                {"schema": source.lower()},
+            ).fetchall()
+        }
+        cur.execute(f"drop schema if exists {target} cascade")
+        cur.execute(f"create schema {target}")
+        for table in RAW_TABLES:
+            if table in existing:
+                cur.execute(f"create table {target}.{table} clone {source}.{table}")
+        ensure_schema(cur, target)
+
+
+def drop_pr_schemas(settings: Settings) -> tuple[str, str]:
+    """Drop a pull request's SNOWFLAKE_SCHEMA and SNOWFLAKE_RAW_SCHEMA with all they hold."""
+    require_settings(settings)
+    assert settings.snowflake_schema is not None  # checked above; narrows the type
+    schemas = (settings.snowflake_schema, settings.snowflake_raw_schema)
+    _require_pr_schemas(*schemas)
+    with cursor(settings) as cur:
+        for schema in schemas:
+            cur.execute(f"drop schema if exists {schema} cascade")
+    return schemas
+
+
+def _require_pr_schemas(*schemas: str) -> None:
+    """Refuse any schema not named pr_<...>: a production schema is never dropped or replaced."""
+    if others := [schema for schema in schemas if not PR_SCHEMA.fullmatch(schema)]:
+        raise SnowflakeError(
+            f"Not a pull request's schema: {', '.join(others)}. Only pr_<N> schemas are replaced "
+            "or dropped; check SNOWFLAKE_SCHEMA and SNOWFLAKE_RAW_SCHEMA."
+        )
 
 
 def _first_line(error: BaseException) -> str:
