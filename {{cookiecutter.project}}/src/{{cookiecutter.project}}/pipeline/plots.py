@@ -26,6 +26,60 @@ if TYPE_CHECKING:
     from ..quality import QualityThresholds  # great-expectations loads with it: not needed here
 
 
+# --- events and the split -----------------------------------------------------------------------
+
+
+def plot_events(events: pd.DataFrame) -> Figure:
+    """Events per day (stacked by event type) and the mix of event types and product actions.
+
+    `events`: the Coveo columns `server_timestamp_epoch_ms`, `event_type`, `product_action`."""
+    figure = Figure(figsize=(11, 3.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    per_day, mix = figure.subplots(1, 2, width_ratios=(2, 1))
+    day = pd.to_datetime(events["server_timestamp_epoch_ms"], unit="ms").dt.date
+    counts = pd.crosstab(day, events["event_type"])
+    bottom = np.zeros(len(counts))
+    for event_type in counts.columns:
+        per_day.bar(counts.index, counts[event_type], bottom=bottom, label=event_type)
+        bottom += counts[event_type].to_numpy()
+    per_day.set_ylim(0, max(bottom.max(initial=0) * 1.25, 1))  # room for the legend above the bars
+    per_day.set_title(f"Events per day ({len(events):,} events)")
+    per_day.set_ylabel("events")
+    per_day.tick_params(axis="x", labelrotation=45)
+    per_day.legend(fontsize="small")
+    kinds = events["event_type"].astype("string") + " " + events["product_action"].astype("string")
+    kinds = kinds.fillna(events["event_type"].astype("string"))  # pageviews have no action
+    shares = kinds.value_counts(normalize=True).sort_index().sort_values(kind="stable")
+    bars = mix.barh(shares.index, shares.to_numpy(), color="tab:gray")
+    mix.bar_label(bars, fmt="{:.1%}", padding=3, fontsize="small")
+    mix.set_xlim(0, min(1.0, shares.max() * 1.3))
+    mix.set_title("Event mix (type, product action)")
+    return figure
+
+
+SPLIT_PARTS = ("train", "validation", "test")
+
+
+def plot_split(days: pd.DataFrame) -> Figure:
+    """Sessions per day coloured by the part of the split they fall in (train, validation, test).
+
+    `days`: one row per session with `day` (a date) and `part` (one of SPLIT_PARTS)."""
+    figure = Figure(figsize=(9, 3), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    counts = pd.crosstab(days["day"], days["part"]).reindex(columns=list(SPLIT_PARTS), fill_value=0)
+    colours = {"train": "tab:blue", "validation": "tab:orange", "test": "tab:green"}
+    bottom = np.zeros(len(counts))
+    for part in SPLIT_PARTS:
+        axes.bar(counts.index, counts[part], bottom=bottom, color=colours[part], label=part)
+        bottom += counts[part].to_numpy()
+    axes.set_title("Time split: sessions per day by their first event")
+    axes.set_ylabel("sessions")
+    axes.tick_params(axis="x", labelrotation=45)
+    axes.legend(fontsize="small")
+    return figure
+
+
 # --- data quality --------------------------------------------------------------------------------
 
 
@@ -245,6 +299,32 @@ def plot_trials(trials: Sequence[Trial], best: Trial) -> Figure:
     axes.invert_yaxis()  # grid order, top to bottom
     axes.set_xlabel(f"validation MRR@{K} (newest training days)")
     axes.set_title("Hyper-parameter grid")
+    return figure
+
+
+def plot_tuning_curves(trials: Sequence[Trial], best: Trial) -> Figure:
+    """Validation loss and HR@K per epoch, one line per configuration; the chosen one bold.
+
+    Falls back to the training curves for a trial trained without a validation set."""
+    figure = Figure(figsize=(11, 3.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    for axes, metric in zip(figure.subplots(1, 2), ("loss", HIT_RATE), strict=True):
+        for trial in trials:
+            values = trial.history.get(f"val_{metric}") or trial.history.get(metric) or []
+            chosen = trial == best
+            axes.plot(
+                range(1, len(values) + 1),
+                values,
+                "-o",
+                markersize=3,
+                linewidth=2.5 if chosen else 1.2,
+                zorder=3 if chosen else 2,
+                label=f"{trial.label} (chosen)" if chosen else trial.label,
+            )
+        axes.set_title(f"validation {metric.replace('_', ' ')}")
+        axes.set_xlabel("epoch")
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside right upper", fontsize="small")
     return figure
 
 
