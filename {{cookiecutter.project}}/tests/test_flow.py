@@ -160,7 +160,7 @@ def test_every_card_reads_well_at_a_laptops_width(finished_run, tmp_path: Path) 
     assert {p.stem for p in pages} >= {"start", "choose", "evaluate", "deploy", "end"}
     assert {p.stem for p in tmp_path.glob("*.png")} == {p.stem for p in pages}
     shots = screenshots.screenshot_pages(pages, tmp_path / "full")
-    too_wide = {s.page.stem: s.scroll_width for s in shots if s.scroll_width > screenshots.WIDTH}
+    too_wide = {s.page.stem: s.width for s in shots if s.width > screenshots.WIDTH}
     assert not too_wide, f"wider than {screenshots.WIDTH} px: {too_wide}"
     empty = {s.page.stem: s.empty_tables for s in shots if s.empty_tables}
     assert not empty, f"tables without a filled row: {empty}"

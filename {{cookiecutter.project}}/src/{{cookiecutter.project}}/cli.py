@@ -201,7 +201,7 @@ def _screenshots(args: argparse.Namespace) -> int:
     run = _latest_run(args.run)
     pages = sorted(_write_cards(run, get_settings().data_dir / "cards" / run.id))
     for shot in screenshots.screenshot_pages(pages, args.out, max_height=args.height):
-        wide = f", {shot.scroll_width} px wide" if shot.scroll_width > screenshots.WIDTH else ""
+        wide = f", {shot.width} px wide" if shot.width > screenshots.WIDTH else ""
         empty = f", {shot.empty_tables} empty table(s)" if shot.empty_tables else ""
         print(f"{shot.png}{wide}{empty}")
     print(f"{len(pages)} card(s) of run {run.id} as PNG in {args.out}")

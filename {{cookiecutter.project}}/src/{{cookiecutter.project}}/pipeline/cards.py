@@ -320,27 +320,42 @@ def evaluation_card(report: Any) -> Components:
         ),
         Image.from_matplotlib(plot_comparison(report)),
         Markdown(
-            f"## By the next item's popularity\nMRR@{K} and HR@{K} where the SKU to guess is in "
+            f"## By the next item's popularity\nMRR@{K} / HR@{K} where the SKU to guess is in "
             "the head (the few SKUs behind half of the training interactions), the torso or "
             "the tail (SKUs never seen in training count as tail)."
         ),
-        _table(popularity_rows(report), ["model", *_segment_headers()]),
+        _table(popularity_rows(report), ["model", *popularity_headers(report)]),
     ]
 
 
-def _segment_headers() -> list[str]:
-    return [f"{s} {m}" for s in POPULARITY_SEGMENTS for m in (f"MRR@{K}", f"HR@{K}", "examples")]
+def popularity_headers(report: Any) -> list[str]:
+    """A column per popularity segment, with its number of test examples (the same for every
+    model: they score the same prefixes)."""
+    sliced = next(
+        (
+            r.slices["target_popularity"]
+            for r in report.models.values()
+            if r.slices.get("target_popularity")
+        ),
+        {},
+    )
+    return [
+        f"{segment} ({(sliced.get(segment) or {}).get('examples') or 0:,} examples)"
+        for segment in POPULARITY_SEGMENTS
+    ]
 
 
-def popularity_rows(report: Any) -> list[list[Any]]:
-    """A row per model: MRR, HR and examples in each popularity segment (head, torso, tail)."""
+def popularity_rows(report: Any) -> list[list[str]]:
+    """A row per model: `MRR / HR` in each popularity segment (head, torso, tail); `-` where a
+    segment has no examples."""
     rows = []
     for name, result in report.models.items():
         sliced = result.slices.get("target_popularity") or {}
-        row: list[Any] = [name]
+        row = [name]
         for segment in POPULARITY_SEGMENTS:
             cell = sliced.get(segment) or {}
-            row += [cell.get("mrr"), cell.get("hit_rate"), cell.get("examples")]
+            mrr, hit_rate = cell.get("mrr"), cell.get("hit_rate")
+            row.append("-" if mrr is None else f"{mrr:.4f} / {hit_rate:.4f}")
         rows.append(row)
     return rows
 
@@ -523,12 +538,14 @@ def end_card(
         lift = f"{ours / theirs - 1:+.1%}" if ours is not None and theirs else "-"
         versus.append((label, ours, theirs, lift))
     commands = [
-        f"make cards RUN={run}      # every card of this run as HTML",
-        f"make report RUN={run}     # one page: its cards and the metrics across runs",
-        f"make summary RUN={run}    # the results in the terminal",
-        f"make gate RUN={run}       # the gate's checks",
-        "make runs                  # every run: metrics, gate, deployment",
+        (f"make cards RUN={run}", "every card of this run as HTML"),
+        (f"make report RUN={run}", "one page: its cards and the metrics across runs"),
+        (f"make summary RUN={run}", "the results in the terminal"),
+        (f"make gate RUN={run}", "the gate's checks"),
+        ("make runs", "every run: metrics, gate, deployment"),
     ]
+    width = max(len(command) for command, _ in commands) + 2
+    listing = "\n".join(f"{command:<{width}}# {what}" for command, what in commands)
     return [
         Markdown(
             "# The run in one page\n"
@@ -540,7 +557,7 @@ def end_card(
         _table(deployed, ["", ""]),
         Markdown(f"## The LSTM against the best baseline (`{baseline or 'none'}`)"),
         _table(versus, ["metric", "LSTM", baseline or "best baseline", "lift"]),
-        Markdown("## Look further\n```\n" + "\n".join(commands) + "\n```"),
+        Markdown(f"## Look further\n```\n{listing}\n```"),
     ]
 
 

@@ -14,6 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Patch
+from matplotlib.ticker import MaxNLocator
 
 from ..evaluation.metrics import PREFIX_BUCKETS
 from ..evaluation.report import EvaluationReport
@@ -73,6 +74,7 @@ def plot_split(days: pd.DataFrame) -> Figure:
     for part in SPLIT_PARTS:
         axes.bar(counts.index, counts[part], bottom=bottom, color=colours[part], label=part)
         bottom += counts[part].to_numpy()
+    axes.set_ylim(0, max(bottom.max(initial=0) * 1.25, 1))  # room for the legend above the bars
     axes.set_title("Time split: sessions per day by their first event")
     axes.set_ylabel("sessions")
     axes.tick_params(axis="x", labelrotation=45)
@@ -308,6 +310,7 @@ def plot_tuning_curves(trials: Sequence[Trial], best: Trial) -> Figure:
     Falls back to the training curves for a trial trained without a validation set."""
     figure = Figure(figsize=(11, 3.6), layout="constrained")
     FigureCanvasAgg(figure)
+    epochs = max((len(v) for t in trials for v in t.history.values()), default=1)
     for axes, metric in zip(figure.subplots(1, 2), ("loss", HIT_RATE), strict=True):
         for trial in trials:
             values = trial.history.get(f"val_{metric}") or trial.history.get(metric) or []
@@ -316,13 +319,15 @@ def plot_tuning_curves(trials: Sequence[Trial], best: Trial) -> Figure:
                 range(1, len(values) + 1),
                 values,
                 "-o",
-                markersize=3,
+                markersize=6 if chosen else 3,
                 linewidth=2.5 if chosen else 1.2,
                 zorder=3 if chosen else 2,
                 label=f"{trial.label} (chosen)" if chosen else trial.label,
             )
         axes.set_title(f"validation {metric.replace('_', ' ')}")
         axes.set_xlabel("epoch")
+        axes.set_xlim(0.5, epochs + 0.5)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     handles, labels = figure.axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside right upper", fontsize="small")
     return figure

@@ -26,6 +26,12 @@ LAUNCH_ARGS = [
     "--no-first-run",
 ]
 INSTALL_HINT = "install Chromium (Debian/Ubuntu: apt-get install chromium; macOS: Google Chrome)"
+# How wide the page really is: its scroll width, or further right where a table, image or code
+# block runs past it (a card's container may clip it instead of scrolling: the page then looks
+# narrow enough, but the table's last columns are cut off).
+_CONTENT_WIDTH = """() => Math.max(document.documentElement.scrollWidth,
+    ...[...document.querySelectorAll('table, img, pre')]
+        .map(element => element.getBoundingClientRect().right))"""
 # Per table: does a body row hold a non-empty cell? (Metaflow's cards render with JavaScript.)
 _TABLES_FILLED = """() => [...document.querySelectorAll('table')].map(table =>
     [...table.querySelectorAll('tr')].some(row =>
@@ -42,7 +48,7 @@ class PageShot:
 
     page: Path
     png: Path
-    scroll_width: int  # px; wider than the window means a horizontal scroll bar
+    width: int  # px to the right edge of its content: wider than the window scrolls or clips
     tables: int
     empty_tables: int  # tables without a single row of non-empty cells
 
@@ -80,7 +86,7 @@ def screenshot_pages(
                     PageShot(
                         page=html,
                         png=png,
-                        scroll_width=page.evaluate("document.documentElement.scrollWidth"),
+                        width=round(page.evaluate(_CONTENT_WIDTH)),
                         tables=len(filled),
                         empty_tables=filled.count(False),
                     )
