@@ -518,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--out", type=Path, default=Path("docs/cards"), help="folder (docs/cards)"
             )
             command.add_argument(
-                "--height", type=int, default=2000, help="keep each page's top N px (2000)"
+                "--height", type=int, default=2000, help="keep each page's top N px (2000; 0: all)"
             )
         if name in ("gate", "cards", "summary", "report", "screenshots"):
             command.add_argument(
