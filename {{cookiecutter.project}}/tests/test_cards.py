@@ -172,10 +172,12 @@ def test_the_ingest_card_plots_events_per_day_and_the_event_mix(tmp_path: Path) 
     )
     events = events.astype("category")  # as the generator writes them
     events["server_timestamp_epoch_ms"] = events["server_timestamp_epoch_ms"].astype("int64")
-    events.to_parquet(tmp_path / "events-00000.parquet")
-    loaded = cards.generated_events(tmp_path)
-    assert len(loaded) == 5 and cards.generated_events(tmp_path / "none") is None
-    per_day, mix = plot_events(loaded).axes
+    events.iloc[:3].to_parquet(tmp_path / "events-00000.parquet")  # summed file by file
+    events.iloc[3:].to_parquet(tmp_path / "events-00001.parquet")
+    counts = cards.event_counts(tmp_path)
+    assert counts is not None and cards.event_counts(tmp_path / "none") is None
+    assert counts[0].to_numpy().tolist() == [[1, 1], [1, 2]]  # event_product, pageview per day
+    per_day, mix = plot_events(*counts).axes
     heights = [bar.get_height() for bar in per_day.patches]
     assert sorted(heights) == [1, 1, 1, 2]  # day 1: 1 + 1, day 2: 2 pageviews + 1 product event
     assert [t.get_text() for t in mix.get_yticklabels()] == [

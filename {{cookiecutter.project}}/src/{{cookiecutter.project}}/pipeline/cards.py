@@ -156,9 +156,9 @@ def ingest_card(result: Any) -> Components:
         Markdown("# Ingest\nEvents appended to the raw log `raw.events`."),
         _table(rows, ["", ""]),
     ]
-    events = generated_events(result.events_dir)
-    if events is not None:
-        parts.append(Image.from_matplotlib(plot_events(events)))
+    counts = event_counts(result.events_dir)
+    if counts is not None:
+        parts.append(Image.from_matplotlib(plot_events(*counts)))
     if result.config:
         parts += [Markdown("## Generator"), _table(sorted(result.config.items()), ["", ""])]
     return parts
@@ -167,15 +167,26 @@ def ingest_card(result: Any) -> Components:
 EVENT_COLUMNS = ["server_timestamp_epoch_ms", "event_type", "product_action"]
 
 
-def generated_events(events_dir: Path | None) -> Any:
-    """The generator's events (the columns the ingest chart needs), or None without generated
-    files (Coveo and landing files are converted and loaded batch by batch, not kept)."""
+def event_counts(events_dir: Path | None) -> tuple[Any, Any] | None:
+    """Events per day and event type (a frame: a row per day, a column per type) and events per
+    kind (type and product action), read from the generator's files one at a time so that memory
+    stays bounded; None without generated files (Coveo and landing files are converted and loaded
+    batch by batch, not kept)."""
     import pandas as pd
 
     files = sorted(events_dir.glob("events-*.parquet")) if events_dir else []
     if not files:
         return None
-    return pd.concat([pd.read_parquet(f, columns=EVENT_COLUMNS) for f in files], ignore_index=True)
+    per_day, kinds = [], []
+    for file in files:
+        events = pd.read_parquet(file, columns=EVENT_COLUMNS)
+        event_type = events["event_type"].astype("string")
+        day = pd.to_datetime(events["server_timestamp_epoch_ms"], unit="ms").dt.date
+        per_day.append(pd.crosstab(day, event_type))
+        kind = event_type + " " + events["product_action"].astype("string")
+        kinds.append(kind.fillna(event_type).value_counts())  # a pageview has no action
+    days = pd.concat(per_day).fillna(0).astype("int64").groupby(level=0).sum()
+    return days, pd.concat(kinds).groupby(level=0).sum()
 
 
 def dbt_card(result: Any) -> Components:

@@ -30,27 +30,22 @@ if TYPE_CHECKING:
 # --- events and the split -----------------------------------------------------------------------
 
 
-def plot_events(events: pd.DataFrame) -> Figure:
-    """Events per day (stacked by event type) and the mix of event types and product actions.
-
-    `events`: the Coveo columns `server_timestamp_epoch_ms`, `event_type`, `product_action`."""
+def plot_events(per_day: pd.DataFrame, kinds: pd.Series) -> Figure:
+    """Events per day stacked by event type, and the share of each kind of event (type and
+    product action): `per_day` has a row per day and a column per type, `kinds` a count per kind."""
     figure = Figure(figsize=(11, 3.5), layout="constrained")
     FigureCanvasAgg(figure)
-    per_day, mix = figure.subplots(1, 2, width_ratios=(2, 1))
-    day = pd.to_datetime(events["server_timestamp_epoch_ms"], unit="ms").dt.date
-    counts = pd.crosstab(day, events["event_type"])
-    bottom = np.zeros(len(counts))
-    for event_type in counts.columns:
-        per_day.bar(counts.index, counts[event_type], bottom=bottom, label=event_type)
-        bottom += counts[event_type].to_numpy()
-    per_day.set_ylim(0, max(bottom.max(initial=0) * 1.25, 1))  # room for the legend above the bars
-    per_day.set_title(f"Events per day ({len(events):,} events)")
-    per_day.set_ylabel("events")
-    per_day.tick_params(axis="x", labelrotation=45)
-    per_day.legend(fontsize="small")
-    kinds = events["event_type"].astype("string") + " " + events["product_action"].astype("string")
-    kinds = kinds.fillna(events["event_type"].astype("string"))  # pageviews have no action
-    shares = kinds.value_counts(normalize=True).sort_index().sort_values(kind="stable")
+    days, mix = figure.subplots(1, 2, width_ratios=(2, 1))
+    bottom = np.zeros(len(per_day))
+    for event_type in per_day.columns:
+        days.bar(per_day.index, per_day[event_type], bottom=bottom, label=event_type)
+        bottom += per_day[event_type].to_numpy()
+    days.set_ylim(0, max(bottom.max(initial=0) * 1.25, 1))  # room for the legend above the bars
+    days.set_title(f"Events per day ({int(bottom.sum()):,} events)")
+    days.set_ylabel("events")
+    days.tick_params(axis="x", labelrotation=45)
+    days.legend(fontsize="small")
+    shares = (kinds / kinds.sum()).sort_index().sort_values(kind="stable")
     bars = mix.barh(shares.index, shares.to_numpy(), color="tab:gray")
     mix.bar_label(bars, fmt="{:.1%}", padding=3, fontsize="small")
     mix.set_xlim(0, min(1.0, shares.max() * 1.3))
