@@ -326,6 +326,7 @@ def test_screenshots_without_a_browser_say_how_to_install_one(monkeypatch, tmp_p
     from {{ cookiecutter.project }}.pipeline import screenshots
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no browser on it
+    monkeypatch.setattr(screenshots, "MACOS_CHROME", tmp_path / "Google Chrome")  # nor there
     assert screenshots.find_browser() is None
     with pytest.raises(screenshots.ScreenshotError, match="apt-get install chromium"):
         screenshots.screenshot_pages([tmp_path / "a.html"], tmp_path)

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import ProjectError
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")  # Debian, Ubuntu, GitHub's runners
+MACOS_CHROME = Path("/Applications/Google Chrome.app/Contents/MacOS/Google Chrome")  # not on PATH
 WIDTH = 1400  # px: a laptop's browser window
 # No sandbox (root in containers and CI), no GPU, and none of the browser's own network calls.
 LAUNCH_ARGS = [
@@ -25,7 +26,7 @@ LAUNCH_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-INSTALL_HINT = "install Chromium (Debian/Ubuntu: apt-get install chromium; macOS: Google Chrome)"
+INSTALL_HINT = "install Chromium (Debian/Ubuntu: apt-get install chromium) or Google Chrome"
 # How wide the page really is: its scroll width, or further right where a table, image or code
 # block runs past it (a card's container may clip it instead of scrolling: the page then looks
 # narrow enough, but the table's last columns are cut off).
@@ -54,8 +55,9 @@ class PageShot:
 
 
 def find_browser() -> str | None:
-    """The path of the first Chromium-family browser on PATH, or None."""
-    return next(filter(None, map(shutil.which, BROWSERS)), None)
+    """The path of the first Chromium-family browser on PATH (or macOS' Chrome), or None."""
+    on_path = next(filter(None, map(shutil.which, BROWSERS)), None)
+    return on_path or (str(MACOS_CHROME) if MACOS_CHROME.is_file() else None)
 
 
 def screenshot_pages(
