@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jinja2
 from bakery import COOKIECUTTER_JSON, PROJECT_TEMPLATE, expected_files, files_under
+from binaryornot.check import is_binary
 from cookiecutter.environment import StrictEnvironment
 
 # What runs leave in a bake: never part of the template.
@@ -46,8 +47,14 @@ def answers_of(bake: Path) -> dict[str, str]:
     return json.loads(bake_json.read_text())
 
 
-def copied_verbatim(template_path: str) -> bool:
-    return any(fnmatch.fnmatch(template_path, p) for p in COOKIECUTTER_JSON["_copy_without_render"])
+def copied_verbatim(template_path: str, file: Path | None = None) -> bool:
+    """Whether cookiecutter copies the file as it is: it matches `_copy_without_render`, or
+    `file` (its bytes, in the bake or the template) is binary, as a PNG, which cookiecutter never
+    renders."""
+    patterns = COOKIECUTTER_JSON["_copy_without_render"]
+    if any(fnmatch.fnmatch(template_path, p) for p in patterns):
+        return True
+    return file is not None and file.is_file() and is_binary(str(file))
 
 
 def sync(bake: Path) -> list[str]:
@@ -67,7 +74,7 @@ def sync(bake: Path) -> list[str]:
         text = (bake / relative).read_bytes()
         source = template.get(relative) or relative.replace(package, "{{cookiecutter.project}}")
         target = PROJECT_TEMPLATE / source
-        if copied_verbatim(source):
+        if copied_verbatim(source, bake / relative):
             if not target.is_file() or target.read_bytes() != text:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(text)
@@ -97,7 +104,7 @@ def sync(bake: Path) -> list[str]:
             by_hand.append(f"edit by hand: {source}")
     for relative in sorted(set(template) - baked - removed):
         source = template[relative]
-        if copied_verbatim(source):
+        if copied_verbatim(source, PROJECT_TEMPLATE / source):
             (PROJECT_TEMPLATE / source).unlink()
             print(f"deleted {source}")
         else:

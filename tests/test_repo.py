@@ -74,6 +74,9 @@ def test_ci_run_is_strict_and_calls_make_test() -> None:
     lines = script.read_text().splitlines()
     assert "set -euo pipefail" in lines
     assert lines[-1] == "make test"
+    # The baked project's screenshot test fails rather than skips without a browser in CI.
+    assert "export REQUIRE_BROWSER=1" in lines
+    assert "apt-get install -y -qq chromium" in script.read_text()
     check = run_tool("shellcheck", str(script))
     assert check.returncode == 0, check.stdout + check.stderr
 

@@ -8,14 +8,15 @@ Steps:
     5. dataset   read the session table and split it by time (older train, newest test)
     6. tune      foreach over the hyper-parameter grid: train on the older training days, score
                  MRR@20 on the newest training days (never the test split)
-    7. choose    join: keep the configuration with the best validation MRR@20 (card: the grid)
+    7. choose    join: keep the configuration with the best validation MRR@20 (card: the grid and
+                 each configuration's validation curves)
     8. train     Keras LSTM, the chosen configuration, on the whole train split (card: curves)
     9. evaluate  RecList suite: the LSTM, three baselines (V-SKNN tuned on the validation days)
                  and the deployed champion, re-scored on the same test split; behavioural tests
                  (card)
    10. gate      thresholds, baselines, champion and behavioural tests decide on deployment (card)
    11. deploy    start the SageMaker-contract endpoint and send it a smoke request (card)
-   12. end       summary
+   12. end       summary (card: verdict, deployment, LSTM vs the best baseline, commands)
 
 Each step calls the module named after its part of the stack; the logic lives there.
 With BATCH=true the model steps (@compute.heavy) run on AWS Batch: see pipeline/compute.py.
@@ -162,7 +163,7 @@ class RecsFlow(FlowSpec):
         from {{ cookiecutter.project }}.modeling import tuning
 
         self.split = dataset.load_split(SETTINGS, test_days=self.test_days)
-        current.card.extend(cards.dataset_card(self.split))
+        current.card.extend(cards.dataset_card(self.split, self.tune_days))
         self.grid = tuning.parse_grid(self.tune_grid)
         self.next(self.tune, foreach="grid")
 
@@ -299,10 +300,14 @@ class RecsFlow(FlowSpec):
         current.card.extend(cards.deploy_card(self.deployment))
         self.next(self.end)
 
+    @card(type="blank")
     @step
     def end(self):
-        """Say where the results are."""
+        """Say where the results are (card: the run in one page)."""
         print(cards.run_summary(self.gate_decision, self.deployment, current))
+        current.card.extend(
+            cards.end_card(self.gate_decision, self.deployment, self.evaluation, current)
+        )
 
 
 if __name__ == "__main__":

@@ -183,3 +183,15 @@ def make_tar(path: Path, files: dict[str, bytes]) -> Path:
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return path
+
+
+def browser_or_skip() -> None:
+    """Skip a test that needs a Chromium-family browser when none is installed, unless
+    REQUIRE_BROWSER=1 (CI, where one is) makes that a failure."""
+    from {{ cookiecutter.project }}.pipeline import screenshots
+
+    if screenshots.find_browser() is None:
+        why = f"no browser to screenshot the cards: {screenshots.INSTALL_HINT}"
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{why} (REQUIRE_BROWSER=1)")
+        pytest.skip(why)

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import browser_or_skip
 
 PROJECT = Path(__file__).resolve().parents[1]
 FLOW = PROJECT / "flows" / "recs_flow.py"
@@ -140,7 +141,27 @@ def test_every_step_has_a_card(finished_run) -> None:
     cards = _run(["-m", "{{ cookiecutter.project }}.cli", "cards"], work, env)
     assert cards.returncode == 0, cards.stdout + cards.stderr
     written = {p.stem for p in (work / "data" / "cards").rglob("*.html")}
-    expected = {"start", "ingest", "transform", "quality", "dataset", "train", "evaluate", "gate"}
-    assert expected | {"deploy"} <= written
+    expected = {"start", "ingest", "transform", "quality", "dataset", "choose", "train", "evaluate"}
+    assert expected | {"gate", "deploy", "end"} <= written
     dag = next((work / "data" / "cards").rglob("transform.html"))
     assert dag.stat().st_size > 50_000  # self-contained: the DAG plot is embedded
+
+
+def test_every_card_reads_well_at_a_laptops_width(finished_run, tmp_path: Path) -> None:
+    """Each card in headless Chromium, 1,400 px wide: no horizontal scroll, no empty table."""
+    from {{ cookiecutter.project }}.pipeline import screenshots
+
+    work, env, _, resumed = finished_run
+    assert resumed.returncode == 0
+    browser_or_skip()
+    shown = _run(["-m", "{{ cookiecutter.project }}.cli", "screenshots", "--out", str(tmp_path)], work, env)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    pages = sorted((work / "data" / "cards").rglob("*.html"))
+    assert {p.stem for p in pages} >= {"start", "choose", "evaluate", "deploy", "end"}
+    assert {p.stem for p in tmp_path.glob("*.png")} == {p.stem for p in pages}
+    shots = screenshots.screenshot_pages(pages, tmp_path / "full")
+    too_wide = {s.page.stem: s.width for s in shots if s.width > screenshots.WIDTH}
+    assert not too_wide, f"wider than {screenshots.WIDTH} px: {too_wide}"
+    empty = {s.page.stem: s.empty_tables for s in shots if s.empty_tables}
+    assert not empty, f"tables without a filled row: {empty}"
+    assert all(s.tables for s in shots), "a card lost its tables"

@@ -119,6 +119,9 @@ def test_a_trial_trains_and_scores_on_the_validation_days() -> None:
     assert trial.n_validation_examples == 500
     assert 0 < trial.mrr <= trial.hit_rate <= 1
     assert 1 <= trial.epochs <= 2 and trial.seconds > 0
+    # The per-epoch validation curves the choose step's card draws, one point per epoch.
+    assert {"val_loss", "val_hit_rate@20"} <= set(trial.history)
+    assert all(len(values) == trial.epochs for values in trial.history.values())
     assert trial.label == "lstm_units=8"
 
 

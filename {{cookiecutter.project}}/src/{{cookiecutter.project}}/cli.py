@@ -221,17 +221,29 @@ def _write_cards(run: Any, out_dir: Path) -> list[Path]:
     return written
 
 
+def _screenshots(args: argparse.Namespace) -> int:
+    from .pipeline import screenshots
+
+    run = _latest_run(args.run)
+    pages = sorted(_write_cards(run, get_settings().data_dir / "cards" / run.id))
+    for shot in screenshots.screenshot_pages(pages, args.out, max_height=args.height):
+        wide = f", {shot.width} px wide" if shot.width > screenshots.WIDTH else ""
+        empty = f", {shot.empty_tables} empty table(s)" if shot.empty_tables else ""
+        print(f"{shot.png}{wide}{empty}")
+    print(f"{len(pages)} card(s) of run {run.id} as PNG in {args.out}")
+    return 0
+
+
 def run_point(run: Any) -> dict[str, Any] | None:
     """A run's LSTM and best-baseline metrics and gate verdict (None without an evaluation)."""
-    from .modeling.ceiling import CEILING_NAME
-    from .release.gate import CHAMPION_NAME
+    from .pipeline import cards
 
     evaluation = _artifact(run, "evaluate", "evaluation")
     if evaluation is None or "lstm" not in evaluation.models:
         return None
     models = {name: result.metrics for name, result in evaluation.models.items()}
-    baselines = [m for n, m in models.items() if n not in ("lstm", CEILING_NAME, CHAMPION_NAME)]
-    best = max(baselines, key=lambda m: m.get(MRR) or 0.0, default={})
+    baseline = cards.best_baseline(evaluation)
+    best = models[baseline] if baseline else {}
     decision = _artifact(run, "gate", "gate_decision")
     return {
         "run": run.id,
@@ -488,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rejects": (_rejects, "show the rows the loader quarantined, by reason"),
         "gate": (_gate, "print a run's gate decision; exit 1 if it failed, 2 if unknown"),
         "cards": (_cards, "write every card of a run as HTML"),
+        "screenshots": (_screenshots, "save every card of a run as a PNG (headless Chromium)"),
         "summary": (_summary, "a run's results and where they are; why a run failed"),
         "report": (_report, "one index.html: a run's cards and the metrics across runs"),
         "runs": (_runs, "a table of the latest runs: metrics, gate, deployment"),
@@ -533,7 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--brief", action="store_true", help="the gate's verdict without its checks"
             )
-        if name in ("gate", "cards", "summary", "report"):
+        if name == "screenshots":
+            command.add_argument(
+                "--out", type=Path, default=Path("docs/cards"), help="folder (docs/cards)"
+            )
+            command.add_argument(
+                "--height", type=int, default=2000, help="keep each page's top N px (2000; 0: all)"
+            )
+        if name in ("gate", "cards", "summary", "report", "screenshots"):
             command.add_argument(
                 "--run", help="run id, or 'newest' (default: the latest finished run)"
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import pandas as pd
@@ -52,6 +52,8 @@ class Trial:
     seconds: float
     n_fit_sessions: int
     n_validation_examples: int
+    # Keras' per-epoch history (loss, val_loss, hit_rate@K, val_hit_rate@K): the card's curves.
+    history: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -157,6 +159,7 @@ def run_trial(
         seconds=seconds,
         n_fit_sessions=len(fit_df),
         n_validation_examples=len(examples),
+        history=trained.history,
     )
 
 

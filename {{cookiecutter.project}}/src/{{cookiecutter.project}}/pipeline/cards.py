@@ -13,12 +13,22 @@ from typing import Any, get_args
 from metaflow.cards import Image, Markdown, Table
 from pydantic import BaseModel, SecretBytes, SecretStr
 
+from ..evaluation.metrics import POPULARITY_SEGMENTS
 from ..modeling.ceiling import CEILING_NAME, ceiling_ratio
 from ..modeling.knn import best_trial
-from ..modeling.tuning import trial_rows
+from ..modeling.tuning import TuningError, trial_rows, validation_split
 from ..schema import HIT_RATE, MRR, K
 from ..settings import get_settings
-from .plots import plot_comparison, plot_dbt_dag, plot_history, plot_session_lengths, plot_trials
+from .plots import (
+    plot_comparison,
+    plot_dbt_dag,
+    plot_events,
+    plot_history,
+    plot_session_lengths,
+    plot_split,
+    plot_trials,
+    plot_tuning_curves,
+)
 
 Components = list[Any]
 
@@ -146,9 +156,37 @@ def ingest_card(result: Any) -> Components:
         Markdown("# Ingest\nEvents appended to the raw log `raw.events`."),
         _table(rows, ["", ""]),
     ]
+    counts = event_counts(result.events_dir)
+    if counts is not None:
+        parts.append(Image.from_matplotlib(plot_events(*counts)))
     if result.config:
         parts += [Markdown("## Generator"), _table(sorted(result.config.items()), ["", ""])]
     return parts
+
+
+EVENT_COLUMNS = ["server_timestamp_epoch_ms", "event_type", "product_action"]
+
+
+def event_counts(events_dir: Path | None) -> tuple[Any, Any] | None:
+    """Events per day and event type (a frame: a row per day, a column per type) and events per
+    kind (type and product action), read from the generator's files one at a time so that memory
+    stays bounded; None without generated files (Coveo and landing files are converted and loaded
+    batch by batch, not kept)."""
+    import pandas as pd
+
+    files = sorted(events_dir.glob("events-*.parquet")) if events_dir else []
+    if not files:
+        return None
+    per_day, kinds = [], []
+    for file in files:
+        events = pd.read_parquet(file, columns=EVENT_COLUMNS)
+        event_type = events["event_type"].astype("string")
+        day = pd.to_datetime(events["server_timestamp_epoch_ms"], unit="ms").dt.date
+        per_day.append(pd.crosstab(day, event_type))
+        kind = event_type + " " + events["product_action"].astype("string")
+        kinds.append(kind.fillna(event_type).value_counts())  # a pageview has no action
+    days = pd.concat(per_day).fillna(0).astype("int64").groupby(level=0).sum()
+    return days, pd.concat(kinds).groupby(level=0).sum()
 
 
 def dbt_card(result: Any) -> Components:
@@ -183,7 +221,27 @@ def quality_card(report: Any, sessions: Any, thresholds: Any) -> Components:
     ]
 
 
-def dataset_card(split: Any) -> Components:
+def split_days(split: Any, tune_days: int) -> Any:
+    """One row per session: the day of its first event and its part of the split (train,
+    validation: the newest `tune_days` training days that score the tuned configurations, test)."""
+    import pandas as pd
+
+    try:
+        validation_ids = set(validation_split(split.train, tune_days)[1]["session_id"])
+    except TuningError:  # too few days to hold some out: the tune step says so
+        validation_ids = set()
+    train_part = split.train["session_id"].map(
+        lambda sid: "validation" if sid in validation_ids else "train"
+    )
+    frames = [
+        pd.DataFrame({"first": split.train["first_event_at"], "part": train_part}),
+        pd.DataFrame({"first": split.test["first_event_at"], "part": "test"}),
+    ]
+    days = pd.concat(frames, ignore_index=True)
+    return pd.DataFrame({"day": pd.to_datetime(days["first"]).dt.date, "part": days["part"]})
+
+
+def dataset_card(split: Any, tune_days: int | None = None) -> Components:
     rows = [
         ("train sessions", len(split.train)),
         ("test sessions", len(split.test)),
@@ -192,10 +250,14 @@ def dataset_card(split: Any) -> Components:
         ("train from", _when(split.train["first_event_at"].min())),
         ("test until", _when(split.test["last_event_at"].max())),
     ]
-    return [
-        Markdown("# Time split\nOlder sessions train, the newest days test."),
+    tuning = f"; the newest {tune_days} training days score the tuning grid" if tune_days else ""
+    parts = [
+        Markdown(f"# Time split\nOlder sessions train, the newest days test{tuning}."),
         _table(rows, ["", ""]),
     ]
+    if tune_days and len(split.train) and len(split.test):
+        parts.append(Image.from_matplotlib(plot_split(split_days(split, tune_days))))
+    return parts
 
 
 def tuning_card(trials: Sequence[Any], best: Any) -> Components:
@@ -212,7 +274,13 @@ def tuning_card(trials: Sequence[Any], best: Any) -> Components:
             ["configuration", f"MRR@{K}", f"HR@{K}", "epochs", "seconds", ""],
         ),
         Image.from_matplotlib(plot_trials(trials, best)),
+        *([Image.from_matplotlib(plot_tuning_curves(trials, best))] if _histories(trials) else []),
     ]
+
+
+def _histories(trials: Sequence[Any]) -> bool:
+    """Whether the trials kept their per-epoch history (trials pickled before it did not)."""
+    return all(getattr(trial, "history", None) for trial in trials)
 
 
 def training_card(training: Any) -> Components:
@@ -262,7 +330,45 @@ def evaluation_card(report: Any) -> Components:
             "`f1` scores the list against all later items of the session (challenge definition)."
         ),
         Image.from_matplotlib(plot_comparison(report)),
+        Markdown(
+            f"## By the next item's popularity\nMRR@{K} / HR@{K} where the SKU to guess is in "
+            "the head (the few SKUs behind half of the training interactions), the torso or "
+            "the tail (SKUs never seen in training count as tail)."
+        ),
+        _table(popularity_rows(report), ["model", *popularity_headers(report)]),
     ]
+
+
+def popularity_headers(report: Any) -> list[str]:
+    """A column per popularity segment, with its number of test examples (the same for every
+    model: they score the same prefixes)."""
+    sliced = next(
+        (
+            r.slices["target_popularity"]
+            for r in report.models.values()
+            if r.slices.get("target_popularity")
+        ),
+        {},
+    )
+    return [
+        f"{segment} ({(sliced.get(segment) or {}).get('examples') or 0:,} examples)"
+        for segment in POPULARITY_SEGMENTS
+    ]
+
+
+def popularity_rows(report: Any) -> list[list[str]]:
+    """A row per model: `MRR / HR` in each popularity segment (head, torso, tail); `-` where a
+    segment has no examples."""
+    rows = []
+    for name, result in report.models.items():
+        sliced = result.slices.get("target_popularity") or {}
+        row = [name]
+        for segment in POPULARITY_SEGMENTS:
+            cell = sliced.get(segment) or {}
+            mrr, hit_rate = cell.get("mrr"), cell.get("hit_rate")
+            row.append("-" if mrr is None else f"{mrr:.4f} / {hit_rate:.4f}")
+        rows.append(row)
+    return rows
 
 
 def knn_card(trials: Sequence[Any]) -> Components:
@@ -400,6 +506,70 @@ pre{{overflow-x:auto}}</style></head>
 <pre>{escape(runs_table)}</pre>
 </body></html>
 """
+
+
+def best_baseline(report: Any) -> str | None:
+    """The baseline with the best MRR@K (not the LSTM, the ceiling or the champion), or None."""
+    from ..release.gate import CHAMPION_NAME
+
+    others = [n for n in report.models if n not in ("lstm", CEILING_NAME, CHAMPION_NAME)]
+    return max(others, key=lambda n: report.models[n].metrics.get(MRR) or 0.0, default=None)
+
+
+def end_card(
+    decision: Any, deployment: Mapping[str, Any], evaluation: Any, current: Any
+) -> Components:
+    """The run's story on one page: the gate's verdict and reasons, the deployment, the LSTM
+    against the best baseline, and the commands that show more."""
+    from ..release.gate import ChampionStatus
+
+    run = current.run_id
+    failed = [c for c in decision.checks if not c.passed]
+    verdict = "passed every check" if decision.passed else f"failed {len(failed)} check(s)"
+    checks = [
+        (c.name, "pass" if c.passed else "FAIL", c.reason)
+        for c in sorted(decision.checks, key=lambda c: c.passed)  # failures first
+    ]
+    where = deployment.get("endpoint") or deployment.get("url")
+    champion = (
+        ChampionStatus(**decision.champion).describe() if decision.champion else "none recorded"
+    )
+    deployed = [
+        ("deployed", "yes" if deployment.get("deployed") else "no"),
+        ("why", deployment["reason"]),
+        ("endpoint", where or "-"),
+        ("champion before this run", champion),
+    ]
+    lstm = evaluation.models.get("lstm")
+    baseline = best_baseline(evaluation)
+    versus = []
+    for metric, label in ((MRR, f"MRR@{K}"), (HIT_RATE, f"HR@{K}")):
+        ours = lstm.metrics.get(metric) if lstm else None
+        theirs = evaluation.models[baseline].metrics.get(metric) if baseline else None
+        lift = f"{ours / theirs - 1:+.1%}" if ours is not None and theirs else "-"
+        versus.append((label, ours, theirs, lift))
+    commands = [
+        (f"make cards RUN={run}", "every card of this run as HTML"),
+        (f"make report RUN={run}", "one page: its cards and the metrics across runs"),
+        (f"make summary RUN={run}", "the results in the terminal"),
+        (f"make gate RUN={run}", "the gate's checks"),
+        ("make runs", "every run: metrics, gate, deployment"),
+    ]
+    width = max(len(command) for command, _ in commands) + 2
+    listing = "\n".join(f"{command:<{width}}# {what}" for command, what in commands)
+    return [
+        Markdown(
+            "# The run in one page\n"
+            + run_summary(decision, deployment, current).replace("\n", "\n\n")
+        ),
+        Markdown(f"## Gate: {verdict}"),
+        _table(checks, ["check", "result", "reason"]),
+        Markdown("## Deployment"),
+        _table(deployed, ["", ""]),
+        Markdown(f"## The LSTM against the best baseline (`{baseline or 'none'}`)"),
+        _table(versus, ["metric", "LSTM", baseline or "best baseline", "lift"]),
+        Markdown(f"## Look further\n```\n{listing}\n```"),
+    ]
 
 
 def run_summary(decision: Any, deployment: Mapping[str, Any], current: Any) -> str:

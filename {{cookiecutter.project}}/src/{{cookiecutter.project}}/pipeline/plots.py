@@ -14,6 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Patch
+from matplotlib.ticker import MaxNLocator
 
 from ..evaluation.metrics import PREFIX_BUCKETS
 from ..evaluation.report import EvaluationReport
@@ -24,6 +25,56 @@ from ..transform.results import TEST_TYPES, DbtNode, DbtRunResult
 
 if TYPE_CHECKING:
     from ..quality import QualityThresholds  # great-expectations loads with it: not needed here
+
+
+# --- events and the split -----------------------------------------------------------------------
+
+
+def plot_events(per_day: pd.DataFrame, kinds: pd.Series) -> Figure:
+    """Events per day stacked by event type, and the share of each kind of event (type and
+    product action): `per_day` has a row per day and a column per type, `kinds` a count per kind."""
+    figure = Figure(figsize=(11, 3.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    days, mix = figure.subplots(1, 2, width_ratios=(2, 1))
+    bottom = np.zeros(len(per_day))
+    for event_type in per_day.columns:
+        days.bar(per_day.index, per_day[event_type], bottom=bottom, label=event_type)
+        bottom += per_day[event_type].to_numpy()
+    days.set_ylim(0, max(bottom.max(initial=0) * 1.25, 1))  # room for the legend above the bars
+    days.set_title(f"Events per day ({int(bottom.sum()):,} events)")
+    days.set_ylabel("events")
+    days.tick_params(axis="x", labelrotation=45)
+    days.legend(fontsize="small")
+    shares = (kinds / kinds.sum()).sort_index().sort_values(kind="stable")
+    bars = mix.barh(shares.index, shares.to_numpy(), color="tab:gray")
+    mix.bar_label(bars, fmt="{:.1%}", padding=3, fontsize="small")
+    mix.set_xlim(0, min(1.0, shares.max() * 1.3))
+    mix.set_title("Event mix (type, product action)")
+    return figure
+
+
+SPLIT_PARTS = ("train", "validation", "test")
+
+
+def plot_split(days: pd.DataFrame) -> Figure:
+    """Sessions per day coloured by the part of the split they fall in (train, validation, test).
+
+    `days`: one row per session with `day` (a date) and `part` (one of SPLIT_PARTS)."""
+    figure = Figure(figsize=(9, 3), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    counts = pd.crosstab(days["day"], days["part"]).reindex(columns=list(SPLIT_PARTS), fill_value=0)
+    colours = {"train": "tab:blue", "validation": "tab:orange", "test": "tab:green"}
+    bottom = np.zeros(len(counts))
+    for part in SPLIT_PARTS:
+        axes.bar(counts.index, counts[part], bottom=bottom, color=colours[part], label=part)
+        bottom += counts[part].to_numpy()
+    axes.set_ylim(0, max(bottom.max(initial=0) * 1.25, 1))  # room for the legend above the bars
+    axes.set_title("Time split: sessions per day by their first event")
+    axes.set_ylabel("sessions")
+    axes.tick_params(axis="x", labelrotation=45)
+    axes.legend(fontsize="small")
+    return figure
 
 
 # --- data quality --------------------------------------------------------------------------------
@@ -245,6 +296,35 @@ def plot_trials(trials: Sequence[Trial], best: Trial) -> Figure:
     axes.invert_yaxis()  # grid order, top to bottom
     axes.set_xlabel(f"validation MRR@{K} (newest training days)")
     axes.set_title("Hyper-parameter grid")
+    return figure
+
+
+def plot_tuning_curves(trials: Sequence[Trial], best: Trial) -> Figure:
+    """Validation loss and HR@K per epoch, one line per configuration; the chosen one bold.
+
+    Falls back to the training curves for a trial trained without a validation set."""
+    figure = Figure(figsize=(11, 3.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    epochs = max((len(v) for t in trials for v in t.history.values()), default=1)
+    for axes, metric in zip(figure.subplots(1, 2), ("loss", HIT_RATE), strict=True):
+        for trial in trials:
+            values = trial.history.get(f"val_{metric}") or trial.history.get(metric) or []
+            chosen = trial == best
+            axes.plot(
+                range(1, len(values) + 1),
+                values,
+                "-o",
+                markersize=6 if chosen else 3,
+                linewidth=2.5 if chosen else 1.2,
+                zorder=3 if chosen else 2,
+                label=f"{trial.label} (chosen)" if chosen else trial.label,
+            )
+        axes.set_title(f"validation {metric.replace('_', ' ')}")
+        axes.set_xlabel("epoch")
+        axes.set_xlim(0.5, epochs + 0.5)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside right upper", fontsize="small")
     return figure
 
 
