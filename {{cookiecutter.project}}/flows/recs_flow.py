@@ -273,10 +273,13 @@ class RecsFlow(FlowSpec):
     @step
     def gate(self):
         """Decide whether the model may be deployed: thresholds, baselines, champion, behaviour."""
+        from {{ cookiecutter.project }} import deploy
         from {{ cookiecutter.project }}.release import gate
 
+        # The champion's record, held against what the endpoint serves now (DescribeEndpoint).
+        champion = deploy.check_champion(self.champion, SETTINGS)
         self.gate_decision = gate.decide(
-            self.evaluation, gate.thresholds_from_settings(SETTINGS), champion=self.champion
+            self.evaluation, gate.thresholds_from_settings(SETTINGS), champion=champion
         )
         print(gate.format_decision(self.gate_decision))
         current.card.extend(cards.gate_card(self.gate_decision))

@@ -282,6 +282,7 @@ def test_deploy_and_smoke_commands_serve_a_passed_release(
     assert cli.main(["smoke", "--release", str(cli_env / "release")]) == 0
     out = capsys.readouterr().out  # the release's two smoke sessions get two lists
     assert f"{url} answered 2 recommendation list(s); the first starts: sku-" in out
+    assert "unknown SKUs per session: [0, 0]" in out  # the model knows both sessions' SKUs
 
 
 def test_smoke_without_an_endpoint_says_what_to_do(

@@ -92,6 +92,7 @@ def test_endpoint_answers_over_http(finished_run) -> None:
     with urllib.request.urlopen(request, timeout=10) as answer:
         body = json.load(answer)
     assert len(body["recommendations"][0]) == 5
+    assert body["unknown_skus"] == [1]  # the real export knows which SKUs it ignored
 
 
 # Prints, for the latest run in the working directory, what each step left behind.

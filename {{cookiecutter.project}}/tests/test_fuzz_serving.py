@@ -31,7 +31,7 @@ from typing import Any
 import jsonschema
 import pytest
 import schemathesis
-from helpers import build_tiny_model, free_port, wait_ping
+from helpers import N_SKUS, build_tiny_model, free_port, wait_ping
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,6 +69,13 @@ ERROR = validator({"$ref": "#/components/schemas/Error"})
 
 
 # --- the description itself ------------------------------------------------------------------
+
+
+def test_both_answers_count_each_sessions_unknown_skus() -> None:
+    schemas = DOCUMENT["components"]["schemas"]
+    for name in ("SessionsResponse", "InstancesResponse"):
+        assert "unknown_skus" in schemas[name]["required"]
+        assert schemas[name]["properties"]["unknown_skus"]["items"]["minimum"] == 0
 
 
 def test_the_document_shows_the_default_limits() -> None:
@@ -197,7 +204,7 @@ class Case:
         )
 
 
-known_skus = st.sampled_from([f"sku-{i}" for i in range(30)])
+known_skus = st.sampled_from([f"sku-{i}" for i in range(N_SKUS)])
 skus = st.one_of(known_skus, st.text(max_size=30))  # any Unicode; never a lone surrogate
 sessions_st = st.lists(st.lists(skus, min_size=1, max_size=8), min_size=1, max_size=6)
 k_st = st.one_of(st.none(), st.integers(1, LIMITS.max_k), st.sampled_from([1.0, 20.0]))
@@ -403,12 +410,15 @@ def check(server: Server, case: Case, status: int, headers: dict[str, str], body
         answer = json.loads(body)
         ANSWER.validate(answer)
         (style,) = payload.keys() - {"k"}
-        (key,) = answer
+        (key,) = answer.keys() - {"unknown_skus"}
         assert key == {"sessions": "recommendations", "instances": "predictions"}[style]
         k = payload.get("k") or LIMITS.default_k
         assert [len(recs) for recs in answer[key]] == [
             min(k, server.vocabulary_size) for _ in payload[style]
         ]
+        sessions = [s["skus"] if isinstance(s, dict) else s for s in payload[style]]
+        known = {f"sku-{i}" for i in range(N_SKUS)}
+        assert answer["unknown_skus"] == [sum(sku not in known for sku in s) for s in sessions]
 
 
 @settings(

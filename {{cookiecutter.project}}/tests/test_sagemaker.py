@@ -27,8 +27,14 @@ from helpers import make_release, metrics
 from {{ cookiecutter.project }} import deploy
 from {{ cookiecutter.project }}.deploy import sagemaker
 from {{ cookiecutter.project }}.release import sha256_hex
-from {{ cookiecutter.project }}.release.bundle import write_release
-from {{ cookiecutter.project }}.release.champion import load_champion_archive, read_champion
+from {{ cookiecutter.project }}.release.bundle import DeployRefused, write_release
+from {{ cookiecutter.project }}.release.champion import (
+    champion_status,
+    load_champion_archive,
+    read_champion,
+    write_champion,
+)
+from {{ cookiecutter.project }}.release.gate import ChampionStatus
 from {{ cookiecutter.project }}.settings import Settings
 
 pytestmark = pytest.mark.cloud
@@ -313,3 +319,119 @@ def test_a_new_endpoint_that_never_comes_up_is_deleted(
                 log=lambda line: None,
             )
         stub.assert_no_pending_responses()
+
+
+# --- the champion record held against the live endpoint (DescribeEndpoint on moto) -------------
+
+
+def go_live(endpoint: str, config: str) -> None:
+    """An endpoint serving `config`, made outside the project (as by hand in the console)."""
+    client = boto3.client("sagemaker")
+    settings = settings_for(Path("."), None, endpoint)
+    client.create_model(
+        ModelName=config,
+        PrimaryContainer={"Image": settings.sagemaker_image_uri},
+        ExecutionRoleArn=settings.sagemaker_role_arn,
+    )
+    variant = {"VariantName": "AllTraffic", "ModelName": config, "InitialInstanceCount": 1}
+    variant |= {"InstanceType": "ml.m5.large"}
+    client.create_endpoint_config(EndpointConfigName=config, ProductionVariants=[variant])
+    client.create_endpoint(EndpointName=endpoint, EndpointConfigName=config)
+
+
+def checked_champion(settings: Settings) -> ChampionStatus:
+    """What `make deploy` and the flow's gate step compare with."""
+    return deploy.check_champion(champion_status(settings)[0], settings)
+
+
+def record(settings: Settings, endpoint: str, config: str) -> dict[str, Any]:
+    fields = {"run_id": "7", "target": "sagemaker", "endpoint": endpoint, "endpoint_config": config}
+    return write_champion(settings, fields, ARCHIVE)
+
+
+def test_no_endpoint_and_no_record_is_a_first_deployment(
+    aws_env: Emulator, bucket: str, endpoint: str, tmp_path: Path
+) -> None:
+    assert checked_champion(settings_for(tmp_path, bucket, endpoint)).state == "none"
+
+
+def test_a_record_that_names_the_live_config_is_the_champion(
+    aws_env: Emulator, bucket: str, endpoint: str, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, bucket, endpoint)
+    go_live(endpoint, f"{endpoint}-a")
+    written = record(settings, endpoint, f"{endpoint}-a")
+    assert checked_champion(settings) == ChampionStatus("deployed", "", written)
+
+
+def test_a_live_endpoint_without_a_champion_record_fails_closed(
+    aws_env: Emulator, bucket: str, endpoint: str, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, bucket, endpoint)
+    go_live(endpoint, f"{endpoint}-by-hand")
+    champion = checked_champion(settings)
+    assert champion.state == "unavailable"
+    assert f"endpoint {endpoint} is live (config {endpoint}-by-hand)" in champion.reason
+    assert f"no champion record at s3://{bucket}/models/champion/" in champion.reason
+    assert "MODEL_PREFIX" in champion.reason and "first deployment" in champion.reason
+
+
+def test_a_record_of_another_config_than_the_live_one_fails_closed(
+    aws_env: Emulator, bucket: str, endpoint: str, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, bucket, endpoint)
+    go_live(endpoint, f"{endpoint}-by-hand")
+    record(settings, endpoint, f"{endpoint}-recorded")
+    champion = checked_champion(settings)
+    assert champion.state == "unavailable" and champion.record["run_id"] == "7"
+    assert f"serves config {endpoint}-by-hand" in champion.reason
+    assert f"says {endpoint}-recorded" in champion.reason
+    assert f"--endpoint-config-name {endpoint}-recorded" in champion.reason
+
+
+def test_a_record_whose_endpoint_is_gone_fails_closed(
+    aws_env: Emulator, bucket: str, endpoint: str, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, bucket, endpoint)
+    record(settings, endpoint, f"{endpoint}-a")
+    champion = checked_champion(settings)
+    assert champion.state == "unavailable"
+    assert f"says endpoint {endpoint} serves config {endpoint}-a" in champion.reason
+    assert "no such endpoint" in champion.reason and "AWS_DEFAULT_REGION" in champion.reason
+
+
+def test_a_record_of_another_endpoint_fails_closed(
+    aws_env: Emulator, bucket: str, endpoint: str, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, bucket, endpoint)
+    go_live(endpoint, f"{endpoint}-a")
+    record(settings, "recs-renamed", f"{endpoint}-a")
+    champion = checked_champion(settings)
+    assert champion.state == "unavailable"
+    assert f"for endpoint recs-renamed, not SAGEMAKER_ENDPOINT={endpoint}" in champion.reason
+
+
+def test_an_endpoint_that_cannot_be_described_fails_closed(
+    aws_env: Emulator, endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    first = ChampionStatus("none", "no champion deployed yet")
+    champion = deploy.check_champion(first, settings_for(tmp_path, "bucket", endpoint))
+    assert champion.state == "unavailable"
+    assert f"cannot tell which config endpoint {endpoint} serves" in champion.reason
+
+
+def test_make_deploy_refuses_while_the_endpoint_and_its_record_disagree(
+    aws_env: Emulator, bucket: str, endpoint: str, tmp_path: Path, sessions: list[list[str]]
+) -> None:
+    """The release passed its gate as a first deployment; since then, an endpoint went live."""
+    release = replace(make_release(ARCHIVE, passed=True), smoke_sessions=sessions)
+    write_release(release, tmp_path / "release")
+    go_live(endpoint, f"{endpoint}-by-hand")
+    settings = settings_for(tmp_path, bucket, endpoint)
+    with pytest.raises(DeployRefused, match=f"failed its gate(.|\n)*{endpoint} is live"):
+        deploy.deploy_release(tmp_path / "release", settings)
+    assert read_champion(settings) is None
+    described = boto3.client("sagemaker").describe_endpoint(EndpointName=endpoint)
+    assert described["EndpointConfigName"] == f"{endpoint}-by-hand"

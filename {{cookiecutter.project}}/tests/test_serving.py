@@ -56,6 +56,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class EchoRecommender:
     """Stand-in model for core tests: recommends the session's own SKUs, newest first."""
 
+    vocabulary = frozenset({"a", "b", "c"})
+
     def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
         return [[(sku, 1.0 / (i + 1)) for i, sku in enumerate(reversed(s))][:k] for s in sessions]
 
@@ -184,21 +186,31 @@ def test_a_number_too_long_to_convert_is_a_bad_request() -> None:
 )
 def test_format_answers_in_the_request_style(style: str, key: str) -> None:
     request = Request(style, [["a"], ["b"]], 2)  # type: ignore[arg-type]
-    body = format_response(request, [[("x", 0.5), ("y", 0.25)], []])
+    body = format_response(request, [[("x", 0.5), ("y", 0.25)], []], {"a", "b"})
     assert json.loads(body) == {
-        key: [[{"sku": "x", "score": 0.5}, {"sku": "y", "score": 0.25}], []]
+        key: [[{"sku": "x", "score": 0.5}, {"sku": "y", "score": 0.25}], []],
+        "unknown_skus": [0, 0],
     }
+
+
+def test_the_answer_counts_each_sessions_unknown_skus() -> None:
+    request = Request("sessions", [["a", "zz", "a"], ["yy", "xx"], ["b"]], 2)
+    body = json.loads(format_response(request, [[], [], []], {"a", "b"}))
+    assert body["unknown_skus"] == [1, 2, 0]
 
 
 def test_format_refuses_an_answer_of_the_wrong_length() -> None:
     with pytest.raises(ValueError, match="1 lists for 2 sessions"):
-        format_response(Request("sessions", [["a"], ["b"]], 2), [[("x", 1.0)]])
+        format_response(Request("sessions", [["a"], ["b"]], 2), [[("x", 1.0)]], {"a"})
 
 
 def test_invoke_predicts() -> None:
     response = invoke(b'{"sessions": [["a", "b"]], "k": 1}', JSON, EchoRecommender(), LIMITS)
     assert response.status == HTTPStatus.OK
-    assert json.loads(response.body) == {"recommendations": [[{"sku": "b", "score": 1.0}]]}
+    assert json.loads(response.body) == {
+        "recommendations": [[{"sku": "b", "score": 1.0}]],
+        "unknown_skus": [0],
+    }
 
 
 def test_invoke_without_a_model_is_503_with_the_reason() -> None:
@@ -212,6 +224,8 @@ def test_invoke_reports_bad_input_before_model_state() -> None:
 
 
 class Broken:
+    vocabulary = frozenset({"a"})
+
     def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
         raise RuntimeError("secret internal detail")
 
@@ -235,6 +249,7 @@ def test_sessions_style(live: InferenceServer) -> None:
     status, answer = post(live, {"sessions": [["sku-1", "sku-2"], ["sku-7"]], "k": 4})
     assert status == 200
     assert [len(recs) for recs in answer["recommendations"]] == [4, 4]
+    assert answer["unknown_skus"] == [0, 0]
     for recs in answer["recommendations"]:
         scores = [rec["score"] for rec in recs]
         assert scores == sorted(scores, reverse=True)
@@ -242,15 +257,29 @@ def test_sessions_style(live: InferenceServer) -> None:
 
 
 def test_instances_style_lists_and_objects(live: InferenceServer) -> None:
-    status, answer = post(live, {"instances": [["sku-1"], {"skus": ["sku-3", "sku-4"]}], "k": 2})
+    instances = [["sku-1"], {"skus": ["sku-3", "not-a-sku"]}]
+    status, answer = post(live, {"instances": instances, "k": 2})
     assert status == 200
     assert [len(recs) for recs in answer["predictions"]] == [2, 2]
+    assert answer["unknown_skus"] == [0, 1]
 
 
 def test_unknown_skus_are_tolerated(live: InferenceServer) -> None:
-    status, answer = post(live, {"sessions": [["not-a-sku", "nor-this"]]})
+    status, answer = post(live, {"sessions": [["not-a-sku", "nor-this"], ["sku-1", "not-a-sku"]]})
     assert status == 200
     assert len(answer["recommendations"][0]) == LIMITS.default_k
+    assert answer["unknown_skus"] == [2, 1]  # the answer says the model ignored them
+
+
+def test_the_readme_example_sends_the_default_datas_most_popular_sku() -> None:
+    """The curl example must name a SKU that every default run's model knows."""
+    from {{ cookiecutter.project }}.ingest.synthetic import GeneratorConfig, build_model
+    from {{ cookiecutter.project }}.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = json.loads(readme.split("-d '", 1)[1].split("'", 1)[0])
+    config = GeneratorConfig.from_settings(Settings(_env_file=None))
+    assert example["sessions"][0][0] == build_model(config).sku_hashes[0]
 
 
 def test_extra_headers_are_ignored(live: InferenceServer) -> None:

@@ -478,7 +478,11 @@ def _smoke(args: argparse.Namespace) -> int:
     endpoint, answer = deploy.smoke_endpoint(sessions=sessions)
     lists = answer["recommendations"]
     top = ", ".join(item["sku"] for item in lists[0][:5]) if lists and lists[0] else "-"
-    print(f"{endpoint} answered {len(lists)} recommendation list(s); the first starts: {top}")
+    unknown = answer.get("unknown_skus", "not reported (an older serving image)")
+    print(
+        f"{endpoint} answered {len(lists)} recommendation list(s); the first starts: {top}; "
+        f"unknown SKUs per session: {unknown}"
+    )
     return 0
 
 

@@ -6,6 +6,8 @@ metrics, endpoint config and archive with its sha256) where the next run's gate 
 `deploy_if_passed` (the flow) and `deploy_release` (CI, `make deploy`) deploy only a model whose
 gate passed. `deploy_release` never trusts the release's stored decision: it decides again from
 the release's evaluation with the thresholds and champion in force (`bundle.check_decision`).
+Both compare with the champion record only as `check_champion` confirms it: on SageMaker the
+record must describe what the endpoint serves now.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 
 from ..evaluation.report import EvaluationReport
 from ..release.bundle import candidate_metrics, check_decision, read_release
-from ..release.champion import champion_status, write_champion
-from ..release.gate import GateDecision, thresholds_from_settings
+from ..release.champion import champion_status, check_endpoint, store_uri, write_champion
+from ..release.gate import ChampionStatus, GateDecision, thresholds_from_settings
 from ..settings import Settings, get_settings
 from . import local
 from .local import DEFAULT_SMOKE_SESSIONS
@@ -110,7 +112,7 @@ def deploy_release(release_dir: Path, settings: Settings | None = None) -> dict[
     (`read_release`) or that fails the gate decided again now (`bundle.check_decision`)."""
     settings = settings or get_settings()
     release = read_release(release_dir)
-    champion, _ = champion_status(settings)
+    champion = check_champion(champion_status(settings)[0], settings)
     decision = check_decision(release, thresholds_from_settings(settings), champion)
     return deploy_model(
         release.archive,
@@ -121,6 +123,27 @@ def deploy_release(release_dir: Path, settings: Settings | None = None) -> dict[
         candidate=decision.candidate,
         metrics=candidate_metrics(release.evaluation, decision.candidate),
     )
+
+
+def check_champion(champion: ChampionStatus, settings: Settings | None = None) -> ChampionStatus:
+    """The champion record's status (`champion_status`) held against what DEPLOY_TARGET serves.
+
+    SageMaker: DescribeEndpoint must show the record's endpoint config (`check_endpoint`); an
+    endpoint that cannot be described is `unavailable` too (the gate never deploys blind). Local:
+    the record is kept beside the local server, which has nothing to describe.
+    """
+    settings = settings or get_settings()
+    if settings.deploy_target != "sagemaker" or champion.state == "unavailable":
+        return champion
+    from . import sagemaker  # a part of deployment=sagemaker bakes (settings check it)
+
+    endpoint = settings.sagemaker_endpoint
+    try:
+        live = sagemaker.current_config(sagemaker.Clients.from_session().sagemaker, endpoint)
+    except sagemaker.SageMakerError as error:
+        reason = f"cannot tell which config endpoint {endpoint} serves: {error}"
+        return ChampionStatus("unavailable", reason, champion.record)
+    return check_endpoint(champion, endpoint, live, store_uri(settings))
 
 
 def smoke_endpoint(

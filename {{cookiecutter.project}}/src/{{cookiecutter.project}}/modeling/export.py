@@ -112,6 +112,8 @@ class ExportedRecommender:
         # restored tf.function, which first matches its arguments against the input signature.
         self._serve = self._loaded.signatures["serving_default"]
         self._batch_size = batch_size
+        # The SKUs the model knows (the export's lookup keys): the server counts the others.
+        self.vocabulary = frozenset(sku.decode() for sku in self._loaded.skus.numpy().tolist())
         metadata_path = Path(model_dir) / METADATA_FILE
         self.metadata: dict[str, Any] = (
             json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}

@@ -6,7 +6,8 @@ part of projects baked with deployment=sagemaker). `champion_status` reads them 
 `ChampionStatus` for the gate, and `load_champion` also as a recommender to evaluate beside the
 challenger. Both fail closed: an archive without its record, a record without its archive, or an
 archive whose sha256 is not the record's is `unavailable` (a SavedModel is code: a swapped one is
-never loaded).
+never loaded). With DEPLOY_TARGET=sagemaker, `check_endpoint` also holds the record against
+what the endpoint serves now (its config, from DescribeEndpoint in `deploy`).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def champion_status(settings: Settings) -> tuple[ChampionStatus, bytes | None]:
         return ChampionStatus("none", "no champion deployed yet"), None
     # No model can be gated against a champion that fails these checks, so the way out is by hand.
     recover = (
-        f"check what is deployed, then delete both files in {_store_uri(settings)} (the next "
+        f"check what is deployed, then delete both files in {store_uri(settings)} (the next "
         "gate then counts as a first deployment)"
     )
     if record is None:
@@ -109,6 +110,58 @@ def champion_status(settings: Settings) -> tuple[ChampionStatus, bytes | None]:
         )
         return ChampionStatus("unavailable", reason, record), None
     return ChampionStatus("deployed", "", record), archive
+
+
+def check_endpoint(
+    status: ChampionStatus, endpoint: str, live_config: str | None, store: str
+) -> ChampionStatus:
+    """`status` (from `champion_status`) checked against what `endpoint` serves now.
+
+    `live_config` is the endpoint's EndpointConfigName (None: there is no such endpoint) and
+    `store` where the record is kept. The record must name this endpoint and its live config;
+    otherwise the model the gate would compare with is not the one serving, and the status is
+    `unavailable` with what to do. No endpoint and no record is still a first deployment.
+    """
+    if status.state == "unavailable":
+        return status  # already failing closed, for its own reason
+    if status.state == "none":
+        if live_config is None:
+            return status
+        reason = (
+            f"endpoint {endpoint} is live (config {live_config}) but has no champion record at "
+            f"{store}: it was deployed by hand, or MODEL_BUCKET / MODEL_PREFIX point elsewhere; "
+            "fix those, or delete the endpoint (or set a new SAGEMAKER_ENDPOINT) so that the "
+            "next gate counts as a first deployment"
+        )
+        return ChampionStatus("unavailable", reason)
+    recorded_endpoint = status.record.get("endpoint")
+    recorded = status.record.get("endpoint_config")
+    if recorded_endpoint != endpoint:
+        reason = (
+            f"the champion record at {store} is for endpoint {recorded_endpoint}, not "
+            f"SAGEMAKER_ENDPOINT={endpoint}: set SAGEMAKER_ENDPOINT back, or give each endpoint "
+            "its own MODEL_PREFIX"
+        )
+    elif live_config is None:
+        # Not a first deployment: a record without its endpoint means the endpoint was deleted,
+        # or these credentials look at another account or region, where a first deployment
+        # would start a second production endpoint. Either way a person decides.
+        reason = (
+            f"the champion record at {store} says endpoint {endpoint} serves config {recorded}, "
+            "but there is no such endpoint: check the AWS account and region (AWS_DEFAULT_REGION);"
+            f" if it was deleted on purpose, delete both files in {store} so that the next gate "
+            "counts as a first deployment"
+        )
+    elif live_config != recorded:
+        reason = (
+            f"endpoint {endpoint} serves config {live_config} but the champion record at {store} "
+            f"says {recorded} (changed by hand, or a deployment stopped before recording its "
+            f"champion): put it back with `aws sagemaker update-endpoint --endpoint-name {endpoint}"
+            f" --endpoint-config-name {recorded}`, then deploy again through the gate"
+        )
+    else:
+        return status
+    return ChampionStatus("unavailable", reason, status.record)
 
 
 def load_champion(settings: Settings, work_dir: Path) -> tuple[ChampionStatus, Recommender | None]:
@@ -142,7 +195,8 @@ def _read_champion_file(settings: Settings, name: str) -> bytes | None:
         return path.read_bytes() if path.is_file() else None
 
 
-def _store_uri(settings: Settings) -> str:
+def store_uri(settings: Settings) -> str:
+    """Where the champion's files are kept (a folder, or an s3:// prefix)."""
     if settings.deploy_target == "sagemaker":
         from . import champion_s3  # a part of deployment=sagemaker bakes (settings check it)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from http import HTTPStatus
@@ -104,7 +104,7 @@ class Endpoint:
             return to_http(admitted)
         try:
             recommendations = await self.batcher.recommend(admitted.sessions, admitted.k)
-            return to_http(answer(admitted, recommendations))
+            return to_http(answer(admitted, recommendations, self.vocabulary()))
         except Exception:
             return to_http(prediction_failed(admitted))
 
@@ -123,6 +123,10 @@ class Endpoint:
     def predict(self, sessions: list[list[str]], k: int) -> list[list[tuple[str, float]]]:
         assert self.slot.predictor is not None  # the handler answers 503 before
         return self.slot.predictor.recommend(sessions, k)
+
+    def vocabulary(self) -> Container[str]:
+        assert self.slot.predictor is not None  # the handler answers 503 before
+        return self.slot.predictor.vocabulary
 
 
 def create_app(

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ProjectError
-
-if TYPE_CHECKING:  # evaluation imports matplotlib and RecList: seconds the server does not need
-    from ..evaluation.protocol import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +36,19 @@ class Limits:
     read_timeout_s: float = 30.0  # a request's head, then its body, must each arrive within this
     idle_timeout_s: float = 300.0  # keep-alive connections idle longer than this are closed
     max_connections: int = 512  # open connections per worker; more get 503 naming this
+
+
+class Predictor(Protocol):
+    """What the server needs of a model (the serving export is one)."""
+
+    @property
+    def vocabulary(self) -> Container[str]:
+        """The SKUs the model knows; the others in a session are read as unknown."""
+        ...
+
+    def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        """Top-k (sku, score) pairs, best first, for each session (SKUs in time order)."""
+        ...
 
 
 # --- request and response models (the OpenAPI document is generated from these) ----------------
@@ -63,6 +73,12 @@ class Recommendation(BaseModel):
 
 
 Recommendations = list[list[Recommendation]]
+UnknownSkus = list[Annotated[int, Field(ge=0)]]
+_UNKNOWN_SKUS = Field(
+    description="Per session, in the same order: how many of its SKUs the model does not know "
+    "(0 when none). The recommendations ignore them: a session of unknown SKUs only gets the "
+    "model's generic picks."
+)
 
 
 class SessionsResponse(BaseModel):
@@ -71,6 +87,7 @@ class SessionsResponse(BaseModel):
     recommendations: Recommendations = Field(
         description="One list per session, best first, in the order of the request's sessions."
     )
+    unknown_skus: UnknownSkus = _UNKNOWN_SKUS
 
 
 class InstancesResponse(BaseModel):
@@ -79,6 +96,7 @@ class InstancesResponse(BaseModel):
     predictions: Recommendations = Field(
         description="One list per instance, best first, in the order of the request's instances."
     )
+    unknown_skus: UnknownSkus = _UNKNOWN_SKUS
 
 
 class Error(BaseModel):
@@ -187,8 +205,11 @@ def parse_request(body: bytes, content_type: str, limits: Limits) -> Request:
     return Request(style=style, sessions=sessions, k=_parse_k(payload.get("k"), limits))
 
 
-def format_response(request: Request, recommendations: list[list[tuple[str, float]]]) -> bytes:
-    """Serialise the predictor's answer in the style of the request (one list per session)."""
+def format_response(
+    request: Request, recommendations: list[list[tuple[str, float]]], vocabulary: Container[str]
+) -> bytes:
+    """Serialise the predictor's answer in the style of the request (one list per session), with
+    how many SKUs of each session are not in the model's `vocabulary`."""
     if len(recommendations) != len(request.sessions):
         raise ValueError(
             f"predictor answered {len(recommendations)} lists for {len(request.sessions)} sessions"
@@ -196,7 +217,9 @@ def format_response(request: Request, recommendations: list[list[tuple[str, floa
     answer = [
         [{"sku": sku, "score": float(score)} for sku, score in recs] for recs in recommendations
     ]
-    return json.dumps({_ANSWER_KEY[request.style]: answer}, allow_nan=False).encode()
+    unknown = [sum(sku not in vocabulary for sku in session) for session in request.sessions]
+    body = {_ANSWER_KEY[request.style]: answer, "unknown_skus": unknown}
+    return json.dumps(body, allow_nan=False).encode()
 
 
 Predict = Callable[[list[list[str]], int], list[list[tuple[str, float]]]]
@@ -205,7 +228,7 @@ Predict = Callable[[list[list[str]], int], list[list[tuple[str, float]]]]
 def invoke(
     body: bytes,
     content_type: str,
-    predictor: Recommender | None,
+    predictor: Predictor | None,
     limits: Limits,
     not_ready: str = "",
 ) -> Response:
@@ -215,7 +238,8 @@ def invoke(
         return admitted
     assert predictor is not None  # admit answered 503 otherwise
     try:
-        return answer(admitted, predictor.recommend(admitted.sessions, admitted.k))
+        recommendations = predictor.recommend(admitted.sessions, admitted.k)
+        return answer(admitted, recommendations, predictor.vocabulary)
     except Exception:
         return prediction_failed(admitted)
 
@@ -233,8 +257,10 @@ def admit(
     return request
 
 
-def answer(request: Request, recommendations: list[list[tuple[str, float]]]) -> Response:
-    return Response(HTTPStatus.OK, format_response(request, recommendations))
+def answer(
+    request: Request, recommendations: list[list[tuple[str, float]]], vocabulary: Container[str]
+) -> Response:
+    return Response(HTTPStatus.OK, format_response(request, recommendations, vocabulary))
 
 
 def prediction_failed(request: Request) -> Response:

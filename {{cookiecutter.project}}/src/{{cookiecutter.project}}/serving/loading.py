@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from .contract import Recommender
+    from .contract import Predictor
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[[Path], "Recommender"]
+Loader = Callable[[Path], "Predictor"]
 
 
-def default_loader(model_dir: Path) -> Recommender:
+def default_loader(model_dir: Path) -> Predictor:
     # Inside the function: loading imports TensorFlow (seconds), which only the loader thread
     # should wait for.
     from ..modeling.export import load_recommender
@@ -31,7 +31,7 @@ class ModelSlot:
     def __init__(self, model_dir: Path, loader: Loader) -> None:
         self.model_dir = model_dir
         self._loader = loader
-        self.predictor: Recommender | None = None
+        self.predictor: Predictor | None = None
         self.state: Literal["loading", "ready", "failed"] = "loading"
         self.problem = f"model is loading from {model_dir}"
 
