@@ -10,7 +10,7 @@ template makes the check fail naming it. The identities:
   SageMaker model, endpoint config and endpoint, the smoke request, the champion record;
 {% endif %}* train job (TrainRole): the landing reads of `make new-events`, the flow's S3 datastore (the
   launcher, its local steps and the code package), the launch of steps on Batch{% if cookiecutter.deployment == "sagemaker" %}, and
-  the champion read of `evaluate` (BATCH=false){% endif %};
+  the champion read of `evaluate` (BATCH=false) and the gate step's DescribeEndpoint{% endif %};
 * Batch tasks (BatchJobRole): the same datastore calls{% if cookiecutter.deployment == "sagemaker" %} and the champion read{% endif %}, from inside a step.
 
 What the recording cannot tell: conditions other than StringEquals/StringLike on a key the
@@ -409,6 +409,19 @@ def test_the_champion_read_of_evaluate_is_allowed_where_evaluate_runs(
     calls = call_log.stop()
     assert operations(calls) == {"s3:GetObject"}
     assert_allowed(calls, "BatchJobRole", stack)
+    assert_allowed(calls, "TrainRole", stack)
+
+
+def test_the_gate_steps_endpoint_check_is_allowed_to_the_train_role(
+    aws_env: Emulator, call_log: CallLog, stack: dict[str, str], tmp_path: Path
+) -> None:
+    """The gate step (on the runner, as the train role) describes the live endpoint."""
+    settings = deploy_settings(stack, tmp_path)
+    call_log.start()
+    status = deploy.check_champion(champion_status(settings)[0], settings)
+    assert status.state == "none", status
+    calls = call_log.stop()
+    assert operations(calls) == {"s3:GetObject", "sagemaker:DescribeEndpoint"}
     assert_allowed(calls, "TrainRole", stack)
 
 {%- endif %}
