@@ -330,3 +330,24 @@ def test_screenshots_without_a_browser_say_how_to_install_one(monkeypatch, tmp_p
     assert screenshots.find_browser() is None
     with pytest.raises(screenshots.ScreenshotError, match="apt-get install chromium"):
         screenshots.screenshot_pages([tmp_path / "a.html"], tmp_path)
+
+
+def test_the_transform_cards_test_table_names_the_model_each_test_checks() -> None:
+    from {{ cookiecutter.project }}.transform.results import DbtNode, DbtRunResult
+
+    nodes = [
+        DbtNode("source.p.raw.events", "events", "source", "raw.events"),
+        DbtNode("model.p.stg_events", "stg_events", "model", "stg_events", "success", 0.2),
+        DbtNode("test.p.nn_sku", "nn_sku", "test", "not_null(sku)", "pass", 0.1, 0),
+        DbtNode("test.p.rel", "rel", "test", "relationships(sku)", "fail", 0.1, 3),
+    ]
+    edges = [
+        ("source.p.raw.events", "model.p.stg_events"),
+        ("model.p.stg_events", "test.p.nn_sku"),
+        ("model.p.stg_events", "test.p.rel"),
+        ("source.p.raw.events", "test.p.rel"),
+    ]
+    result = DbtRunResult("build", "dev", False, 1.0, "out", nodes, edges)
+    table = _rendered(cards.dbt_card(result))[-1]
+    assert table["columns"][0] == "model"
+    assert [row[0] for row in table["data"]] == ["stg_events", "stg_events", "events, stg_events"]

@@ -192,8 +192,17 @@ def event_counts(events_dir: Path | None) -> tuple[Any, Any] | None:
 def dbt_card(result: Any) -> Components:
     verdict = "succeeded" if result.success else "FAILED"
     counts = result.counts_text()
+    tested = _tested_names(result)
     rows = [
-        (n.resource_type, n.label, n.status, n.execution_time, n.failures, n.message or "")
+        (
+            tested.get(n.unique_id, n.name),
+            n.resource_type,
+            n.label,
+            n.status,
+            n.execution_time,
+            n.failures,
+            n.message or "",
+        )
         for n in result.executed
     ]
     run_url = getattr(result, "run_url", None)  # results pickled before the field had none
@@ -201,8 +210,19 @@ def dbt_card(result: Any) -> Components:
     return [
         Markdown(f"# dbt {result.command} {verdict}\n{counts} in {result.elapsed_s:.1f} s{where}"),
         *([Image.from_matplotlib(plot_dbt_dag(result))] if result.nodes else []),
-        _table(rows, ["type", "node", "status", "seconds", "failures", "message"]),
+        _table(rows, ["model", "type", "node", "status", "seconds", "failures", "message"]),
     ]
+
+
+def _tested_names(result: Any) -> dict[str, str]:
+    """Each test's unique_id -> the model(s) or source(s) it tests (its parents in the DAG)."""
+    names = {n.unique_id: n.name for n in result.nodes}
+    types = {n.unique_id: n.resource_type for n in result.nodes}
+    tested: dict[str, list[str]] = {}
+    for parent, child in result.edges:
+        if types.get(child) in {"test", "unit_test"} and parent in names:
+            tested.setdefault(child, []).append(names[parent])
+    return {child: ", ".join(sorted(parents)) for child, parents in tested.items()}
 
 
 def quality_card(report: Any, sessions: Any, thresholds: Any) -> Components:
