@@ -348,6 +348,8 @@ def test_the_transform_cards_test_table_names_the_model_each_test_checks() -> No
         ("source.p.raw.events", "test.p.rel"),
     ]
     result = DbtRunResult("build", "dev", False, 1.0, "out", nodes, edges)
-    table = _rendered(cards.dbt_card(result))[-1]
+    parts = _rendered(cards.dbt_card(result))
+    assert "make docs" in parts[0]["source"]
+    table = parts[-1]
     assert table["columns"][0] == "model"
     assert [row[0] for row in table["data"]] == ["stg_events", "stg_events", "events, stg_events"]

@@ -208,7 +208,11 @@ def dbt_card(result: Any) -> Components:
     run_url = getattr(result, "run_url", None)  # results pickled before the field had none
     where = f"\n\ndbt Cloud run: [{run_url}]({run_url})" if run_url else ""
     return [
-        Markdown(f"# dbt {result.command} {verdict}\n{counts} in {result.elapsed_s:.1f} s{where}"),
+        Markdown(
+            f"# dbt {result.command} {verdict}\n{counts} in {result.elapsed_s:.1f} s{where}\n\n"
+            "Lineage to browse (models, tests, column docs): `make docs`, then open "
+            "`data/dbt-docs/static_index.html`."
+        ),
         *([Image.from_matplotlib(plot_dbt_dag(result))] if result.nodes else []),
         _table(rows, ["model", "type", "node", "status", "seconds", "failures", "message"]),
     ]
