@@ -50,6 +50,10 @@ test: setup ## Run every template test: bakes, hooks, repo checks, and a baked p
 test-quick: setup ## Run the template tests without installing a bake (-F; a minute or two)
 	$(RUN) pytest -F $(PYTEST_ARGS)
 
+.PHONY: test-production
+test-production: setup ## Rehearse production's life cycle: main.yml run after run under act (Snowflake, S3, SageMaker emulated)
+	$(RUN) pytest -m production $(PYTEST_ARGS)
+
 .PHONY: test-bake
 test-bake: setup ## Bake BAKE_ANSWERS ("tracking=none ...") into build/ and run its lint and unit tests
 	rm -rf $(BAKE_DIR)

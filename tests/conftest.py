@@ -16,6 +16,9 @@ import pytest
 from bakery import TEMPLATE_DIR, load_hook
 from pytest_cookies.plugin import Cookies, Result
 
+# The act harness (its fixtures: a prepared environment, bakes under git, moto, fakesnow).
+pytest_plugins = ["act_harness"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

@@ -25,9 +25,8 @@ With BATCH=true the model steps (@compute.heavy) run on AWS Batch: see pipeline/
 from metaflow import FlowSpec, Parameter, card, current, step
 from metaflow._vendor import click  # Metaflow's own click: it parses the parameters
 
-from {{ cookiecutter.project }}.modeling.params import TrainParams
-from {{ cookiecutter.project }}.modeling.tuning import DEFAULT_GRID_JSON, VALIDATION_DAYS
-from {{ cookiecutter.project }}.pipeline import cards, compute
+from {{ cookiecutter.project }}.modeling.params import DEFAULT_GRID_JSON, VALIDATION_DAYS, TrainParams
+from {{ cookiecutter.project }}.pipeline import compute
 from {{ cookiecutter.project }}.settings import SettingsError, get_settings, with_overrides
 
 SETTINGS = get_settings()
@@ -105,6 +104,7 @@ class RecsFlow(FlowSpec):
     def start(self):
         """Check the configuration and the warehouse connection."""
         from {{ cookiecutter.project }} import warehouse
+        from {{ cookiecutter.project }}.pipeline import cards
 
         self.settings = cards.public_settings(SETTINGS)  # every secret field left out
         warehouse.check_warehouse(SETTINGS)
@@ -117,6 +117,7 @@ class RecsFlow(FlowSpec):
     def ingest(self):
         """Generate synthetic events or convert the Coveo files; append them to the raw log."""
         from {{ cookiecutter.project }}.ingest.load import ingest
+        from {{ cookiecutter.project }}.pipeline import cards
 
         self.ingest_result = ingest(
             SETTINGS,
@@ -135,6 +136,7 @@ class RecsFlow(FlowSpec):
     def transform(self):
         """Build the dbt models and run their tests."""
         from {{ cookiecutter.project }} import transform
+        from {{ cookiecutter.project }}.pipeline import cards
 
         self.dbt_result = transform.build(SETTINGS, output_dir=cards.step_dir(current))
         current.card.extend(cards.dbt_card(self.dbt_result))
@@ -146,6 +148,7 @@ class RecsFlow(FlowSpec):
     def quality(self):
         """Check the training sessions against the expectation suite."""
         from {{ cookiecutter.project }} import quality, warehouse
+        from {{ cookiecutter.project }}.pipeline import cards
 
         sessions = warehouse.read_warehouse_sessions(SETTINGS)
         thresholds = quality.QualityThresholds.from_settings(SETTINGS)
@@ -161,6 +164,7 @@ class RecsFlow(FlowSpec):
         """Read the session table and split it by time."""
         from {{ cookiecutter.project }} import dataset
         from {{ cookiecutter.project }}.modeling import tuning
+        from {{ cookiecutter.project }}.pipeline import cards
 
         self.split = dataset.load_split(SETTINGS, test_days=self.test_days)
         current.card.extend(cards.dataset_card(self.split, self.tune_days))
@@ -203,6 +207,7 @@ class RecsFlow(FlowSpec):
     def choose(self, inputs):
         """Keep the configuration with the best validation MRR@20."""
         from {{ cookiecutter.project }}.modeling import tuning
+        from {{ cookiecutter.project }}.pipeline import cards
 
         self.trials = [branch.trial for branch in inputs]
         self.best = tuning.choose_best(self.trials)
@@ -217,6 +222,7 @@ class RecsFlow(FlowSpec):
         """Train the chosen configuration on the whole train split; export model.tar.gz."""
         from {{ cookiecutter.project }} import tracking
         from {{ cookiecutter.project }}.modeling import lstm, tuning
+        from {{ cookiecutter.project }}.pipeline import cards
 
         params = tuning.params_for(self._base_params(), self.best.overrides)
         print(f"Chosen: {self.best.label} (validation MRR@20 {self.best.mrr:.4f}); {params}")
@@ -240,7 +246,7 @@ class RecsFlow(FlowSpec):
         from {{ cookiecutter.project }} import tracking
         from {{ cookiecutter.project }}.evaluation import behaviour, report
         from {{ cookiecutter.project }}.modeling import archive, baselines, ceiling
-        from {{ cookiecutter.project }}.pipeline import plots
+        from {{ cookiecutter.project }}.pipeline import cards, plots
         from {{ cookiecutter.project }}.release.champion import load_champion
 
         lstm = archive.load_archive(self.training.model_archive, cards.step_dir(current))
@@ -274,6 +280,7 @@ class RecsFlow(FlowSpec):
     def gate(self):
         """Decide whether the model may be deployed: thresholds, baselines, champion, behaviour."""
         from {{ cookiecutter.project }} import deploy
+        from {{ cookiecutter.project }}.pipeline import cards
         from {{ cookiecutter.project }}.release import gate
 
         # The champion's record, held against what the endpoint serves now (DescribeEndpoint).
@@ -290,6 +297,7 @@ class RecsFlow(FlowSpec):
     def deploy(self):
         """Deploy the model to DEPLOY_TARGET if it passed the gate, smoke-test it, record it."""
         from {{ cookiecutter.project }} import deploy
+        from {{ cookiecutter.project }}.pipeline import cards
 
         self.deployment = deploy.deploy_if_passed(
             self.gate_decision,
@@ -307,6 +315,8 @@ class RecsFlow(FlowSpec):
     @step
     def end(self):
         """Say where the results are (card: the run in one page)."""
+        from {{ cookiecutter.project }}.pipeline import cards
+
         print(cards.run_summary(self.gate_decision, self.deployment, current))
         current.card.extend(
             cards.end_card(self.gate_decision, self.deployment, self.evaluation, current)

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from {{ cookiecutter.project }}.modeling.lstm import TrainedModel  # Keras: types only
 
 BIN = Path(sys.executable).parent
+# The whole-flow runs that several test modules share.
+pytest_plugins = ["flow_runs"]
 
 
 @dataclass(frozen=True)

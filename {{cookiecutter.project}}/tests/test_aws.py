@@ -9,31 +9,22 @@ The unit tests at the top need no server.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
 import pytest
+from flow_runs import BUCKET, FLOW, FLOW_SETTINGS, PROJECT, QUEUE, run_python
 from helpers import free_port
 from metaflow import FlowSpec, step
 
 from {{ cookiecutter.project }}.pipeline import compute
 from {{ cookiecutter.project }}.settings import Settings
 
-PROJECT = Path(__file__).resolve().parents[1]
-FLOW = PROJECT / "flows" / "recs_flow.py"
-BUCKET = "recs-datastore"
-QUEUE = "recs-queue"
-IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/session-recs:test"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/{{ cookiecutter.project | replace('_', '-') }}:test"
 JOB_ROLE = "arn:aws:iam::123456789012:role/recs-batch-job"
 UNFORWARDED = "never-in-a-job-definition"
 
@@ -166,169 +157,6 @@ def test_silent_endpoint_fails_within_the_timeout(aws_env) -> None:
 # --- moto: whole-flow runs --------------------------------------------------------------------
 
 
-class _BatchRecorder(BaseHTTPRequestHandler):
-    """Forwards Batch API calls to moto and keeps their JSON bodies: moto's DescribeJobs does not
-    echo the resources of a submission, the request Metaflow sent does."""
-
-    upstream = ""
-    calls: list[tuple[str, dict]] = []
-
-    def do_GET(self) -> None:
-        self._forward()
-
-    def do_POST(self) -> None:
-        self._forward()
-
-    def _forward(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if body:
-            self.calls.append((self.path, json.loads(body)))
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host"}}
-        request = urllib.request.Request(
-            self.upstream + self.path, data=body or None, headers=headers, method=self.command
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                status, payload = answer.status, answer.read()
-        except urllib.error.HTTPError as error:
-            status, payload = error.code, error.read()
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args) -> None:  # keep pytest's output clean
-        pass
-
-
-@pytest.fixture(scope="module")
-def aws(moto_server, tmp_path_factory) -> Iterator[dict]:
-    """A datastore bucket, a Batch queue and a recording Batch endpoint; the base environment."""
-    recorder = ThreadingHTTPServer(("127.0.0.1", 0), _BatchRecorder)
-    _BatchRecorder.upstream = moto_server.url
-    threading.Thread(target=recorder.serve_forever, daemon=True).start()
-    keys = dict.fromkeys(("aws_access_key_id", "aws_secret_access_key"), "testing")  # moto's
-    credentials = {name.upper(): value for name, value in keys.items()}
-    credentials["AWS_DEFAULT_REGION"] = "us-east-1"
-    client = {"endpoint_url": moto_server.url, "region_name": "us-east-1"}
-    _create_batch_queue(client | keys)
-    boto3.client("s3", **client, **keys).create_bucket(Bucket=BUCKET)
-    work = tmp_path_factory.mktemp("aws")
-    settings_names = {name.upper() for name in Settings.model_fields}
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AWS_", "METAFLOW_")) and k not in settings_names
-        },
-        **credentials,
-        "AWS_ENDPOINT_URL": moto_server.url,
-        "METAFLOW_USER": "tester",
-        "METAFLOW_DEFAULT_DATASTORE": "s3",
-        "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{BUCKET}/metaflow",
-        "METAFLOW_S3_ENDPOINT_URL": moto_server.url,
-        "DATA_DIR": str(work / "data"),
-        "DUCKDB_PATH": str(work / "data" / "warehouse.duckdb"),
-        "DBT_PROJECT_DIR": str(PROJECT / "dbt"),
-        "DBT_RUNNER": "core",
-        "EVAL_MAX_EXAMPLES": "300",
-        "GATE_MIN_LIFT_OVER_BEST_BASELINE": "-0.9",
-        "TRACKING": "none",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "GX_ANALYTICS_ENABLED": "false",
-    }
-    yield {
-        "work": work,
-        "env": env,
-        "batch_url": f"http://127.0.0.1:{recorder.server_address[1]}",
-        "calls": _BatchRecorder.calls,
-        "s3": boto3.client("s3", **client, **keys),
-    }
-    recorder.shutdown()
-
-
-def _create_batch_queue(client: dict) -> None:
-    """A MANAGED compute environment and a job queue, as Metaflow's @batch expects."""
-    ec2, iam, batch = (boto3.client(name, **client) for name in ("ec2", "iam", "batch"))
-    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
-    group = ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]
-    role = iam.create_role(RoleName="recs-batch-service", AssumeRolePolicyDocument="{}")
-    profile = iam.create_instance_profile(InstanceProfileName="recs-ecs-instance")
-    environment = batch.create_compute_environment(
-        computeEnvironmentName="recs-compute",
-        type="MANAGED",
-        state="ENABLED",
-        computeResources={
-            "type": "EC2",
-            "minvCpus": 0,
-            "maxvCpus": 16,
-            "instanceTypes": ["optimal"],
-            "subnets": [subnet],
-            "securityGroupIds": [group],
-            "instanceRole": profile["InstanceProfile"]["Arn"],
-        },
-        serviceRole=role["Role"]["Arn"],
-    )
-    batch.create_job_queue(
-        jobQueueName=QUEUE,
-        state="ENABLED",
-        priority=1,
-        computeEnvironmentOrder=[
-            {"order": 1, "computeEnvironment": environment["computeEnvironmentArn"]}
-        ],
-    )
-
-
-def _python(args: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-_READ_BACK = """
-import json
-from pathlib import Path
-from metaflow import Flow, namespace
-from metaflow.cards import get_cards
-import {{ cookiecutter.project }} as package
-namespace(None)
-run = Flow("RecsFlow").latest_run
-root = Path(package.__file__).parent
-package_files = sorted(
-    p.relative_to(root.parent).as_posix()
-    for p in root.rglob("*")
-    if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts
-)
-shipped = run.code.tarball.getnames()
-print(json.dumps({
-    "package_files": package_files,
-    "not_shipped": [f for f in package_files if not any(n.endswith(f) for n in shipped)],
-    "id": run.id,
-    "successful": run.successful,
-    "steps": sorted(s.id for s in run),
-    "train_sessions": len(run["dataset"].task.data.split.train),
-    "gate": run["gate"].task.data.gate_decision is not None,
-    "evaluate_cards": len(get_cards(run["evaluate"].task)),
-}))
-"""
-
-
-@pytest.fixture(scope="module")
-def s3_run(aws) -> dict:
-    """One tiny local run whose artifacts and cards live in the moto bucket; read back through
-    Metaflow's client API (in a process that sees the same METAFLOW_* variables)."""
-    params = ["--n_sessions", "300", "--n_products", "100", "--days", "14", "--epochs", "1"]
-    params += ["--tune_grid", "[{}]", "--deploy_enabled", "False"]
-    # A run whose steps all stay local keeps no code package unless asked to: this flag makes it
-    # upload the package that Batch tasks download, so the test can look inside it.
-    env = {**aws["env"], "METAFLOW_FEAT_ALWAYS_UPLOAD_CODE_PACKAGE": "true"}
-    ran = _python([str(FLOW), "--no-pylint", "run", *params], aws["work"], env, 1500)
-    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
-    read = _python(["-c", _READ_BACK], aws["work"], aws["env"], 300)
-    assert read.returncode == 0, read.stderr[-3000:]
-    return json.loads(read.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.cloud
 @pytest.mark.e2e
 def test_run_keeps_artifacts_and_cards_in_the_bucket(aws, s3_run) -> None:
@@ -371,7 +199,7 @@ def test_batch_switch_submits_train_with_the_settings(aws, s3_run) -> None:
         "COMET_API_KEY": UNFORWARDED,
     }
     aws["calls"].clear()
-    resumed = _python(
+    resumed = run_python(
         [str(FLOW), "--no-pylint", "resume", "train", "--origin-run-id", s3_run["id"]],
         aws["work"],
         env,
@@ -389,7 +217,8 @@ def test_batch_switch_submits_train_with_the_settings(aws, s3_run) -> None:
     assert container["image"] == IMAGE and container["jobRoleArn"] == JOB_ROLE
     variables = {e["name"]: e["value"] for e in job["containerOverrides"]["environment"]}
     assert variables["METAFLOW_DEFAULT_DATASTORE"] == "s3"
-    assert variables["EVAL_MAX_EXAMPLES"] == "300" and variables["TRACKING"] == "none"
+    assert variables["EVAL_MAX_EXAMPLES"] == FLOW_SETTINGS["EVAL_MAX_EXAMPLES"]
+    assert variables["TRACKING"] == "none"
     assert UNFORWARDED not in json.dumps(aws["calls"])
     assert "DATA_DIR" not in variables  # a path of this machine
 
@@ -436,7 +265,7 @@ def test_missing_bucket_stops_the_flow_in_seconds(aws) -> None:
     """Metaflow itself would retry for many minutes; preflight names the setting at once."""
     env = {**aws["env"], "METAFLOW_DATASTORE_SYSROOT_S3": "s3://no-such-bucket/metaflow"}
     start = time.monotonic()
-    ran = _python([str(FLOW), "--no-pylint", "run"], aws["work"], env, 300)
+    ran = run_python([str(FLOW), "--no-pylint", "run"], aws["work"], env, 300)
     assert ran.returncode != 0
     assert "METAFLOW_DATASTORE_SYSROOT_S3" in ran.stderr and "no-such-bucket" in ran.stderr
     assert "Traceback" not in ran.stderr

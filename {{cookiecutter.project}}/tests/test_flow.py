@@ -1,7 +1,8 @@
 """End to end: the whole flow with real DuckDB, dbt, great-expectations, Keras, RecList and HTTP.
 
-One run on a few thousand sessions. It first fails on purpose at the quality step (a threshold set
-through the environment) and is then finished with `resume`, as a user would after fixing config.
+One run on FLOW_PARAMS (flow_runs.py). It first fails on purpose at the quality step (a threshold
+set through the environment) and is then finished with `resume`, as a user would after fixing
+config; its artifacts are compared with those of the shared clean run (`s3_run`).
 The gate's baseline lift is relaxed so that a one-epoch model is deployed: this test checks the
 plumbing (the gate itself is tested in test_gate.py, deployment refusal in test_deploy.py).
 """
@@ -10,32 +11,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import browser_or_skip
-
-PROJECT = Path(__file__).resolve().parents[1]
-FLOW = PROJECT / "flows" / "recs_flow.py"
+from flow_runs import FLOW, FLOW_PARAMS, FLOW_SETTINGS, describe_run, run_python
+from helpers import browser_or_skip, free_port
 
 pytestmark = pytest.mark.e2e
-PARAMS = ["--n_sessions", "3000", "--n_products", "300", "--days", "14", "--epochs", "1"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
+    return run_python(args, cwd, env, 900)
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +32,13 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("flow")
     env = {
         **os.environ,
-        "METAFLOW_USER": "tester",  # Metaflow refuses root, which CI runs as
+        **FLOW_SETTINGS,
         "DATA_DIR": str(work / "data"),
         "DUCKDB_PATH": str(work / "data" / "warehouse.duckdb"),
-        "DBT_PROJECT_DIR": str(PROJECT / "dbt"),
-        "SERVING_PORT": str(_free_port()),
-        "EVAL_MAX_EXAMPLES": "3000",
-        "GATE_MIN_LIFT_OVER_BEST_BASELINE": "-0.9",
-        "TRACKING": "none",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "SERVING_PORT": str(free_port()),
     }
     failed = _run(
-        [str(FLOW), "--no-pylint", "run", *PARAMS],
+        [str(FLOW), "--no-pylint", "run", *FLOW_PARAMS],
         work,
         {**env, "QUALITY_MIN_ROWS": "1000000000"},
     )
@@ -95,45 +78,20 @@ def test_endpoint_answers_over_http(finished_run) -> None:
     assert body["unknown_skus"] == [1]  # the real export knows which SKUs it ignored
 
 
-# Prints, for the latest run in the working directory, what each step left behind.
-_DESCRIBE_RUN = """
-import hashlib, json
-from metaflow import Flow
-run = Flow("RecsFlow").latest_run
-split = run["dataset"].task.data.split
-print(json.dumps({
-    "artifacts": {s.id: sorted(a.id for a in s.task.artifacts) for s in run},
-    "split": {
-        name: hashlib.sha256("\\n".join(frame["session_id"]).encode()).hexdigest()
-        for name, frame in (("train", split.train), ("test", split.test))
-    },
-    "models": {m: r.metrics for m, r in run["evaluate"].task.data.evaluation.models.items()},
-}, default=str))
-"""
-
-
-def _describe(work: Path, env: dict[str, str]) -> dict:
-    described = _run(["-c", _DESCRIBE_RUN], work, env)
-    assert described.returncode == 0, described.stderr[-3000:]
-    return json.loads(described.stdout.strip().splitlines()[-1])
-
-
-def test_a_resumed_run_ends_with_the_artifacts_of_a_clean_run(finished_run, tmp_path: Path) -> None:
+@pytest.mark.cloud
+def test_a_resumed_run_ends_with_the_artifacts_of_a_clean_run(finished_run, s3_run) -> None:
+    """The local run, failed and resumed, against the shared clean run of the same parameters (on
+    the S3 datastore: the same artifacts whichever datastore keeps them)."""
     work, env, _, resumed = finished_run
     assert resumed.returncode == 0
-    clean_env = {**env, "DATA_DIR": str(tmp_path / "data"), "DUCKDB_PATH": str(tmp_path / "w.db")}
-    clean = _run(
-        [str(FLOW), "--no-pylint", "run", *PARAMS, "--deploy_enabled", "False"], tmp_path, clean_env
-    )
-    assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr[-3000:]
-    after_resume, after_clean = _describe(work, env), _describe(tmp_path, clean_env)
-    assert after_resume["artifacts"] == after_clean["artifacts"]
-    assert after_resume["split"] == after_clean["split"]  # the same sessions, in the same order
+    after_resume = describe_run(work, env)
+    assert after_resume["artifacts"] == s3_run["artifacts"]
+    assert after_resume["split"] == s3_run["split"]  # the same sessions, in the same order
     for baseline in ("most_popular", "markov", "vsknn"):  # deterministic: equal to the last digit
-        assert after_resume["models"][baseline] == after_clean["models"][baseline]
+        assert after_resume["models"][baseline] == s3_run["models"][baseline]
     # The LSTM trains with multi-threaded float sums: equal up to that noise.
     resumed_mrr = after_resume["models"]["lstm"]["mrr@20"]
-    assert resumed_mrr == pytest.approx(after_clean["models"]["lstm"]["mrr@20"], abs=0.02)
+    assert resumed_mrr == pytest.approx(s3_run["models"]["lstm"]["mrr@20"], abs=0.02)
 
 
 def test_every_step_has_a_card(finished_run) -> None:

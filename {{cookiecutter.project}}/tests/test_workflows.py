@@ -421,7 +421,7 @@ def export_settings(tmp_path: Path, **settings: str) -> tuple[int, str]:
 
 
 def test_settings_script_skips_unset_variables_and_refuses_line_breaks(tmp_path: Path) -> None:
-    code, written = export_settings(tmp_path, MODEL_BUCKET="models", N_SESSIONS="")
+    code, written = export_settings(tmp_path, MODEL_BUCKET="models", BATCH_QUEUE="")
     assert code == 0
     assert written == "MODEL_BUCKET=models\n"  # an unset variable keeps the setting's default
     code, written = export_settings(tmp_path, MODEL_BUCKET="models\nLD_PRELOAD=/tmp/evil.so")
@@ -469,9 +469,10 @@ def test_dbt_cloud_bakes_trigger_the_dbt_cloud_job() -> None:
 
 
 def test_dispatch_inputs_reach_no_command_line() -> None:
-    """Issue 12 #10: `n_sessions="1; touch PWNED"` ran through Make's $(ARGS). The inputs are
-    checked first (digits only), then reach the flow only as environment variables that Metaflow
-    reads as its parameters (METAFLOW_RUN_<NAME>); no script or command line contains them."""
+    """Issue 12 #10: `n_sessions="1; touch PWNED"` ran through Make's $(ARGS). The input is
+    checked first (digits only), then reaches the flow only as an environment variable that
+    Metaflow reads as its parameter (METAFLOW_RUN_EPOCHS); no script or command line contains it.
+    (The synthetic `n_sessions` input is gone: main trains on the landed events.)"""
     workflow = WORKFLOW_DIR / "main.yml"
     train = load(workflow)["jobs"]["train"]
     check = train["steps"][0]
@@ -484,10 +485,8 @@ def test_dispatch_inputs_reach_no_command_line() -> None:
         used_in += [(index, name) for name, value in env.items() if "inputs." in value]
     assert "inputs." not in str(train.get("env", {}))
     run_flow = train["steps"].index(step_named(train, "Run the flow"))
-    assert used_in == [
-        (0, "N_SESSIONS_INPUT"), (0, "EPOCHS_INPUT"),
-        (run_flow, "METAFLOW_RUN_N_SESSIONS"), (run_flow, "METAFLOW_RUN_EPOCHS"),
-    ]  # fmt: skip
+    assert used_in == [(0, "EPOCHS_INPUT"), (run_flow, "METAFLOW_RUN_EPOCHS")]
+    assert set(load(workflow)["on"]["workflow_dispatch"]["inputs"]) == {"epochs"}
     assert "$" not in step_named(train, "Run the flow")["run"]
 
 
@@ -497,15 +496,15 @@ def test_dispatch_inputs_reach_no_command_line() -> None:
 def test_input_check_refuses_anything_but_digits(value: str, tmp_path: Path) -> None:
     train = load(WORKFLOW_DIR / "main.yml")["jobs"]["train"]
     script = train["steps"][0]["run"]
-    env = {"PATH": os.environ["PATH"], "N_SESSIONS_INPUT": value, "EPOCHS_INPUT": "1"}
+    env = {"PATH": os.environ["PATH"], "EPOCHS_INPUT": value}
     proc = subprocess.run(
         ["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert proc.returncode != 0
-    assert "n_sessions must be digits only" in proc.stdout
+    assert "epochs must be digits only" in proc.stdout
     assert not (tmp_path / "PWNED").exists()
-    for fine in ("", "1500"):
-        env["N_SESSIONS_INPUT"] = fine
+    for fine in ("", "15"):
+        env["EPOCHS_INPUT"] = fine
         subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, check=True)
 
 

@@ -7,8 +7,9 @@ descending frequency (`TrainedModel.vocabulary[i]` has id i + 2).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import keras  # the type only: this module imports no Keras
@@ -16,6 +17,16 @@ if TYPE_CHECKING:
 PAD_ID = 0
 OOV_ID = 1
 FIRST_SKU_ID = 2
+
+VALIDATION_DAYS = 3  # newest days of the training period that score each configuration
+# A short default grid (the demo trains each one, so none is slower than the defaults): the
+# defaults, a faster learning rate (stops sooner) and a narrower net.
+DEFAULT_GRID: list[dict[str, Any]] = [
+    {},
+    {"learning_rate": 0.005},
+    {"embedding_dim": 32, "lstm_units": 32},
+]
+DEFAULT_GRID_JSON = json.dumps(DEFAULT_GRID)
 
 
 @dataclass(frozen=True)

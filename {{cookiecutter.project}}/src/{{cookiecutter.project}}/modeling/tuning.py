@@ -21,17 +21,8 @@ from ..errors import ProjectError
 from ..evaluation.metrics import hit_rate_at_k, mrr_at_k, next_item_examples
 from ..evaluation.suite import recommend_in_batches
 from ..schema import K
-from .params import TrainParams
+from .params import VALIDATION_DAYS, TrainParams
 
-VALIDATION_DAYS = 3  # newest days of the training period that score each configuration
-# A short default grid (the demo trains each one, so none is slower than the defaults): the
-# defaults, a faster learning rate (stops sooner) and a narrower net.
-DEFAULT_GRID: list[dict[str, Any]] = [
-    {},
-    {"learning_rate": 0.005},
-    {"embedding_dim": 32, "lstm_units": 32},
-]
-DEFAULT_GRID_JSON = json.dumps(DEFAULT_GRID)
 _TUNABLE = {f.name: f.type for f in fields(TrainParams)}
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
