@@ -262,11 +262,9 @@ def test_main_publishes_the_manifest_that_pull_requests_defer_to() -> None:
     train = main_jobs()["train"]["steps"]
     runs = [step.get("run") for step in train]
     upload = next(s for s in train if s.get("with", {}).get("name") == "dbt-manifest")
-    assert (
-        runs.index('make run ARGS="--source warehouse --deploy_enabled False"')
-        < runs.index("make dbt-manifest")
-        < train.index(upload)
-    )
+    flow = train.index(step_named(main_jobs()["train"], "Run the flow"))
+    assert 'make run ARGS="--source warehouse --deploy_enabled False"' in train[flow]["run"]
+    assert flow < runs.index("make dbt-manifest") < train.index(upload)
     assert upload["with"]["path"] == "data/dbt-manifest/manifest.json"
 
 
@@ -470,9 +468,10 @@ def test_dbt_cloud_bakes_trigger_the_dbt_cloud_job() -> None:
 
 def test_dispatch_inputs_reach_no_command_line() -> None:
     """Issue 12 #10: `n_sessions="1; touch PWNED"` ran through Make's $(ARGS). The input is
-    checked first (digits only), then reaches the flow only as an environment variable that
-    Metaflow reads as its parameter (METAFLOW_RUN_EPOCHS); no script or command line contains it.
-    (The synthetic `n_sessions` input is gone: main trains on the landed events.)"""
+    checked first (digits only), then reaches the flow only through the environment (exported as
+    METAFLOW_RUN_EPOCHS, which Metaflow reads as its parameter, when given: a push has none); no
+    command line contains it. (The synthetic `n_sessions` input is gone: main trains on the
+    landed events.)"""
     workflow = WORKFLOW_DIR / "main.yml"
     train = load(workflow)["jobs"]["train"]
     check = train["steps"][0]
@@ -485,9 +484,11 @@ def test_dispatch_inputs_reach_no_command_line() -> None:
         used_in += [(index, name) for name, value in env.items() if "inputs." in value]
     assert "inputs." not in str(train.get("env", {}))
     run_flow = train["steps"].index(step_named(train, "Run the flow"))
-    assert used_in == [(0, "EPOCHS_INPUT"), (run_flow, "METAFLOW_RUN_EPOCHS")]
+    assert used_in == [(0, "EPOCHS_INPUT"), (run_flow, "EPOCHS_INPUT")]
     assert set(load(workflow)["on"]["workflow_dispatch"]["inputs"]) == {"epochs"}
-    assert "$" not in step_named(train, "Run the flow")["run"]
+    script = step_named(train, "Run the flow")["run"]
+    assert 'export METAFLOW_RUN_EPOCHS="$EPOCHS_INPUT"' in script
+    assert 'make run ARGS="--source warehouse --deploy_enabled False"' in script.splitlines()
 
 
 @pytest.mark.parametrize(
