@@ -313,5 +313,6 @@ def describe_database(bake: Bake, settings: Mapping[str, str]) -> dict[str, int]
     """Each table of the Snowflake database that `settings` name (schema.table): its row count."""
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(bake.project / "src"), **settings}
     command = [str(bake.venv / "bin" / "python"), "-c", DESCRIBE_DATABASE]
-    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)

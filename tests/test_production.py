@@ -1,7 +1,10 @@
 """Production rehearsal (`make test-production`): main.yml's life cycle under act, run after run,
-with production settings — the warehouse is Snowflake (a fakesnow server), the datastore, landing
-location, champion store and SageMaker are AWS (one moto server), DEPLOY_TARGET=sagemaker, and
-nothing but the services' state carries from one run to the next, as on GitHub.
+with production settings — the warehouse is Snowflake (a fakesnow server); the AWS side is the
+bake's own CloudFormation stack (infra/template.yaml, `make infra`'s code) deployed to a moto
+server, and its outputs are the repository variables; DEPLOY_TARGET=sagemaker; nothing but the
+services' state carries from one run to the next, as on GitHub. Every AWS call each job makes is
+logged (the bake's tests/aws_calls.py) and checked against its role's policy in the stack
+(the bake's tests/iam.py).
 
 1. The event feed drops its first export in the S3 landing prefix; a push to main loads it into
    Snowflake, trains, gates (no champion yet) and deploys; the champion record is in S3.
@@ -13,7 +16,10 @@ nothing but the services' state carries from one run to the next, as on GitHub.
    champion record) stops `make deploy` with a one-line reason, before any AWS change.
 
 Each run tunes one configuration only (METAFLOW_RUN_TUNE_GRID) and the gate's quality floors are
-relaxed for the small data (PASSING_GATE); the champion comparison keeps its default.
+relaxed for the small data (PASSING_GATE); the champion comparison keeps its default. No image is
+built (no container engine here): IMAGE_REPOSITORY stays unset and SAGEMAKER_IMAGE_URI names a tag
+in the stack's repository; the steps run on the runner (BATCH=false), so the train role makes
+the flow's calls.
 """
 
 from __future__ import annotations
@@ -31,7 +37,6 @@ from act_harness import (
     SNOWFLAKE_VARIABLES,
     Bake,
     aws_env,
-    aws_variables,
     describe_database,
     queue_smoke_answers,
     step_report,
@@ -44,7 +49,9 @@ PASSING_GATE = {
     "GATE_MIN_HIT_RATE_AT_20": "0",
     "GATE_MIN_LIFT_OVER_BEST_BASELINE": "-1",
 }
-LANDING = "s3://landing/events/"
+STACK = "recs"  # the stack's ProjectName: its bucket is recs-<account>-<region>
+ENDPOINT = "session-recs"  # the bake's default SAGEMAKER_ENDPOINT, the stack's EndpointName
+ROLES = {f"{STACK}-github-train": "TrainRole", f"{STACK}-github-deploy": "DeployRole"}
 # The feed's history: 21 days of the generator's events, dropped as three exports (by day).
 EXPORTS = {"2026-01-14.csv": (0, 14), "2026-01-17.csv": (14, 17), "2026-01-21.csv": (17, 21)}
 WRITE_EXPORTS = """
@@ -66,11 +73,53 @@ for name, (first, last) in exports.items():
     part = table.filter(pc.and_(pc.greater_equal(day, first), pc.less(day, last)))
     csv.write_csv(part, out / name, csv.WriteOptions(quoting_style="none"))
 """
+# `make infra` against moto (the template as moto can deploy it: the bake's test_infra.py):
+# the stack's parameters, the repository variables it prints and the settings it writes.
+DEPLOY_STACK = """
+import contextlib, io, json, sys
+from pathlib import Path
+import boto3
+sys.path[:0] = ["tests", "infra"]
+import stack
+from test_infra import moto_template
+out, name, repo = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+params = {"ProjectName": name, "EndpointName": sys.argv[4]}
+command = ["deploy", "--github-repo", repo, "--stack-name", name, "--env-file", str(out / ".env"),
+           "--template", str(moto_template(out / "template.json"))]
+command += [arg for key, value in params.items() for arg in ("--param", f"{key}={value}")]
+with contextlib.redirect_stdout(io.StringIO()):
+    assert stack.main(command) == 0
+outputs = stack.stack_outputs(boto3.client("cloudformation"), name)
+print(json.dumps({"parameters": params | {"GitHubRepository": repo},
+                  "variables": stack.repository_variables(outputs)}))
+"""
+# Each role's logged calls against its policy in infra/template.yaml: {role: [denied requests]}.
+CHECK_CALLS = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+import iam
+data = iam.load_template(Path("infra/template.yaml"))
+parameters, logs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(json.dumps({role: iam.denied(iam.read_calls(Path(log)), role,
+                                   iam.role_statements(data, role, parameters))
+                  for role, log in logs.items()}))
+"""
 PUSH = {"ref": "refs/heads/main", "repository": {"full_name": REPO}}
 SCHEDULE = {"schedule": "17 3 * * *", "repository": {"full_name": REPO}}
 DEGRADED = {"inputs": {"epochs": "1"}, "ref": "refs/heads/main"}
 # The deploy job's champion check, as `make deploy` runs it: one line, or a traceback if broken.
 DEPLOY = ["-m", "session_recs.cli", "deploy", "--release"]
+
+
+def bake_python(act_bake: Bake, script: str, *args: str, **env: str) -> str:
+    """A script run with the bake's environment in the bake's folder: its output."""
+    command = [str(act_bake.venv / "bin" / "python"), "-c", script, *args]
+    base = {"PATH": os.environ["PATH"], "PYTHONPATH": str(act_bake.project / "src")}
+    done = subprocess.run(command, cwd=act_bake.project, env=base | env, capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def s3(moto: str, method: str, key: str, body: bytes | None = None) -> bytes:
@@ -83,29 +132,40 @@ def s3(moto: str, method: str, key: str, body: bytes | None = None) -> bytes:
 
 @pytest.fixture
 def production(act_bake: Bake, moto: str, fakesnow: dict[str, str], tmp_path: Path):
-    """What every run gets: repository variables and secrets, the job environment, and the feed's
-    exports (written, not yet dropped)."""
-    exports = tmp_path / "exports"
-    command = [str(act_bake.venv / "bin" / "python"), "-c", WRITE_EXPORTS, str(exports)]
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(act_bake.project / "src")}
-    subprocess.run([*command, json.dumps(EXPORTS)], cwd=tmp_path, env=env, check=True)
-    s3(moto, "PUT", "landing")
-    variables = aws_variables() | PASSING_GATE | SNOWFLAKE_VARIABLES | {
+    """The stack on moto; what every run gets (repository variables and secrets, the job
+    environment); the feed's exports (written, not yet dropped); where the calls are logged."""
+    exports, calls = tmp_path / "exports", tmp_path / "aws-calls"
+    calls.mkdir()
+    bake_python(act_bake, WRITE_EXPORTS, str(exports), json.dumps(EXPORTS))
+    aws = {"AWS_ENDPOINT_URL": moto, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    infra = json.loads(bake_python(act_bake, DEPLOY_STACK, str(tmp_path), STACK, REPO, ENDPOINT,
+                                   **aws))  # fmt: skip
+    stack = infra["variables"]
+    image = stack.pop("IMAGE_REPOSITORY")  # no container engine here: no image is built
+    variables = stack | PASSING_GATE | SNOWFLAKE_VARIABLES | {
+        "BATCH": "false", "SAGEMAKER_IMAGE_URI": f"{image}:rehearsal",
         "WAREHOUSE": "snowflake", "DBT_TARGET": "snowflake", "SNOWFLAKE_SCHEMA": "analytics",
-        "EVENTS_URI": LANDING,
     }  # fmt: skip
-    job_env = aws_env(moto) | fakesnow | {"METAFLOW_RUN_TUNE_GRID": "[{}]"}
-    return exports, variables, job_env
+    job_env = aws_env(moto) | fakesnow | {
+        "METAFLOW_RUN_TUNE_GRID": "[{}]",
+        "ACT_AWS_CALLS": str(calls),
+        "BOTOCORE_EXPERIMENTAL__PLUGINS": "aws_calls=aws_calls",
+        "PYTHONPATH": "src:tests",  # the bake's code, and its call-logging plugin
+    }  # fmt: skip
+    return exports, variables, job_env, aws, infra["parameters"], calls
 
 
 def test_the_production_life_cycle(
     act_bake: Bake, moto: str, fakesnow: dict[str, str], production
 ) -> None:
-    exports, variables, job_env = production
+    exports, variables, job_env, aws, parameters, calls = production
+    bucket = variables["MODEL_BUCKET"]  # the stack's one bucket: datastore, landing, models
+    champion_key = f"{bucket}/{variables['MODEL_PREFIX']}/champion"
     names = list(EXPORTS)
 
     def drop(name: str) -> None:
-        s3(moto, "PUT", f"landing/events/{name}", (exports / name).read_bytes())
+        s3(moto, "PUT", f"{bucket}/landing/{name}", (exports / name).read_bytes())
 
     def run(event_name: str, event: dict, label: str) -> tuple[Bake, str]:
         artifacts = act_bake.artifacts.parent / f"artifacts-{label}"
@@ -117,10 +177,13 @@ def test_the_production_life_cycle(
         return this, log
 
     def database() -> dict[str, int]:
-        return describe_database(act_bake, fakesnow | SNOWFLAKE_SECRETS | SNOWFLAKE_VARIABLES)
+        settings = {name: variables[name] for name in ("WAREHOUSE", "SNOWFLAKE_SCHEMA")}
+        return describe_database(
+            act_bake, fakesnow | SNOWFLAKE_SECRETS | SNOWFLAKE_VARIABLES | settings
+        )
 
     def champion() -> dict:
-        return json.loads(s3(moto, "GET", "models/models/champion/champion.json"))
+        return json.loads(s3(moto, "GET", f"{champion_key}/champion.json"))
 
     # 1. The first export: loaded into Snowflake, trained, gated, deployed; the champion recorded.
     drop(names[0])
@@ -170,12 +233,18 @@ def test_the_production_life_cycle(
     assert record["run_id"] == good_run != first_run
     assert database()["raw.events"] > loaded["raw.events"]
 
+    # Every AWS call of steps 1-4, by the role that made it, is allowed by that role's policy.
+    logs = {ROLES[path.stem]: str(path) for path in calls.glob("*.jsonl")}
+    assert set(logs) == set(ROLES.values()), logs
+    assert all(Path(log).stat().st_size for log in logs.values()), "no call logged"
+    checked = bake_python(act_bake, CHECK_CALLS, json.dumps(parameters), json.dumps(logs))
+    denied = json.loads(checked)
+    assert denied == {role: [] for role in logs}, denied
+
     # 5. Tampering: each stops `make deploy` with one line that says why.
-    deploy_env = {
+    deploy_env = aws | PASSING_GATE | {
         "PATH": os.environ["PATH"], "PYTHONPATH": str(act_bake.project / "src"),
-        "AWS_ENDPOINT_URL": moto, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-        "DEPLOY_TARGET": "sagemaker", "MODEL_BUCKET": "models", **PASSING_GATE,
+        "DEPLOY_TARGET": "sagemaker", "MODEL_BUCKET": bucket,
         "SAGEMAKER_ROLE_ARN": variables["SAGEMAKER_ROLE_ARN"],
         "SAGEMAKER_IMAGE_URI": variables["SAGEMAKER_IMAGE_URI"],
     }  # fmt: skip
@@ -196,11 +265,11 @@ def test_the_production_life_cycle(
     (edited / "gate.json").write_text(json.dumps(gate | {"candidate": "markov"}))
     assert "the sha256 of gate.json is not the one in manifest.json" in refused(edited)
 
-    archive_key = "models/models/champion/model.tar.gz"
+    archive_key = f"{champion_key}/model.tar.gz"
     kept = s3(moto, "GET", archive_key)
     s3(moto, "PUT", archive_key, kept + b"tampered")
     assert "is not its record's" in refused(good.artifacts / "release")  # never loaded
 
     s3(moto, "DELETE", archive_key)
-    s3(moto, "DELETE", "models/models/champion/champion.json")
+    s3(moto, "DELETE", f"{champion_key}/champion.json")
     assert "is live" in refused(good.artifacts / "release")  # and has no champion record
