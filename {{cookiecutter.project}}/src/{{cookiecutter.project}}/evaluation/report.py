@@ -9,18 +9,20 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
-
-from ..dataset import Split
 from ..progress import say
 from ..schema import K
-from ..tracking import Tracker
 from .behaviour import BehaviourConfig, behaviour_probes
 from .metrics import Examples, item_popularity, next_item_examples
 from .protocol import EvaluationError, Recommender, Sessions, check_k
-from .suite import SCALAR_TESTS, SessionRecList
+
+if TYPE_CHECKING:  # types only: the gate, the CLI and the flow's later steps read reports
+    # without importing matplotlib, pandas' split or a tracker's SDK (seconds per process)
+    from matplotlib.figure import Figure
+
+    from ..dataset import Split
+    from ..tracking import Tracker
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -136,6 +138,8 @@ def evaluate(
     probes = behaviour_probes(examples, popularity, behaviour)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from .suite import SCALAR_TESTS, SessionRecList  # RecList and matplotlib: only to score
+
     results: dict[str, ModelResult] = {}
     for number, model in enumerate(models, start=1):
         started = time.perf_counter()

@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 from ..errors import ProjectError
 from ..evaluation.report import EvaluationReport
-from ..modeling.baselines import MostPopular
 from ..modeling.ceiling import CEILING_NAME
 from ..schema import COVERAGE, HIT_RATE, MRR, K
 from ..settings import Settings
@@ -306,6 +305,10 @@ def decide(
     if baselines is None:
         # the ceiling is a reference (best achievable) and the champion has its own check
         baselines = [n for n in models if n not in (candidate, CEILING_NAME, CHAMPION_NAME)]
+    # Here, not at the top: the baselines import scipy and the kNN, which a process that only
+    # reads or decides a gate (the CLI, the flow's last steps) should not pay for.
+    from ..modeling.baselines import MostPopular
+
     t = thresholds
     popular = MostPopular.name
     checks = [
