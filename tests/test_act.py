@@ -138,6 +138,15 @@ warehouse.load_to_warehouse(synthetic.write_events(config, Path(sys.argv[1])).pa
 """
 
 
+# A pull request signs in as its own user and role (none of production's secrets reach it).
+PR_SECRETS = {
+    "SNOWFLAKE_ACCOUNT": "fakesnow",
+    "SNOWFLAKE_PR_USER": "ci_pr",
+    "SNOWFLAKE_PR_PASSWORD": "not-a-real-password",
+}
+PR_VARIABLES = SNOWFLAKE_VARIABLES | {"SNOWFLAKE_PR_ROLE": "recs_pr"}
+
+
 @pytest.mark.bake_run
 @pytest.mark.act
 def test_a_pull_request_builds_only_in_its_schemas_and_closing_drops_them(
@@ -159,7 +168,7 @@ def test_a_pull_request_builds_only_in_its_schemas_and_closing_drops_them(
 
     code, log = act_bake.act(
         "pull_request", "pr.yml", PULL_REQUEST, job="snowflake",
-        variables=SNOWFLAKE_VARIABLES, secrets=SNOWFLAKE_SECRETS, extra_env=fakesnow,
+        variables=PR_VARIABLES, secrets=PR_SECRETS, extra_env=fakesnow,
     )  # fmt: skip
     assert code == 0, log[-6000:]
     during = database()
@@ -173,7 +182,7 @@ def test_a_pull_request_builds_only_in_its_schemas_and_closing_drops_them(
     closed = PULL_REQUEST | {"action": "closed"}
     code, log = act_bake.act(
         "pull_request", "pr-closed.yml", closed,
-        variables=SNOWFLAKE_VARIABLES, secrets=SNOWFLAKE_SECRETS, extra_env=fakesnow,
+        variables=PR_VARIABLES, secrets=PR_SECRETS, extra_env=fakesnow,
     )  # fmt: skip
     assert code == 0, log[-6000:]
     assert database() == before

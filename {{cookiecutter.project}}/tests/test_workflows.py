@@ -231,11 +231,17 @@ def test_pr_workflow_runs_the_checks_and_comments_once() -> None:
     assert "--deploy_enabled False" in smoke
     snowflake = data["jobs"]["snowflake"]
     assert all("if" in step for step in snowflake["steps"]), "Snowflake steps need its secrets"
-    assert "secrets.SNOWFLAKE_PASSWORD" in snowflake["env"]["SNOWFLAKE_PASSWORD"]
+    assert "secrets.SNOWFLAKE_PR_PASSWORD" in snowflake["env"]["SNOWFLAKE_PASSWORD"]
     comment = data["jobs"]["comment"]["steps"][0]["run"]
     assert "PATCH" in comment and "marker" in comment
 
 
+# Pull requests sign in as their own Snowflake user and role, never production's.
+PR_IDENTITY = {
+    "SNOWFLAKE_USER": expression("secrets.SNOWFLAKE_PR_USER"),
+    "SNOWFLAKE_PASSWORD": expression("secrets.SNOWFLAKE_PR_PASSWORD"),
+    "SNOWFLAKE_ROLE": expression("vars.SNOWFLAKE_PR_ROLE"),
+}
 PR_SCHEMAS = {
     "SNOWFLAKE_SCHEMA": "pr_" + expression("github.event.pull_request.number"),
     "SNOWFLAKE_RAW_SCHEMA": "pr_" + expression("github.event.pull_request.number") + "_raw",
@@ -245,6 +251,7 @@ PR_SCHEMAS = {
 def test_the_pr_snowflake_job_builds_in_its_own_schemas_from_a_clone() -> None:
     job = load(WORKFLOW_DIR / "pr.yml")["jobs"]["snowflake"]
     assert PR_SCHEMAS.items() <= job["env"].items()
+    assert PR_IDENTITY.items() <= job["env"].items()
     assert job["permissions"] == {"contents": "read", "actions": "read"}
     runs = [step.get("run", "") for step in job["steps"]]
     # Production's manifest first, then the clone, before anything is loaded or built.
@@ -279,6 +286,7 @@ def test_closing_a_pull_request_drops_its_schemas() -> None:
     assert job["permissions"] == {"contents": "read"}
     assert job["timeout-minutes"] <= 10
     assert PR_SCHEMAS.items() <= job["env"].items()
+    assert PR_IDENTITY.items() <= job["env"].items()
     assert make_targets(workflow) == {"pr-drop"}
 
 
