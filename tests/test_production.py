@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import urllib.request
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 from act_harness import (
     REPO,
@@ -58,6 +59,7 @@ WRITE_EXPORTS = """
 import json, sys
 from datetime import date
 from pathlib import Path
+from typing import Any
 import pyarrow as pa, pyarrow.compute as pc, pyarrow.csv as csv, pyarrow.parquet as pq
 from session_recs.ingest import synthetic
 out, exports = Path(sys.argv[1]), json.loads(sys.argv[2])
@@ -78,6 +80,7 @@ for name, (first, last) in exports.items():
 DEPLOY_STACK = """
 import contextlib, io, json, sys
 from pathlib import Path
+from typing import Any
 import boto3
 sys.path[:0] = ["tests", "infra"]
 import stack
@@ -97,6 +100,7 @@ print(json.dumps({"parameters": params | {"GitHubRepository": repo},
 CHECK_CALLS = """
 import json, sys
 from pathlib import Path
+from typing import Any
 sys.path.insert(0, "tests")
 import iam
 data = iam.load_template(Path("infra/template.yaml"))
@@ -122,12 +126,10 @@ def bake_python(act_bake: Bake, script: str, *args: str, **env: str) -> str:
     return done.stdout
 
 
-def s3(moto: str, method: str, key: str, body: bytes | None = None) -> bytes:
-    """One unsigned request to the moto server (it takes them): an object's bytes."""
-    headers = {"Content-Type": "application/octet-stream"}  # else read as a form, and lost
-    request = urllib.request.Request(f"{moto}/{key}", data=body, method=method, headers=headers)
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return answer.read()
+def s3_client(moto: str) -> Any:
+    """An S3 client of the moto server (moto's fixed test credentials)."""
+    keys = dict.fromkeys(("aws_access_key_id", "aws_secret_access_key"), "testing")
+    return boto3.client("s3", endpoint_url=moto, region_name="us-east-1", **keys)
 
 
 @pytest.fixture
@@ -161,11 +163,12 @@ def test_the_production_life_cycle(
 ) -> None:
     exports, variables, job_env, aws, parameters, calls = production
     bucket = variables["MODEL_BUCKET"]  # the stack's one bucket: datastore, landing, models
-    champion_key = f"{bucket}/{variables['MODEL_PREFIX']}/champion"
+    champion_key = f"{variables['MODEL_PREFIX']}/champion"
+    s3 = s3_client(moto)
     names = list(EXPORTS)
 
     def drop(name: str) -> None:
-        s3(moto, "PUT", f"{bucket}/landing/{name}", (exports / name).read_bytes())
+        s3.put_object(Bucket=bucket, Key=f"landing/{name}", Body=(exports / name).read_bytes())
 
     def run(event_name: str, event: dict, label: str) -> tuple[Bake, str]:
         artifacts = act_bake.artifacts.parent / f"artifacts-{label}"
@@ -183,7 +186,9 @@ def test_the_production_life_cycle(
         )
 
     def champion() -> dict:
-        return json.loads(s3(moto, "GET", f"{champion_key}/champion.json"))
+        return json.loads(
+            s3.get_object(Bucket=bucket, Key=f"{champion_key}/champion.json")["Body"].read()
+        )
 
     # 1. The first export: loaded into Snowflake, trained, gated, deployed; the champion recorded.
     drop(names[0])
@@ -266,10 +271,10 @@ def test_the_production_life_cycle(
     assert "the sha256 of gate.json is not the one in manifest.json" in refused(edited)
 
     archive_key = f"{champion_key}/model.tar.gz"
-    kept = s3(moto, "GET", archive_key)
-    s3(moto, "PUT", archive_key, kept + b"tampered")
+    kept = s3.get_object(Bucket=bucket, Key=archive_key)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=archive_key, Body=kept + b"tampered")
     assert "is not its record's" in refused(good.artifacts / "release")  # never loaded
 
-    s3(moto, "DELETE", archive_key)
-    s3(moto, "DELETE", f"{champion_key}/champion.json")
+    s3.delete_object(Bucket=bucket, Key=archive_key)
+    s3.delete_object(Bucket=bucket, Key=f"{champion_key}/champion.json")
     assert "is live" in refused(good.artifacts / "release")  # and has no champion record
