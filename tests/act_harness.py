@@ -189,13 +189,14 @@ def listening(port: int) -> bool:
     return True
 
 
-def start_moto(moto_server: Path, log: Path) -> tuple[str, subprocess.Popen]:
-    """Start moto's server, wait until it listens, create the buckets the workflows use."""
+def start_moto(python: Path, log: Path) -> tuple[str, subprocess.Popen]:
+    """Start moto's server (with the UpdateEndpoint it lacks: act_doubles/moto_server.py), wait
+    until it listens, create the buckets the workflows use."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
+            [str(python), str(DOUBLES / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -213,7 +214,7 @@ def start_moto(moto_server: Path, log: Path) -> tuple[str, subprocess.Popen]:
 @pytest.fixture
 def moto(project_venv: Path, tmp_path: Path) -> Iterator[str]:
     """A moto server (a dev dependency of the generated project) for the workflows' AWS calls."""
-    url, server = start_moto(project_venv / "bin" / "moto_server", tmp_path / "moto.log")
+    url, server = start_moto(project_venv / "bin" / "python", tmp_path / "moto.log")
     yield url
     server.terminate()
     try:
