@@ -51,7 +51,7 @@ test-quick: setup ## Run the template tests without installing a bake (-F; a min
 	$(RUN) pytest -F $(PYTEST_ARGS)
 
 .PHONY: test-production
-test-production: setup ## Rehearse production's life cycle: main.yml run after run under act (Snowflake, S3, SageMaker emulated)
+test-production: setup ## Rehearse production under act: main.yml run after run, and a PR's isolation (Snowflake, AWS emulated)
 	$(RUN) pytest -m production $(PYTEST_ARGS)
 
 .PHONY: test-bake

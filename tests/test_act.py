@@ -154,6 +154,7 @@ PR_VARIABLES = SNOWFLAKE_VARIABLES | {"SNOWFLAKE_PR_ROLE": "recs_pr"}
 
 @pytest.mark.bake_run
 @pytest.mark.act
+@pytest.mark.production  # step 6 of the rehearsal: a pull request never touches production
 def test_a_pull_request_builds_only_in_its_schemas_and_closing_drops_them(
     act_bake: Bake, fakesnow: dict[str, str], tmp_path: Path
 ) -> None:
