@@ -202,8 +202,9 @@ def test_the_production_life_cycle(
     assert {"model.tar.gz", "gate.json", "run.json", "manifest.json"} <= release, release
     assert (first.artifacts / "dbt-manifest" / "manifest.json").is_file()  # for the PRs' slim CI
     signer = f"--repo {REPO} --signer-workflow {REPO}/.github/workflows/main.yml"
-    calls = (first.artifacts / "gh-calls.txt").read_text().splitlines()
-    assert sorted(calls) == sorted(f"attestation verify data/release/{n} {signer}" for n in release)
+    verified = (first.artifacts / "gh-calls.txt").read_text().splitlines()
+    expected = [f"attestation verify data/release/{name} {signer}" for name in release]
+    assert sorted(verified) == sorted(expected)
     roles = (first.artifacts / "aws-role.txt").read_text().splitlines()
     assert roles == [
         f"{variables['AWS_TRAIN_ROLE_ARN']} 14400",
