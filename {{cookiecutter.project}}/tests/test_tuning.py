@@ -8,10 +8,8 @@ import pytest
 
 from {{ cookiecutter.project }}.dataset import split_by_time
 from {{ cookiecutter.project }}.ingest import synthetic
-from {{ cookiecutter.project }}.modeling.params import TrainParams
+from {{ cookiecutter.project }}.modeling.params import DEFAULT_GRID, DEFAULT_GRID_JSON, TrainParams
 from {{ cookiecutter.project }}.modeling.tuning import (
-    DEFAULT_GRID,
-    DEFAULT_GRID_JSON,
     Trial,
     TuningError,
     choose_best,

@@ -22,7 +22,7 @@ from ..evaluation.protocol import (
     not_fitted,
 )
 from .knn import VSKNN, tune_vsknn
-from .tuning import VALIDATION_DAYS
+from .params import VALIDATION_DAYS
 
 
 class MostPopular:

@@ -42,7 +42,8 @@ from ..evaluation.protocol import (
 )
 from ..evaluation.suite import recommend_in_batches
 from ..schema import K
-from .tuning import VALIDATION_DAYS, validation_split
+from .params import VALIDATION_DAYS
+from .tuning import validation_split
 
 # Neighbourhood sizes and sample sizes tried on the validation days (the paper's grid is similar;
 # its defaults are k=100, m=500).
