@@ -18,8 +18,9 @@ import signal
 import subprocess
 import tarfile
 import threading
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,22 +69,31 @@ class Engine:
         and stderr go to `log`. The container is removed on leaving."""
         options = [f"--env={name}={value}" for name, value in (env or {}).items()]
         options += [f"--volume={host}:{inside}:ro" for host, inside in (volumes or {}).items()]
+        name = f"test-image-{uuid.uuid4().hex[:12]}"
         if self.name == "docker":
-            argv = ["docker", "run", "--rm", "--network=host", *options, self.image, *command]
-            container = None
+            run = ["docker", "run", "--rm", f"--name={name}", "--network=host", *options]
+            argv = [*run, self.image, *command]
         else:
-            container = _check(["buildah", "from", "--pull=never", self.image]).strip()
-            argv = ["buildah", "run", "--isolation=chroot", *options, container, "--", *command]
+            run = ["buildah", "from", "--pull=never", f"--name={name}", self.image]
+            _check(run)
+            argv = ["buildah", "run", "--isolation=chroot", *options, name, "--", *command]
         with log.open("wb") as out:
             process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         try:
             yield process
         finally:
+            # A failed test leaves the container running: end its processes, not just the client.
+            if self.name == "docker":
+                subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+            elif process.poll() is None:
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    with suppress(psutil.NoSuchProcess):
+                        child.kill()
             if process.poll() is None:
                 process.kill()
-                process.wait(30)
-            if container:
-                subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
+            process.wait(30)
+            if self.name == "buildah":
+                subprocess.run(["buildah", "rm", name], capture_output=True, check=False)
 
     def stop(self, process: subprocess.Popen) -> int:
         """SIGTERM to the container's main process, as `docker stop` (and SageMaker) send it; its
@@ -167,8 +177,9 @@ def _answers(host: str, port: int) -> list[tuple[int, dict]]:
     headers = {"Content-Type": "application/json"}
     answers = []
     for payload in REQUESTS:
-        status, body = request(host, port, "POST", "/invocations", json.dumps(payload).encode(), headers)
-        answers.append((status, json.loads(body)))
+        body = json.dumps(payload).encode()
+        status, answer = request(host, port, "POST", "/invocations", body, headers)
+        answers.append((status, json.loads(answer)))
     return answers
 
 

@@ -7,10 +7,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
     from .contract import Predictor
 
 logger = logging.getLogger(__name__)
