@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from flow_runs import BUCKET, FLOW, QUEUE, run_python
+from flow_runs import BUCKET, FLOW, FLOW_PARAMS, QUEUE, run_python
 from helpers import build_tiny_model, free_port, request, wait_ping
 
 from {{ cookiecutter.project }}.serving.server import create_server
@@ -220,43 +220,55 @@ def test_sagemaker_serves_the_unpacked_archive_like_the_local_endpoint(
 # --- AWS Batch ---------------------------------------------------------------------------------
 
 
-def test_batch_runs_a_flow_step_in_the_image(engine: Engine, aws, s3_run, tmp_path: Path) -> None:
-    """Resume the S3 run at `train` with BATCH=true and BATCH_IMAGE=this image; moto takes the job
-    but cannot run it, so this test runs the job the way Batch would: the command and environment
-    Metaflow submitted, in the image, with the job role's credentials (moto's here). The command
-    downloads the code package from the bucket, runs the package's flow file (the image has none)
-    and writes the step's artifacts back to the bucket."""
+def test_batch_runs_a_flow_step_in_the_image(engine: Engine, aws, tmp_path: Path) -> None:
+    """Run the flow on moto's S3 with BATCH=true and BATCH_IMAGE=this image: the warehouse steps
+    run here, then Metaflow submits the first heavy step (`tune`) to moto, which takes the job but
+    cannot run containers (the run then fails). So this test runs that job the way Batch would: the
+    command and environment Metaflow submitted, in the image, with the job role's credentials
+    (moto's here). The command downloads the code package from the bucket, runs the package's flow
+    file (the image has none) and writes the step's artifacts back to the bucket."""
     env = {
         **aws["env"],
+        "DATA_DIR": str(tmp_path / "data"),
+        "DUCKDB_PATH": str(tmp_path / "data" / "warehouse.duckdb"),
         "AWS_ENDPOINT_URL_BATCH": aws["batch_url"],
         "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": "arn:aws:iam::123456789012:role/recs-batch-job",
         "BATCH": "true",
         "BATCH_IMAGE": engine.image,
         "BATCH_QUEUE": QUEUE,
     }
+    one_trial = [*FLOW_PARAMS[: FLOW_PARAMS.index("--tune_grid")], "--tune_grid", "[{}]"]
     aws["calls"].clear()
-    resumed = run_python(
-        [str(FLOW), "--no-pylint", "resume", "train", "--origin-run-id", s3_run["id"]],
-        aws["work"],
+    launched = run_python(
+        [str(FLOW), "--no-pylint", "run", *one_trial, "--deploy_enabled", "False"],
+        tmp_path,
         env,
-        600,
+        1200,
     )
     jobs = [body for path, body in aws["calls"] if path.endswith("submitjob")]
-    assert jobs, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert jobs, launched.stdout[-2000:] + launched.stderr[-2000:]
+    assert "-tune-" in jobs[0]["jobName"]
     overrides = jobs[0]["containerOverrides"]
     command = overrides["command"]
     assert command[:2] == ["bash", "-c"]
     job_env = {item["name"]: item["value"] for item in overrides["environment"]}
-    role = {name: aws["env"][name] for name in aws["env"] if name.startswith("AWS_")}
+    role = {name: value for name, value in aws["env"].items() if name.startswith("AWS_")}
+    # What AWS Batch adds to every job's container (the flow's preflight trusts the launcher then).
+    batch = {
+        "AWS_BATCH_JOB_ID": str(uuid.uuid4()),
+        "AWS_BATCH_JOB_ATTEMPT": "1",
+        "AWS_BATCH_JQ_NAME": QUEUE,
+        "AWS_BATCH_CE_NAME": "recs-compute",
+    }
     log = tmp_path / "job.log"
-    with engine.run(command, log, env={**job_env, **role}) as job:
+    with engine.run(command, log, env={**job_env, **role, **batch}) as job:
         code = job.wait(900)
     ran = log.read_text()
     assert code == 0, ran[-4000:]
     assert "Code package downloaded." in ran and "Task is starting." in ran, ran[-4000:]
     run_id = re.search(r"--run-id[= ](\S+)", command[-1]).group(1)
     task_id = re.search(r"--task-id[= ](\S+)", command[-1]).group(1)
-    task = f"metaflow/RecsFlow/{run_id}/train/{task_id}"
+    task = f"metaflow/RecsFlow/{run_id}/tune/{task_id}"
     saved = aws["s3"].get_object(Bucket=BUCKET, Key=f"{task}/0.data.json")["Body"].read()
     artifacts = json.loads(saved)["objects"]
-    assert {"training", "_task_ok"} <= set(artifacts), sorted(artifacts)
+    assert {"trial", "_task_ok"} <= set(artifacts), sorted(artifacts)
