@@ -259,6 +259,7 @@ def test_batch_runs_a_flow_step_in_the_image(engine: Engine, aws, tmp_path: Path
         "AWS_BATCH_JOB_ATTEMPT": "1",
         "AWS_BATCH_JQ_NAME": QUEUE,
         "AWS_BATCH_CE_NAME": "recs-compute",
+        "AWS_EXECUTION_ENV": "AWS_ECS_EC2",
     }
     log = tmp_path / "job.log"
     with engine.run(command, log, env={**job_env, **role, **batch}) as job:
