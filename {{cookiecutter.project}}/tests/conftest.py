@@ -29,6 +29,24 @@ if TYPE_CHECKING:
 BIN = Path(sys.executable).parent
 # The whole-flow runs that several test modules share.
 pytest_plugins = ["flow_runs"]
+IMAGE_MARKER = "image"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{IMAGE_MARKER}: runs the built image (make test-image builds it first)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The image's tests need a built image and a container engine: they run only when the
+    marker expression names them (`make test-image` runs `pytest -m image`)."""
+    if IMAGE_MARKER in (config.getoption("markexpr") or ""):
+        return
+    deselected = [item for item in items if item.get_closest_marker(IMAGE_MARKER)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker(IMAGE_MARKER)]
 
 
 @dataclass(frozen=True)

@@ -60,15 +60,26 @@ def test_hadolint_would_catch_a_careless_dockerfile(tmp_path: Path) -> None:
     assert {"DL3007", "DL3013", "DL3002"} <= set(re.findall(r"DL\d{4}", result.stdout))
 
 
-def test_base_images_are_pinned_by_full_version_tag() -> None:
-    images = [
-        args.split()[0]
-        for keyword, args in _instructions(DOCKERFILE.read_text())
-        if keyword == "FROM"
+def test_one_base_image_pinned_by_full_version_tag_for_both_stages() -> None:
+    instructions = _instructions(DOCKERFILE.read_text())
+    defaults = [args for keyword, args in instructions if keyword == "ARG" and "BASE_IMAGE" in args]
+    assert len(defaults) == 1
+    assert re.fullmatch(r"BASE_IMAGE=python:\d+\.\d+\.\d+-slim-\w+", defaults[0]), defaults
+    images = [args.split()[0] for keyword, args in instructions if keyword == "FROM"]
+    # The virtual environment built in the first stage points at the base's python.
+    assert images == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+
+
+def test_the_dependency_layer_depends_on_the_lock_file_only() -> None:
+    """The slow layer (every package) is rebuilt only when pyproject.toml or uv.lock change: an
+    edit to README.md or src/ rebuilds the project's own small install only."""
+    instructions = _instructions(DOCKERFILE.read_text())
+    syncs = [i for i, (keyword, args) in enumerate(instructions) if "uv sync" in args]
+    copies_before = [
+        args for keyword, args in instructions[: syncs[0]] if keyword in {"COPY", "ADD"}
     ]
-    assert images
-    for image in images:
-        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", image), image
+    assert copies_before == ["pyproject.toml uv.lock ./"]
+    assert "--no-install-project" in instructions[syncs[0]][1]
 
 
 def test_installs_from_the_lock_file_without_dev_tools() -> None:

@@ -25,6 +25,7 @@ import pytest
 from helpers import build_tiny_model, free_port, request, wait_ping
 
 from {{ cookiecutter.project }}.serving import server as serving
+from {{ cookiecutter.project }}.serving.app import create_app
 from {{ cookiecutter.project }}.serving.batching import MicroBatcher
 from {{ cookiecutter.project }}.serving.contract import (
     Limits,
@@ -34,6 +35,7 @@ from {{ cookiecutter.project }}.serving.contract import (
     invoke,
     parse_request,
 )
+from {{ cookiecutter.project }}.serving.loading import Readiness
 from {{ cookiecutter.project }}.serving.server import (
     InferenceServer,
     ServingError,
@@ -477,6 +479,28 @@ def test_port_opens_while_the_model_loads() -> None:
         assert (status, json.loads(body)["state"]) == (503, "loading")
         release.set()
         assert wait_ping(host, port, 10)[0] == 200
+
+
+def test_ping_waits_for_every_worker_of_the_server() -> None:
+    """Workers share the socket: a 200 from one worker while another still loads would let the
+    next request meet that one's 503."""
+    import multiprocessing
+
+    readiness = Readiness(2, multiprocessing.get_context("spawn"))
+    app = create_app(Path("."), LIMITS, loader=lambda d: EchoRecommender(), readiness=readiness)
+    server = InferenceServer(app, LIMITS, serving.bind("127.0.0.1", 0))
+    with running(server):
+        host, port = server.server_address[:2]
+        deadline = time.monotonic() + 10
+        while (body := json.loads(request(host, port, "GET", "/ping")[1]))["error"].startswith(
+            "model is loading from"
+        ):
+            assert time.monotonic() < deadline, body
+            time.sleep(0.05)
+        assert body == {"error": "model is loading in 1 of 2 worker processes", "state": "loading"}
+        assert post(server, {"sessions": [["a"]]})[0] == 200  # this worker answers meanwhile
+        readiness.mark_ready()  # the other worker
+        assert request(host, port, "GET", "/ping")[0] == 200
 
 
 # --- stopping ----------------------------------------------------------------------------------

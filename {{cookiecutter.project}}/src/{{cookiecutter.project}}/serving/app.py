@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import contract
 from .batching import MicroBatcher
 from .contract import Limits, admit, answer, api_models, error_response, prediction_failed
-from .loading import Loader, ModelSlot, default_loader
+from .loading import Loader, ModelSlot, Readiness, default_loader
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +65,10 @@ class Endpoint:
         self.dropped = 0  # requests cancelled before their answer (a drain that timed out)
 
     async def ping(self) -> Response:
-        if self.slot.predictor is None:
+        if problem := self.slot.not_ready():
             # "state" tells a deployer whether waiting can help (loading) or not (failed).
-            status = HTTPStatus.SERVICE_UNAVAILABLE
-            return error(status, self.slot.problem, state=self.slot.state)
+            state = "loading" if self.slot.state == "ready" else self.slot.state  # other workers
+            return error(HTTPStatus.SERVICE_UNAVAILABLE, problem, state=state)
         return Response(status_code=200)
 
     async def invocations(self, request: Request) -> Response:
@@ -137,10 +137,13 @@ def create_app(
     max_batch: int = 256,
     batch_wait_ms: float = 2.0,
     log_requests: bool = False,
+    readiness: Readiness | None = None,
 ) -> FastAPI:
-    """The endpoint's app; the model starts loading (in a thread) when the app starts up."""
+    """The endpoint's app; the model starts loading (in a thread) when the app starts up.
+
+    `readiness`: shared by the worker processes of one server (see `Readiness`)."""
     limits = limits or Limits()
-    slot = ModelSlot(Path(model_dir), loader or default_loader)
+    slot = ModelSlot(Path(model_dir), loader or default_loader, readiness)
     endpoint = Endpoint(slot, limits, max_batch, batch_wait_ms / 1000)
 
     @asynccontextmanager

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
     from .contract import Predictor
 
 logger = logging.getLogger(__name__)
@@ -25,15 +27,45 @@ def default_loader(model_dir: Path) -> Predictor:
     return load_recommender(model_dir)
 
 
+class Readiness:
+    """How many of the server's worker processes have loaded their model (shared memory).
+
+    The workers share one listening socket, so consecutive requests may reach different workers:
+    /ping says ready only once every worker is, or a request after a 200 could meet a worker that
+    is still loading (503)."""
+
+    def __init__(self, workers: int, context: BaseContext) -> None:
+        self.workers = workers
+        self._ready = context.Value("i", 0)  # picklable for spawned workers while they start
+
+    def mark_ready(self) -> None:
+        with self._ready.get_lock():
+            self._ready.value += 1
+
+    def loading(self) -> int:
+        """Workers still loading (or failed: such a worker's own /ping says why)."""
+        return self.workers - self._ready.value
+
+
 class ModelSlot:
     """Holds the model as it loads in the background; `problem` says why it is not ready."""
 
-    def __init__(self, model_dir: Path, loader: Loader) -> None:
+    def __init__(self, model_dir: Path, loader: Loader, readiness: Readiness | None = None) -> None:
         self.model_dir = model_dir
         self._loader = loader
+        self._readiness = readiness
         self.predictor: Predictor | None = None
         self.state: Literal["loading", "ready", "failed"] = "loading"
         self.problem = f"model is loading from {model_dir}"
+
+    def not_ready(self) -> str | None:
+        """Why /ping must not answer 200 yet (this worker's model, or another worker's), or None."""
+        if self.predictor is None:
+            return self.problem
+        if self._readiness is not None and (loading := self._readiness.loading()):
+            workers = self._readiness.workers
+            return f"model is loading in {loading} of {workers} worker processes"
+        return None
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.load, name="model-loader", daemon=True)
@@ -61,6 +93,8 @@ class ModelSlot:
             return
         self.predictor = predictor
         self.state = "ready"
+        if self._readiness is not None:
+            self._readiness.mark_ready()
         logger.info("model loaded from %s in %.1f s", self.model_dir, time.perf_counter() - started)
 
     def _fail(self, reason: str) -> None:

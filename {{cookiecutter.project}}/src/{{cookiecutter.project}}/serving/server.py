@@ -15,7 +15,8 @@ What each defence is (tests/test_serving.py tries each as an attacker would):
   most `GRACE_S`), then the app logs "stopped (drained)".
 
 Several workers (`--workers`, SERVING_WORKERS) are spawned processes serving one listening socket,
-each with its own model and batcher; `_supervise` passes signals on to them.
+each with its own model and batcher; `_supervise` passes signals on to them. /ping answers 200 only
+once every worker has its model (`Readiness`): any worker may answer the next request.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from ..errors import ProjectError
 from ..settings import get_settings
 from .app import create_app
 from .contract import Limits
-from .loading import Loader
+from .loading import Loader, Readiness
 
 logger = logging.getLogger(__name__)
 
@@ -340,6 +341,7 @@ def _supervise(sock: socket.socket, app_args: dict[str, Any], workers: int) -> N
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     spawn = multiprocessing.get_context("spawn")  # no fork: TensorFlow's threads do not survive it
+    app_args = {**app_args, "readiness": Readiness(workers, spawn)}
     processes = [
         spawn.Process(target=_worker, args=(sock, app_args), name=f"worker-{i}")
         for i in range(workers)
