@@ -31,15 +31,19 @@ TESTS = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def jax_trained(lstm_sessions: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """OUT_DIR of tests/train_on_jax.py: one epoch of FAST_LSTM on JAX, exported and packed."""
+    """OUT_DIR of tests/train_on_jax.py: one epoch of FAST_LSTM on JAX (TRAIN_BACKEND=jax, as on
+    the GPU image), exported and packed."""
     work = tmp_path_factory.mktemp("jax")
     lstm_sessions.iloc[: len(lstm_sessions) * 3 // 4].to_parquet(work / "sessions.parquet")
     (work / "params.json").write_text(json.dumps(asdict(replace(FAST_LSTM, epochs=1))))
     (work / "queries.json").write_text(json.dumps(_queries(lstm_sessions)))
+    # The setting the GPU image's steps resolve to; KERAS_BACKEND is for the script to set.
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | {"TRAIN_BACKEND": "jax"}
     done = subprocess.run(
         [sys.executable, str(TESTS / "train_on_jax.py"), *(str(work / name) for name in (
             "sessions.parquet", "params.json", "out", "queries.json"))],
-        env={**os.environ, "KERAS_BACKEND": "jax"},
+        env=env,
+        cwd=work,  # no project .env here
         capture_output=True,
         text=True,
         timeout=600,
