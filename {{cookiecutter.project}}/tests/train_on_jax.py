@@ -6,8 +6,9 @@ The backend is chosen as the flow's training steps choose it (`compute.select_tr
 before Keras loads); `lstm.train_and_export` then trains, hands the `.keras` file to a TensorFlow
 process for the serving export and packs OUT_DIR/model.tar.gz. The saved model, loaded back on JAX,
 writes its own top-10 for each session of QUERIES.json (a JSON list of SKU lists) into
-OUT_DIR/jax_top10.json, for test_handoff to hold the export's answers against. A process of its
-own: Keras cannot switch backends once loaded, and the test process runs it on TensorFlow.
+OUT_DIR/jax_top10.json, with the backend the step's summary names, for test_handoff to hold the
+export's answers against. A process of its own: Keras cannot switch backends once loaded, and the
+test process runs it on TensorFlow.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ def main(sessions_path: str, params_path: str, out: str, queries_path: str) -> N
 
     assert keras.backend.backend() == "jax"
     params = TrainParams(**json.loads(Path(params_path).read_text()))
-    train_and_export(pd.read_parquet(sessions_path), params, Path(out))
+    summary = train_and_export(pd.read_parquet(sessions_path), params, Path(out))
     trained = load_trained(Path(out) / "trained")
     queries = json.loads(Path(queries_path).read_text())
     top10 = LstmRecommender(trained).recommend(queries, 10)
-    (Path(out) / "jax_top10.json").write_text(json.dumps(top10))
+    answer = {"summary_backend": summary.backend, "top10": top10}
+    (Path(out) / "jax_top10.json").write_text(json.dumps(answer))
 
 
 if __name__ == "__main__":

@@ -356,6 +356,7 @@ class TrainingSummary:
     vocab_size: int
     model_archive: bytes
     tracking_location: str | None
+    backend: str = "tensorflow"  # the Keras backend that trained it (the export is TensorFlow's)
 
 
 def train_and_export(
@@ -383,4 +384,5 @@ def train_and_export(
         vocab_size=len(trained.vocabulary),
         model_archive=archive.read_bytes(),
         tracking_location=tracker.end(),
+        backend=trained.backend,
     )
