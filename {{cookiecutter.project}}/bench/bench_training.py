@@ -1,14 +1,17 @@
 """Benchmark the LSTM: training samples/s, export time, single-session latency of the export.
 
     python bench/bench_training.py [--sessions 100000] [--products 2000] [--epochs 3]
+        [--batch-size 512] [--precision float32|mixed_bfloat16]
 
 Sessions come straight from the synthetic generator's latent chains (what dbt's
 `training_sessions` holds after collapsing repeats), so no warehouse is needed. Samples/s
 leaves out the first epoch (graph tracing). Default model parameters unless flags say otherwise.
 
 The model is plain Keras 3, so the training part runs on any backend, e.g. on a GPU machine
-without TensorFlow: `KERAS_BACKEND=jax python bench/bench_training.py --products 57483`. The
-serving export is a TensorFlow SavedModel, so its timings need the TensorFlow backend.
+without TensorFlow: `KERAS_BACKEND=jax python bench/bench_training.py --products 57483` (what
+bench/gpu_training.sh runs). The serving export is a TensorFlow SavedModel, so its timings need the
+TensorFlow backend. `--precision mixed_bfloat16` computes in bfloat16 with float32 weights (the
+GPU lever; the flow trains in float32), so its samples/s say what bf16 would give, not the flow.
 """
 
 from __future__ import annotations
@@ -59,7 +62,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="first one is warm-up (min 2)")
     parser.add_argument("--batch-size", type=int, default=TrainParams().batch_size)
     parser.add_argument("--calls", type=int, default=300, help="single-session calls timed")
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "mixed_bfloat16"],
+        default="float32",
+        help="Keras dtype policy of the network (mixed_bfloat16: bf16 compute, f32 weights)",
+    )
     args = parser.parse_args()
+    keras.config.set_dtype_policy(args.precision)
 
     sessions = synthetic.latent_training_frame(
         synthetic.GeneratorConfig(n_sessions=args.sessions, n_products=args.products)
@@ -73,14 +83,14 @@ def main() -> None:
     )
     trained = train(sessions, params, progress=lambda epoch, logs: None)
     print(f"sessions {len(sessions):,}  vocabulary {len(trained.vocabulary):,}  {params}")
-    print(f"backend {keras.backend.backend()} on {_device()}")
+    print(f"backend {keras.backend.backend()} on {_device()}, precision {args.precision}")
     print(
         f"training: {trained.n_train_samples:,} samples/epoch, "
         f"{trained.samples_per_second:,.0f} samples/s after warm-up, "
         f"{trained.train_seconds:.1f} s for {len(trained.history['loss'])} epochs"
     )
-    if keras.backend.backend() != "tensorflow":
-        print("export and latency: skipped (the serving export needs the TensorFlow backend)")
+    if keras.backend.backend() != "tensorflow" or args.precision != "float32":
+        print("export and latency: skipped (the serving export is TensorFlow's, in float32)")
         return
 
     with tempfile.TemporaryDirectory() as tmp:

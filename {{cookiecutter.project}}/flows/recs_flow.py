@@ -187,6 +187,7 @@ class RecsFlow(FlowSpec):
     @step
     def tune(self):
         """Train one grid configuration on the older training days; score the newest ones."""
+        compute.select_training_backend(SETTINGS)  # before Keras loads: JAX on GPUs
         from {{ cookiecutter.project }}.modeling import tuning
         from {{ cookiecutter.project }}.modeling.lstm import EpochPrinter
 
@@ -220,12 +221,14 @@ class RecsFlow(FlowSpec):
     @step
     def train(self):
         """Train the chosen configuration on the whole train split; export model.tar.gz."""
+        backend = compute.select_training_backend(SETTINGS)  # before Keras loads: JAX on GPUs
         from {{ cookiecutter.project }} import tracking
         from {{ cookiecutter.project }}.modeling import lstm, tuning
         from {{ cookiecutter.project }}.pipeline import cards
 
         params = tuning.params_for(self._base_params(), self.best.overrides)
         print(f"Chosen: {self.best.label} (validation MRR@20 {self.best.mrr:.4f}); {params}")
+        print(f"Training on Keras' {backend} backend; the serving export runs on TensorFlow")
         tracker = tracking.from_settings(SETTINGS, f"{current.flow_name}-{current.run_id}")
         self.training = lstm.train_and_export(
             self.split.train,

@@ -63,10 +63,47 @@ def test_batch_on_adds_batch_with_the_settings_resources() -> None:
 
     train, evaluate = _decorators(Probe.train), _decorators(Probe.evaluate)
     assert {"batch", "environment"} <= set(train)
-    assert train["batch"]["image"] == IMAGE and train["batch"]["queue"] == QUEUE
+    assert train["batch"]["queue"] == QUEUE
     assert (train["batch"]["cpu"], train["batch"]["memory"], train["batch"]["gpu"]) == (2, 3000, 1)
+    # The GPU step runs in the GPU image (BATCH_IMAGE's tag + `-gpu`), the others in BATCH_IMAGE.
+    assert train["batch"]["image"] == f"{IMAGE}-gpu"
+    assert evaluate["batch"]["image"] == IMAGE
     assert evaluate["batch"]["gpu"] is None  # GPUs only where asked for
     assert train["environment"]["vars"]["BATCH_IMAGE"] == IMAGE
+
+
+@pytest.mark.parametrize(
+    ("values", "image"),
+    [
+        ({"batch_image": IMAGE}, f"{IMAGE}-gpu"),  # the GPU variant of the same build
+        ({"batch_image": "localhost:5000/recs"}, "localhost:5000/recs:latest-gpu"),  # a port
+        ({"batch_image": IMAGE, "batch_gpu_image": "elsewhere/recs:cuda"}, "elsewhere/recs:cuda"),
+        ({"batch_image": "registry/recs@sha256:0123"}, None),  # a digest names one image only
+        ({}, None),
+    ],
+)
+def test_the_gpu_image_is_its_setting_or_batch_images_tag_with_gpu(values: dict, image) -> None:
+    assert compute.gpu_image(Settings(batch=True, batch_gpu=1, **values)) == image
+
+
+def test_gpus_without_a_gpu_image_are_refused() -> None:
+    settings = Settings(batch=True, batch_gpu=1, batch_image="registry/recs@sha256:0123")
+    with pytest.raises(compute.ComputeError, match="BATCH_GPU=1 needs the GPU image.*_GPU_IMAGE"):
+        compute.check_batch(settings, datastore="s3", default_queue=QUEUE, job_role=JOB_ROLE)
+
+
+@pytest.mark.parametrize(
+    ("values", "backend"),
+    [
+        ({}, "tensorflow"),
+        ({"batch": True}, "tensorflow"),  # Batch on CPUs: the CPU image's TensorFlow
+        ({"batch": True, "batch_gpu": 1}, "jax"),  # the GPU image: Keras on JAX with CUDA
+        ({"batch": True, "batch_gpu": 1, "train_backend": "tensorflow"}, "tensorflow"),
+        ({"train_backend": "jax"}, "jax"),  # e.g. a workstation with a GPU
+    ],
+)
+def test_the_training_backend_is_jax_where_the_step_has_gpus(values: dict, backend: str) -> None:
+    assert compute.training_backend(Settings(**values)) == backend
 
 
 def test_forwarded_settings_leave_out_secrets_paths_and_defaults() -> None:

@@ -157,6 +157,16 @@ class Settings(BaseSettings):
     batch_cpu: int = Field(4, ge=1, description="vCPUs of each heavy Batch task")
     batch_memory: int = Field(16_000, ge=512, description="Memory (MiB) of each heavy Batch task")
     batch_gpu: int = Field(0, ge=0, description="GPUs of the training task")
+    batch_gpu_image: str | None = Field(
+        None,
+        description="Image of the GPU steps (tune, train) when BATCH_GPU>0: the GPU image; "
+        "unset, BATCH_IMAGE with `-gpu` after its tag (repo:abc123 -> repo:abc123-gpu)",
+    )
+    train_backend: Literal["auto", "tensorflow", "jax"] = Field(
+        "auto",
+        description="Keras backend that trains (tune, train): auto = jax on Batch with "
+        "BATCH_GPU>0 (the GPU image), else tensorflow; the serving export is TensorFlow's always",
+    )
 
     # --- tracking ---------------------------------------------------------------------------
     tracking: Literal["comet", "none"] = Field(

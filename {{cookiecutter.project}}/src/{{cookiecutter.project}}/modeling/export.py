@@ -91,7 +91,7 @@ def export_model(trained: TrainedModel, out_dir: Path) -> Path:
         "samples_per_second": round(trained.samples_per_second, 1),
         "n_train_samples": trained.n_train_samples,
         "epochs_run": len(next(iter(trained.history.values()), [])),
-        "keras_backend": keras.backend.backend(),
+        "keras_backend": trained.backend,  # that trained it: the export runs on TensorFlow
         "signature": "serving_default(skus: string [batch, width], '' = padding; k: int32)",
     }
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")

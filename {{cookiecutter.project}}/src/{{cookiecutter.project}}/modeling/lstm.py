@@ -29,7 +29,7 @@ from ..schema import HIT_RATE, K
 from ..tracking import NullTracker, Tracker
 from . import ModelError
 from .archive import package_model
-from .export import export_model
+from .handoff import export_trained
 from .params import FIRST_SKU_ID, OOV_ID, PAD_ID, TrainedModel, TrainParams
 
 _WINDOW_CHUNK = 1 << 18  # rows per chunk when building windows: bounds temporary memory
@@ -296,6 +296,7 @@ def train(
         train_seconds=train_seconds,
         n_train_samples=len(y),
         n_validation_samples=len(y_val),
+        backend=keras.backend.backend(),
     )
 
 
@@ -355,6 +356,7 @@ class TrainingSummary:
     vocab_size: int
     model_archive: bytes
     tracking_location: str | None
+    backend: str = "tensorflow"  # the Keras backend that trained it (the export is TensorFlow's)
 
 
 def train_and_export(
@@ -364,12 +366,13 @@ def train_and_export(
     tracker: Tracker | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainingSummary:
-    """Train, export for serving and pack model.tar.gz; log parameters and epochs to `tracker`;
+    """Train, export for serving (through `handoff`: in a TensorFlow process when training ran on
+    another backend) and pack model.tar.gz; log parameters and epochs to `tracker`;
     `progress(epoch, logs)` as in `train`."""
     tracker = tracker or NullTracker()
     tracker.log_parameters(asdict(params))
     trained = train(train_df, params, callbacks=[TrackerCallback(tracker)], progress=progress)
-    export_dir = export_model(trained, Path(out_dir) / "export")
+    export_dir = export_trained(trained, Path(out_dir))  # a TensorFlow process exports JAX's
     archive = package_model(export_dir, Path(out_dir) / "model.tar.gz")
     tracker.log_metrics({"samples_per_s": trained.samples_per_second})
     return TrainingSummary(
@@ -381,4 +384,5 @@ def train_and_export(
         vocab_size=len(trained.vocabulary),
         model_archive=archive.read_bytes(),
         tracking_location=tracker.end(),
+        backend=trained.backend,
     )

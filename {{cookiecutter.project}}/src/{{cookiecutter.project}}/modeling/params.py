@@ -60,3 +60,4 @@ class TrainedModel:
     train_seconds: float
     n_train_samples: int
     n_validation_samples: int
+    backend: str = "tensorflow"  # the Keras backend that trained it (modeling.backend)

@@ -314,6 +314,7 @@ def training_card(training: Any) -> Components:
         ("samples / s", training.samples_per_s),
         ("seconds", training.seconds),
         ("vocabulary (SKUs)", training.vocab_size),
+        ("Keras backend", training.backend),
         ("epochs run", len(next(iter(training.history.values()), []))),
         ("tracking", training.tracking_location or "none"),
     ]

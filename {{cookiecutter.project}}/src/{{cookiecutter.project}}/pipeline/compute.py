@@ -23,9 +23,12 @@ from metaflow import batch, environment, metaflow_config
 from pydantic import SecretStr
 
 from ..errors import ProjectError
+from ..modeling.backend import use_backend
 from ..settings import Settings, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+GPU_TAG_SUFFIX = "-gpu"  # BATCH_IMAGE's tag + this = the GPU image's, when BATCH_GPU_IMAGE is unset
 
 # Settings not forwarded to Batch tasks: secrets, which anyone allowed to describe Batch jobs could
 # read in the job's environment (give them to the task through a secrets manager instead), and
@@ -43,7 +46,8 @@ class ComputeError(ProjectError, RuntimeError):
 
 def heavy(gpu: bool = False, settings: Settings | None = None) -> Callable[[F], F]:
     """The decorator of a heavy step: `@batch` with the BATCH_* resources when BATCH=true, else
-    nothing. `gpu=True` (training) adds BATCH_GPU GPUs when that setting is above zero."""
+    nothing. `gpu=True` (training) adds BATCH_GPU GPUs, in the GPU image (`gpu_image`), when that
+    setting is above zero."""
     settings = settings or get_settings()
     if not settings.batch:
         return _unchanged
@@ -54,6 +58,8 @@ def heavy(gpu: bool = False, settings: Settings | None = None) -> Callable[[F], 
         resources["queue"] = settings.batch_queue
     if gpu and settings.batch_gpu:
         resources["gpu"] = settings.batch_gpu
+        if image := gpu_image(settings):  # check_batch refuses BATCH_GPU without one
+            resources["image"] = image
     on_batch = batch(**resources)
     with_settings = environment(vars=forwarded_settings(settings))
     return lambda step: with_settings(on_batch(step))
@@ -61,6 +67,39 @@ def heavy(gpu: bool = False, settings: Settings | None = None) -> Callable[[F], 
 
 def _unchanged(step: F) -> F:
     return step
+
+
+def gpu_image(settings: Settings) -> str | None:
+    """The image of the GPU steps: BATCH_GPU_IMAGE, else BATCH_IMAGE's tag with `-gpu` appended
+    (`repo:abc123` -> `repo:abc123-gpu`: the GPU variant of the same build, as `make image
+    IMAGE_VARIANT=gpu` tags it; Keras on JAX with CUDA wheels); None when neither gives one (no
+    BATCH_IMAGE, or one pinned by digest). The CPU image is no fallback: it would train on the
+    CPU of the GPU instance."""
+    if settings.batch_gpu_image:
+        return settings.batch_gpu_image
+    image = settings.batch_image or ""
+    name = image.rsplit("/", 1)[-1]  # a registry's host:port may hold a colon too
+    if not image or "@" in name:
+        return None
+    repository, _, tag = name.partition(":")
+    return f"{image[: len(image) - len(name)]}{repository}:{tag or 'latest'}{GPU_TAG_SUFFIX}"
+
+
+def training_backend(settings: Settings) -> str:
+    """The Keras backend of the training steps (TRAIN_BACKEND): `auto` is JAX where the step has
+    GPUs (Batch with BATCH_GPU>0: the GPU image has jax[cuda12], its TensorFlow is CPU-only), else
+    TensorFlow. Inside a Batch job the same answer comes out: BATCH and BATCH_GPU are forwarded."""
+    if settings.train_backend != "auto":
+        return settings.train_backend
+    return "jax" if settings.batch and settings.batch_gpu > 0 else "tensorflow"
+
+
+def select_training_backend(settings: Settings) -> str:
+    """Make this step's Keras train on `training_backend(settings)`; call it before anything
+    imports Keras (the training modules do). Returns the backend's name."""
+    name = training_backend(settings)
+    use_backend(name)
+    return name
 
 
 def forwarded_settings(settings: Settings) -> dict[str, str]:
@@ -95,6 +134,12 @@ def check_batch(
         raise ComputeError(
             "BATCH=true needs the project's image: push the Dockerfile's image to ECR and set "
             "BATCH_IMAGE to its URI (a plain Python image lacks the project's dependencies)."
+        )
+    if settings.batch_gpu and not gpu_image(settings):
+        raise ComputeError(
+            f"BATCH_GPU={settings.batch_gpu} needs the GPU image: build and push it (make image "
+            "IMAGE_VARIANT=gpu) and set BATCH_GPU_IMAGE to its URI (its tag is derived only from "
+            "a BATCH_IMAGE with a tag, not a digest)."
         )
     if not (settings.batch_queue or default_queue or metaflow_config.BATCH_JOB_QUEUE):
         raise ComputeError(
