@@ -1,6 +1,10 @@
 """Benchmark the LSTM: training samples/s, export time, single-session latency of the export.
 
     python bench/bench_training.py [--sessions 100000] [--products 2000] [--epochs 3]
+        [--full-softmax-max-skus 5000] [--negatives 1024]
+
+Above `--full-softmax-max-skus` SKUs the model trains with a sampled softmax (`--negatives` SKUs
+per batch); `--full-softmax-max-skus 1000000` forces the full softmax to compare the two.
 
 Sessions come straight from the synthetic generator's latent chains (what dbt's
 `training_sessions` holds after collapsing repeats), so no warehouse is needed. Samples/s
@@ -59,6 +63,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="first one is warm-up (min 2)")
     parser.add_argument("--batch-size", type=int, default=TrainParams().batch_size)
     parser.add_argument("--calls", type=int, default=300, help="single-session calls timed")
+    parser.add_argument(
+        "--full-softmax-max-skus",
+        type=int,
+        default=TrainParams().full_softmax_max_skus,
+        help="above this many SKUs, train with the sampled softmax",
+    )
+    parser.add_argument(
+        "--negatives",
+        type=int,
+        default=TrainParams().sampled_negatives,
+        help="sampled softmax: SKUs drawn per batch",
+    )
     args = parser.parse_args()
 
     sessions = synthetic.latent_training_frame(
@@ -69,11 +85,22 @@ def main() -> None:
     x, _ = prefix_arrays(*encode_sessions(skus, build_vocabulary(skus)), TrainParams().max_length)
     print(f"training arrays: {len(x):,} samples built in {time.perf_counter() - started:.2f} s")
     params = replace(
-        TrainParams(), epochs=max(args.epochs, 2), patience=args.epochs, batch_size=args.batch_size
+        TrainParams(),
+        epochs=max(args.epochs, 2),
+        patience=args.epochs,
+        batch_size=args.batch_size,
+        full_softmax_max_skus=args.full_softmax_max_skus,
+        sampled_negatives=args.negatives,
     )
     trained = train(sessions, params, progress=lambda epoch, logs: None)
     print(f"sessions {len(sessions):,}  vocabulary {len(trained.vocabulary):,}  {params}")
     print(f"backend {keras.backend.backend()} on {_device()}")
+    softmax = (
+        f"sampled ({params.sampled_negatives} negatives per batch)"
+        if params.uses_sampled_softmax(len(trained.vocabulary))
+        else "full"
+    )
+    print(f"softmax: {softmax}")
     print(
         f"training: {trained.n_train_samples:,} samples/epoch, "
         f"{trained.samples_per_second:,.0f} samples/s after warm-up, "

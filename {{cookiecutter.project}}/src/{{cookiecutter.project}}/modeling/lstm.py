@@ -31,6 +31,7 @@ from . import ModelError
 from .archive import package_model
 from .export import export_model
 from .params import FIRST_SKU_ID, OOV_ID, PAD_ID, TrainedModel, TrainParams
+from .sampled import LazyAdam, SampledSoftmaxModel, SkuLogits, sampling_distribution
 
 _WINDOW_CHUNK = 1 << 18  # rows per chunk when building windows: bounds temporary memory
 
@@ -129,7 +130,7 @@ def build_network(n_ids: int, params: TrainParams) -> keras.Model:
     )
     joined = keras.layers.Concatenate(name="session_views")([session, last_item, mean_item])
     joined = keras.layers.Dropout(params.dropout, seed=params.seed, name="dropout")(joined)
-    logits = keras.layers.Dense(n_ids, name="logits")(joined)
+    logits = SkuLogits(n_ids, name="logits")(joined)
     never = np.zeros(n_ids, dtype="float32")
     never[[PAD_ID, OOV_ID]] = 1.0
     blocked = keras.ops.minimum(keras.ops.one_hot(inputs[:, -1], n_ids) + never, 1.0)
@@ -238,6 +239,9 @@ def train(
 ) -> TrainedModel:
     """Train on every prefix of every session; validate on the newest sessions; stop early.
 
+    Catalogues above `params.full_softmax_max_skus` train with a sampled softmax
+    (`sampled.SampledSoftmaxModel`); validation, scoring and the export use the full one either way.
+
     `progress(epoch, logs)` (epochs count from 1) replaces Keras' one line per epoch when given.
     """
     params = params or TrainParams()
@@ -259,12 +263,18 @@ def train(
 
     keras.utils.set_random_seed(params.seed)
     model = build_network(len(vocabulary) + FIRST_SKU_ID, params)
-    model.compile(
-        optimizer=keras.optimizers.Adam(params.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        # Named as the evaluation names it: history, tracker and card read `hit_rate@20`.
-        metrics=[keras.metrics.SparseTopKCategoricalAccuracy(k=K, name=HIT_RATE)],
-    )
+    fitted = model
+    if params.uses_sampled_softmax(len(vocabulary)):
+        q = sampling_distribution(y, len(vocabulary) + FIRST_SKU_ID)
+        fitted = SampledSoftmaxModel(model, q, params.sampled_negatives, params.seed)
+        fitted.compile(optimizer=LazyAdam(params.learning_rate))
+    else:
+        model.compile(
+            optimizer=keras.optimizers.Adam(params.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            # Named as the evaluation names it: history, tracker and card read `hit_rate@20`.
+            metrics=[keras.metrics.SparseTopKCategoricalAccuracy(k=K, name=HIT_RATE)],
+        )
     throughput = _Throughput()
     monitor = "val_loss" if validation else "loss"
     all_callbacks = [
@@ -275,7 +285,7 @@ def train(
     if progress is not None:
         all_callbacks.append(_Progress(progress))
     started = time.perf_counter()
-    fit = model.fit(
+    fit = fitted.fit(
         x,
         y,
         batch_size=params.batch_size,
