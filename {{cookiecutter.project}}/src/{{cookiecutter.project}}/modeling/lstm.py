@@ -25,13 +25,12 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.protocol import check_k
-from ..schema import HIT_RATE, K
 from ..tracking import NullTracker, Tracker
 from . import ModelError
 from .archive import package_model
 from .export import export_model
 from .params import FIRST_SKU_ID, OOV_ID, PAD_ID, TrainedModel, TrainParams
-from .sampled import LazyAdam, SampledSoftmaxModel, SkuLogits, sampling_distribution
+from .sampled import SkuLogits, compile_for_training
 
 _WINDOW_CHUNK = 1 << 18  # rows per chunk when building windows: bounds temporary memory
 
@@ -263,18 +262,7 @@ def train(
 
     keras.utils.set_random_seed(params.seed)
     model = build_network(len(vocabulary) + FIRST_SKU_ID, params)
-    fitted = model
-    if params.uses_sampled_softmax(len(vocabulary)):
-        q = sampling_distribution(y, len(vocabulary) + FIRST_SKU_ID)
-        fitted = SampledSoftmaxModel(model, q, params.sampled_negatives, params.seed)
-        fitted.compile(optimizer=LazyAdam(params.learning_rate))
-    else:
-        model.compile(
-            optimizer=keras.optimizers.Adam(params.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            # Named as the evaluation names it: history, tracker and card read `hit_rate@20`.
-            metrics=[keras.metrics.SparseTopKCategoricalAccuracy(k=K, name=HIT_RATE)],
-        )
+    fitted = compile_for_training(model, params, y)
     throughput = _Throughput()
     monitor = "val_loss" if validation else "loss"
     all_callbacks = [

@@ -20,7 +20,7 @@ import numpy as np
 from keras import ops
 
 from ..schema import HIT_RATE, K
-from .params import FIRST_SKU_ID
+from .params import FIRST_SKU_ID, TrainParams
 
 # Negatives are drawn with probability proportional to count ** power: popular SKUs are the
 # informative negatives (the model must learn when *not* to recommend them), and the power below
@@ -216,3 +216,24 @@ class LazyAdam(keras.optimizers.Adam):
         self.assign(m, sparse(m_rows, rows, shape))
         self.assign(v, sparse(v_rows, rows, shape))
         self.assign_sub(variable, sparse(delta, rows, shape))
+
+
+def compile_for_training(
+    network: keras.Model, params: TrainParams, targets: np.ndarray
+) -> keras.Model:
+    """The model to `fit` on (prefixes, targets), compiled: `network` itself with the full softmax,
+    or a `SampledSoftmaxModel` around it when the catalogue is above
+    `params.full_softmax_max_skus`. Either way `network` holds the trained weights."""
+    n_ids = network.output_shape[-1]
+    if params.uses_sampled_softmax(n_ids - FIRST_SKU_ID):
+        q = sampling_distribution(targets, n_ids)
+        model = SampledSoftmaxModel(network, q, params.sampled_negatives, params.seed)
+        model.compile(optimizer=LazyAdam(params.learning_rate))
+        return model
+    network.compile(
+        optimizer=keras.optimizers.Adam(params.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        # Named as the evaluation names it: history, tracker and card read `hit_rate@20`.
+        metrics=[keras.metrics.SparseTopKCategoricalAccuracy(k=K, name=HIT_RATE)],
+    )
+    return network
