@@ -84,6 +84,7 @@ class NegativeSampler(keras.layers.Layer):
         self._cdf = (cdf / cdf[-1]).astype("float32")
         self._log_q = np.log(np.maximum(q, 1e-30)).astype("float32")
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.built = True  # no weights: its only state is the seed generator's
 
     def call(self, batch_rows: Any) -> tuple[Any, Any]:
         """(ids [negatives], log q of each); `batch_rows` only ties the draw to the batch."""
