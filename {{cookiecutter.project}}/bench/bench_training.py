@@ -2,6 +2,10 @@
 
     python bench/bench_training.py [--sessions 100000] [--products 2000] [--epochs 3]
         [--batch-size 512] [--precision float32|mixed_bfloat16]
+        [--full-softmax-max-skus 5000] [--negatives 1024]
+
+Above `--full-softmax-max-skus` SKUs the model trains with a sampled softmax (`--negatives` SKUs
+per batch); `--full-softmax-max-skus 1000000` forces the full softmax to compare the two.
 
 Sessions come straight from the synthetic generator's latent chains (what dbt's
 `training_sessions` holds after collapsing repeats), so no warehouse is needed. Samples/s
@@ -68,6 +72,18 @@ def main() -> None:
         default="float32",
         help="Keras dtype policy of the network (mixed_bfloat16: bf16 compute, f32 weights)",
     )
+    parser.add_argument(
+        "--full-softmax-max-skus",
+        type=int,
+        default=TrainParams().full_softmax_max_skus,
+        help="above this many SKUs, train with the sampled softmax",
+    )
+    parser.add_argument(
+        "--negatives",
+        type=int,
+        default=TrainParams().sampled_negatives,
+        help="sampled softmax: SKUs drawn per batch",
+    )
     args = parser.parse_args()
     keras.config.set_dtype_policy(args.precision)
 
@@ -79,11 +95,22 @@ def main() -> None:
     x, _ = prefix_arrays(*encode_sessions(skus, build_vocabulary(skus)), TrainParams().max_length)
     print(f"training arrays: {len(x):,} samples built in {time.perf_counter() - started:.2f} s")
     params = replace(
-        TrainParams(), epochs=max(args.epochs, 2), patience=args.epochs, batch_size=args.batch_size
+        TrainParams(),
+        epochs=max(args.epochs, 2),
+        patience=args.epochs,
+        batch_size=args.batch_size,
+        full_softmax_max_skus=args.full_softmax_max_skus,
+        sampled_negatives=args.negatives,
     )
     trained = train(sessions, params, progress=lambda epoch, logs: None)
     print(f"sessions {len(sessions):,}  vocabulary {len(trained.vocabulary):,}  {params}")
     print(f"backend {keras.backend.backend()} on {_device()}, precision {args.precision}")
+    softmax = (
+        f"sampled ({params.sampled_negatives} negatives per batch)"
+        if params.uses_sampled_softmax(len(trained.vocabulary))
+        else "full"
+    )
+    print(f"softmax: {softmax}")
     print(
         f"training: {trained.n_train_samples:,} samples/epoch, "
         f"{trained.samples_per_second:,.0f} samples/s after warm-up, "

@@ -84,6 +84,16 @@ class RecsFlow(FlowSpec):
         "max_length", help="Most recent SKUs the model reads", default=_P.max_length
     )
     learning_rate = Parameter("learning_rate", help="Adam learning rate", default=_P.learning_rate)
+    full_softmax_max_skus = Parameter(
+        "full_softmax_max_skus",
+        help="Largest catalogue trained with the full softmax; above it a sampled softmax",
+        default=_P.full_softmax_max_skus,
+    )
+    sampled_negatives = Parameter(
+        "sampled_negatives",
+        help="Sampled softmax: SKUs drawn per batch as negatives",
+        default=_P.sampled_negatives,
+    )
     tune_grid = Parameter(
         "tune_grid",
         help="JSON list of hyper-parameter overrides the tune step tries, e.g. "
@@ -180,6 +190,8 @@ class RecsFlow(FlowSpec):
             lstm_units=self.lstm_units,
             max_length=self.max_length,
             learning_rate=self.learning_rate,
+            full_softmax_max_skus=self.full_softmax_max_skus,
+            sampled_negatives=self.sampled_negatives,
             seed=self.seed,
         )
 

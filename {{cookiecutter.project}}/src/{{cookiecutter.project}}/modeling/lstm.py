@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.protocol import check_k
-from ..schema import HIT_RATE, K
 from ..tracking import NullTracker, Tracker
 from . import ModelError
 from .archive import package_model
 from .handoff import export_trained
 from .params import FIRST_SKU_ID, OOV_ID, PAD_ID, TrainedModel, TrainParams
+from .sampled import SkuLogits, compile_for_training
 
 _WINDOW_CHUNK = 1 << 18  # rows per chunk when building windows: bounds temporary memory
 
@@ -129,7 +129,7 @@ def build_network(n_ids: int, params: TrainParams) -> keras.Model:
     )
     joined = keras.layers.Concatenate(name="session_views")([session, last_item, mean_item])
     joined = keras.layers.Dropout(params.dropout, seed=params.seed, name="dropout")(joined)
-    logits = keras.layers.Dense(n_ids, name="logits")(joined)
+    logits = SkuLogits(n_ids, name="logits")(joined)
     never = np.zeros(n_ids, dtype="float32")
     never[[PAD_ID, OOV_ID]] = 1.0
     blocked = keras.ops.minimum(keras.ops.one_hot(inputs[:, -1], n_ids) + never, 1.0)
@@ -238,6 +238,9 @@ def train(
 ) -> TrainedModel:
     """Train on every prefix of every session; validate on the newest sessions; stop early.
 
+    Catalogues above `params.full_softmax_max_skus` train with a sampled softmax
+    (`sampled.SampledSoftmaxModel`); validation, scoring and the export use the full one either way.
+
     `progress(epoch, logs)` (epochs count from 1) replaces Keras' one line per epoch when given.
     """
     params = params or TrainParams()
@@ -259,12 +262,7 @@ def train(
 
     keras.utils.set_random_seed(params.seed)
     model = build_network(len(vocabulary) + FIRST_SKU_ID, params)
-    model.compile(
-        optimizer=keras.optimizers.Adam(params.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        # Named as the evaluation names it: history, tracker and card read `hit_rate@20`.
-        metrics=[keras.metrics.SparseTopKCategoricalAccuracy(k=K, name=HIT_RATE)],
-    )
+    fitted = compile_for_training(model, params, y)
     throughput = _Throughput()
     monitor = "val_loss" if validation else "loss"
     all_callbacks = [
@@ -275,7 +273,7 @@ def train(
     if progress is not None:
         all_callbacks.append(_Progress(progress))
     started = time.perf_counter()
-    fit = model.fit(
+    fit = fitted.fit(
         x,
         y,
         batch_size=params.batch_size,
