@@ -65,10 +65,14 @@ def load_trained(folder: Path) -> TrainedModel:
         )
     import keras  # after the check: seconds to import
 
+    from .sampled import SkuLogits  # the network's output layer, a class of ours
+
     record = json.loads((folder / TRAINING_FILE).read_text())
     return TrainedModel(
         # Serving needs the network only, not the optimizer that trained it.
-        model=keras.models.load_model(folder / KERAS_FILE, compile=False),
+        model=keras.models.load_model(
+            folder / KERAS_FILE, custom_objects={"SkuLogits": SkuLogits}, compile=False
+        ),
         vocabulary=record["vocabulary"],
         params=TrainParams(**record["params"]),
         history=record["history"],
