@@ -251,11 +251,13 @@ def test_batch_switch_submits_train_with_the_settings(aws, s3_run) -> None:
     resources = {r["type"]: r["value"] for r in job["containerOverrides"]["resourceRequirements"]}
     assert resources == {"VCPU": "2", "MEMORY": "3000", "GPU": "1"}
     container = definitions[0]["containerProperties"]
-    assert container["image"] == IMAGE and container["jobRoleArn"] == JOB_ROLE
+    # train is given a GPU: it runs in the GPU image (BATCH_IMAGE's tag + `-gpu`) on Keras-JAX.
+    assert container["image"] == f"{IMAGE}-gpu" and container["jobRoleArn"] == JOB_ROLE
     variables = {e["name"]: e["value"] for e in job["containerOverrides"]["environment"]}
     assert variables["METAFLOW_DEFAULT_DATASTORE"] == "s3"
     assert variables["EVAL_MAX_EXAMPLES"] == FLOW_SETTINGS["EVAL_MAX_EXAMPLES"]
     assert variables["TRACKING"] == "none"
+    assert variables["BATCH_GPU"] == "1"  # so that the task picks the JAX backend
     assert UNFORWARDED not in json.dumps(aws["calls"])
     assert "DATA_DIR" not in variables  # a path of this machine
 
