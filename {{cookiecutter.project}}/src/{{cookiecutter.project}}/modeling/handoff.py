@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from . import ModelError
@@ -40,16 +40,10 @@ def save_trained(trained: TrainedModel, folder: Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     trained.model.save(folder / KERAS_FILE)
-    record = {
-        "vocabulary": trained.vocabulary,
-        "params": asdict(trained.params),
-        "history": trained.history,
-        "samples_per_second": trained.samples_per_second,
-        "train_seconds": trained.train_seconds,
-        "n_train_samples": trained.n_train_samples,
-        "n_validation_samples": trained.n_validation_samples,
-        "backend": trained.backend,
-    }
+    # Every field but the network itself, so that a field added to TrainedModel is kept too.
+    record = {field.name: getattr(trained, field.name) for field in fields(trained)}
+    record.pop("model")
+    record["params"] = asdict(trained.params)
     (folder / TRAINING_FILE).write_text(json.dumps(record) + "\n")
     return folder
 
@@ -73,14 +67,7 @@ def load_trained(folder: Path) -> TrainedModel:
         model=keras.models.load_model(
             folder / KERAS_FILE, custom_objects={"SkuLogits": SkuLogits}, compile=False
         ),
-        vocabulary=record["vocabulary"],
-        params=TrainParams(**record["params"]),
-        history=record["history"],
-        samples_per_second=record["samples_per_second"],
-        train_seconds=record["train_seconds"],
-        n_train_samples=record["n_train_samples"],
-        n_validation_samples=record["n_validation_samples"],
-        backend=record["backend"],
+        **record | {"params": TrainParams(**record["params"])},
     )
 
 
