@@ -65,7 +65,9 @@ def _reference(train: list[list[str]], prefix: list[str], k: int, m: int) -> dic
     return {sku: round(score, 12) for sku, score in scores.items() if score > 0}
 
 
-def test_matches_a_plain_reference_on_random_sessions() -> None:
+# Each SKU is in ~35 of the sessions: a sample of 5 keeps only its newest postings.
+@pytest.mark.parametrize("sample_size", [40, 5])
+def test_matches_a_plain_reference_on_random_sessions(sample_size: int) -> None:
     rng = random.Random(7)
     catalogue = [f"p{i}" for i in range(30)]
 
@@ -74,9 +76,9 @@ def test_matches_a_plain_reference_on_random_sessions() -> None:
 
     train = [session() for _ in range(300)]
     prefixes = [session() for _ in range(60)]
-    model = VSKNN(k=7, sample_size=40, cells=16 * 30).fit(train)  # several batches
+    model = VSKNN(k=7, sample_size=sample_size, cells=16 * 30).fit(train)  # several batches
     for prefix, ranked in zip(prefixes, model.recommend(prefixes, k=10), strict=True):
-        expected = _reference(train, prefix, k=7, m=40)
+        expected = _reference(train, prefix, k=7, m=sample_size)
         best = sorted(expected.values(), reverse=True)[:10]
         assert [score for _, score in ranked[: len(best)]] == pytest.approx(best)
         for sku, score in ranked[: len(best)]:

@@ -58,16 +58,28 @@ def _flatten(sessions: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]
     return lengths, flat
 
 
-def _best_per_row(
-    matrix: sp.csr_matrix, n: int, tie_break: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cols, values) of the `n` largest stored values of each row, best first; equal
-    values go to the smaller `tie_break[col]`."""
-    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    order = np.lexsort((tie_break[matrix.indices], -matrix.data, rows))
-    rank = np.arange(order.size) - matrix.indptr[rows[order]]
-    keep = order[rank < n]
-    return rows[keep], matrix.indices[keep], matrix.data[keep]
+def _most_similar(
+    rows: np.ndarray, cols: np.ndarray, similarity: np.ndarray, shape: tuple[int, int], n: int
+) -> sp.csr_matrix:
+    """Each row's `n` most similar sessions (ties: the newer) as a row x session matrix.
+
+    The entries come row by row, oldest session first, at most `sample_size` a row: laid out
+    newest first in a dense row x sample table, one stable sort per row ranks them (much cheaper
+    than a three-key lexsort over all of them)."""
+    starts = np.searchsorted(rows, np.arange(shape[0]))
+    counts = np.diff(np.append(starts, rows.size))
+    newest_first = counts[rows] - 1 - (np.arange(rows.size) - starts[rows])
+    width = max(int(counts.max(initial=0)), 1)
+    table = np.full((shape[0], width), -np.inf)
+    table[rows, newest_first] = similarity
+    columns = np.zeros((shape[0], width), dtype=cols.dtype)
+    columns[rows, newest_first] = cols
+    best = np.argsort(-table, axis=1, kind="stable")[:, :n]
+    values = np.take_along_axis(table, best, axis=1)
+    kept = np.isfinite(values)
+    best_rows = np.broadcast_to(np.arange(shape[0])[:, None], best.shape)[kept]
+    best_cols = np.take_along_axis(columns, best, axis=1)[kept]
+    return sp.csr_matrix((values[kept], (best_rows, best_cols)), shape=shape)
 
 
 class VSKNN:
@@ -107,7 +119,8 @@ class VSKNN:
         self._inverse_norm = np.where(sizes > 0, 1 / np.sqrt(np.maximum(sizes, 1)), 0.0)
         self._sessions = sessions
         self._by_sku = sessions.T.tocsr()  # SKU x session
-        self._newest_first = -np.arange(lengths.size)  # tie-break of equal similarities
+        self._by_sku.sort_indices()  # oldest first in each row: `_recent_postings` keeps the ends
+        self._recent_by_sku: dict[int, sp.csr_matrix] = {}  # sample_size -> truncated postings
         self._index = pd.Index(skus)
         self._skus = skus
         return self
@@ -117,6 +130,27 @@ class VSKNN:
         other = copy.copy(self)
         other.k, other.sample_size = k, sample_size
         return other
+
+    def _recent_postings(self) -> sp.csr_matrix:
+        """SKU x session with only each SKU's `sample_size` newest sessions.
+
+        The `sample_size` newest sessions sharing a SKU with a prefix are each among the newest
+        `sample_size` of one of its SKUs, and every posting at least as new as the oldest of them
+        is kept too: the product with this matrix gives those sessions their exact dot products
+        while leaving out most of the popular SKUs' long history (7,000 candidates a prefix fall to
+        a third at 200,000 sessions)."""
+        recent = self._recent_by_sku.get(self.sample_size)
+        if recent is None:
+            indptr = self._by_sku.indptr
+            lengths = np.diff(indptr)
+            rows = np.repeat(np.arange(lengths.size), lengths)
+            keep = np.arange(self._by_sku.nnz) >= indptr[rows + 1] - self.sample_size
+            recent = sp.csr_matrix(
+                (self._by_sku.data[keep], (rows[keep], self._by_sku.indices[keep])),
+                shape=self._by_sku.shape,
+            )
+            self._recent_by_sku[self.sample_size] = recent
+        return recent
 
     def recommend(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
         check_k(k)
@@ -150,7 +184,7 @@ class VSKNN:
     def _batch(self, sessions: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
         query, last = self._prefix_matrix(sessions)
         # Dot products with every session sharing a SKU; keep the sample_size most recent.
-        overlap = (query @ self._by_sku).tocsr()
+        overlap = (query @ self._recent_postings()).tocsr()
         overlap.sort_indices()  # sessions oldest first: the newest sample_size end each row
         rows = np.repeat(np.arange(overlap.shape[0]), np.diff(overlap.indptr))
         sample = np.arange(overlap.nnz) >= overlap.indptr[rows + 1] - self.sample_size
@@ -160,9 +194,7 @@ class VSKNN:
             dots * self._inverse_norm[cols] / np.where(query_norm > 0, query_norm, 1)[rows],
             _DECIMALS,
         )
-        sampled = sp.csr_matrix((similarity, (rows, cols)), shape=overlap.shape)
-        rows, cols, similarity = _best_per_row(sampled, self.k, self._newest_first)
-        neighbours = sp.csr_matrix((similarity, (rows, cols)), shape=overlap.shape)
+        neighbours = _most_similar(rows, cols, similarity, overlap.shape, self.k)
         # Dense scores (the batch is sized for it): SKU codes are in popularity order, so a stable
         # sort breaks ties by popularity and SKUs no neighbour holds (score 0) are the popular fill.
         scores = np.round((neighbours @ self._sessions).toarray(), _DECIMALS)
