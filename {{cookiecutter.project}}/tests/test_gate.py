@@ -89,11 +89,13 @@ def test_the_knn_baseline_can_be_the_best_baseline() -> None:
 
 
 def test_a_required_lift_must_be_reached() -> None:
+    # +2.5% over Markov: short of the default +3%, enough where no lift is required.
     slim_win = report(lstm=(0.205, 0.55), markov=(0.20, 0.50), most_popular=POPULAR)
-    assert decide(slim_win, champion=FIRST).passed
-    strict = decide(slim_win, GateThresholds(min_lift_over_best_baseline=0.05), champion=FIRST)
-    assert set(failed(strict)) == {"lift_over_best_baseline"}
-    assert "lift +2.5% < required +5.0%" in failed(strict)["lift_over_best_baseline"]
+    default = decide(slim_win, champion=FIRST)
+    assert set(failed(default)) == {"lift_over_best_baseline"}
+    assert "lift +2.5% < required +3.0%" in failed(default)["lift_over_best_baseline"]
+    lenient = GateThresholds(min_lift_over_best_baseline=0.0)
+    assert decide(slim_win, lenient, champion=FIRST).passed
 
 
 def test_an_untrained_candidate_fails_the_default_floors() -> None:

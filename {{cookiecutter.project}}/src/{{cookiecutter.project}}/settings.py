@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     gate_min_mrr_at_20: float = Field(0.05, description="Gate: lowest MRR@20 deployed")
     gate_min_hit_rate_at_20: float = Field(0.10, description="Gate: lowest HR@20 deployed")
     gate_min_lift_over_best_baseline: float = Field(
-        0.0, description="Gate: MRR@20 lift over the best baseline (0.05 = 5% better)"
+        0.03, description="Gate: MRR@20 lift over the best baseline (0.05 = 5% better)"
     )
     gate_max_regression_vs_champion: float = Field(
         0.02, description="Gate: largest MRR@20 drop vs the deployed champion (0.02 = 2%)"
