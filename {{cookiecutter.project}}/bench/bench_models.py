@@ -3,7 +3,8 @@
     python bench/bench_models.py [--sessions 20000]
 
 One size of bench_quality.py (which also runs 10x the default size): the generator's product
-chains, the newest quarter as test, every model scored by the same RecList suite.
+chains, the newest quarter as test, every model scored by the same RecList suite under both
+protocols (all prefixes; one random cut per test session, the data challenge's).
 """
 
 from __future__ import annotations

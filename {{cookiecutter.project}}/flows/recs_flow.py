@@ -12,8 +12,9 @@ Steps:
                  each configuration's validation curves)
     8. train     Keras LSTM, the chosen configuration, on the whole train split (card: curves)
     9. evaluate  RecList suite: the LSTM, three baselines (V-SKNN tuned on the validation days)
-                 and the deployed champion, re-scored on the same test split; behavioural tests
-                 (card)
+                 and the deployed champion, re-scored on the same test split under two protocols
+                 (all prefixes, which the gate judges, and one random cut per session, the data
+                 challenge's); behavioural tests (card)
    10. gate      thresholds, baselines, champion and behavioural tests decide on deployment (card)
    11. deploy    start the SageMaker-contract endpoint and send it a smoke request (card)
    12. end       summary (card: verdict, deployment, LSTM vs the best baseline, commands)
@@ -257,7 +258,7 @@ class RecsFlow(FlowSpec):
     @compute.heavy()
     @step
     def evaluate(self):
-        """RecList suite on the LSTM, baselines and deployed champion, on the same test prefixes."""
+        """RecList suite on the LSTM, baselines and champion, under both test protocols."""
         from {{ cookiecutter.project }} import tracking
         from {{ cookiecutter.project }}.evaluation import behaviour, report
         from {{ cookiecutter.project }}.modeling import archive, baselines, ceiling

@@ -266,6 +266,30 @@ def test_the_evaluation_card_breaks_metrics_down_by_popularity() -> None:
     assert table["data"][1] == ["markov", "-", "-", "-"]  # no slices: a dash, not an error
 
 
+def test_the_evaluation_card_puts_both_protocols_side_by_side() -> None:
+    report = _report()
+    cut = {"session_cut_mrr@20": 0.28, "session_cut_hit_rate@20": 0.6}
+    report.models["lstm"].metrics.update(cut)
+    for model in report.models.values():
+        model.slices["prefix_length"] = {}
+    report = EvaluationReport(20, 400, 50, report.models, Path("report.json"), n_session_cuts=90)
+    parts = _rendered(cards.evaluation_card(report))
+    assert "(400 examples;" in parts[0]["source"] and "(90 sessions," in parts[0]["source"]
+    assert "the gate judges this protocol" in parts[0]["source"]
+    table = parts[1]
+    assert table["columns"] == [
+        "model",
+        "MRR@20 all_prefixes",
+        "HR@20 all_prefixes",
+        "MRR@20 session_cut",
+        "HR@20 session_cut",
+    ]
+    assert table["data"] == [
+        ["lstm", "0.3123", "0.5000", "0.2800", "0.6000"],
+        ["markov", "0.2500", "", "", ""],  # what a model lacks stays blank
+    ]
+
+
 def test_the_end_card_tells_the_runs_story() -> None:
     report = _report()
     report.models["vsknn"] = ModelResult(
@@ -288,7 +312,8 @@ def test_the_end_card_tells_the_runs_story() -> None:
     deployed = dict(map(tuple, parts[4]["data"]))
     assert deployed["deployed"] == "no" and deployed["endpoint"] == "-"
     assert "`vsknn`" in parts[5]["source"]  # markov's MRR is lower
-    assert parts[6]["data"][0] == ["MRR@20", "0.3123", "0.2700", "+15.7%"]
+    assert parts[6]["data"][0] == ["MRR@20 all_prefixes", "0.3123", "0.2700", "+15.7%"]
+    assert parts[6]["data"][2] == ["MRR@20 session_cut", "", "", "-"]  # an older report
     assert "make cards RUN=12" in parts[7]["source"] and "make report RUN=12" in parts[7]["source"]
 
 

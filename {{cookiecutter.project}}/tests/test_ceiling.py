@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from {{ cookiecutter.project }}.evaluation.metrics import hit_rate_at_k, mrr_at_k, next_item_examples
+from {{ cookiecutter.project }}.evaluation.metrics import (
+    hit_rate_at_k,
+    mrr_at_k,
+    next_item_examples,
+    session_cut_examples,
+)
 from {{ cookiecutter.project }}.evaluation.protocol import EvaluationError
 from {{ cookiecutter.project }}.evaluation.report import evaluate
 from {{ cookiecutter.project }}.evaluation.suite import recommend_in_batches
@@ -135,7 +140,11 @@ def test_ratio_reads_the_report_evaluate_wrote(
     examples = next_item_examples(sessions[3_000:], max_examples=500, seed=1)
     baselines = fit_baselines(sessions[:3_000])
     report = evaluate(
-        [ceiling_recommender(model), *baselines], examples, sessions[:3_000], out_dir=tmp_path
+        [ceiling_recommender(model), *baselines],
+        examples,
+        sessions[:3_000],
+        session_cuts=session_cut_examples(sessions[3_000:], max_examples=500, seed=1),
+        out_dir=tmp_path,
     )
     ratios = ceiling_ratio(report, candidate="markov")
     markov, best = report.models["markov"].metrics, report.models["ceiling"].metrics

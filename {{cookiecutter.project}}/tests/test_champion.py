@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from helpers import build_tiny_model
 
-from {{ cookiecutter.project }}.evaluation.metrics import next_item_examples
+from {{ cookiecutter.project }}.evaluation.metrics import next_item_examples, session_cut_examples
 from {{ cookiecutter.project }}.evaluation.report import evaluate
 from {{ cookiecutter.project }}.modeling.baselines import MostPopular
 from {{ cookiecutter.project }}.release.champion import (
@@ -137,7 +137,13 @@ def test_the_champion_is_rescored_from_its_archive_on_the_new_split(
     test = [[skus[(s + j) % 20] for j in range(4)] for s in range(40)]
     examples = next_item_examples(test, max_examples=100)
     popular = MostPopular().fit(pd.DataFrame({"skus": train}))
-    evaluation = evaluate([champion, popular], examples, train, out_dir=tmp_path / "eval")
+    evaluation = evaluate(
+        [champion, popular],
+        examples,
+        train,
+        session_cuts=session_cut_examples(test),
+        out_dir=tmp_path / "eval",
+    )
     assert set(evaluation.models) == {CHAMPION_NAME, "most_popular"}
     rescored = evaluation.to_dict()
     # the same model as challenger: no regression against itself

@@ -33,14 +33,22 @@ from {{ cookiecutter.project }}.evaluation.metrics import (
     popularity_bias,
     popularity_segments,
     prefix_length_buckets,
+    session_cut_examples,
     slice_metrics,
     target_ranks,
     target_segments,
 )
 from {{ cookiecutter.project }}.evaluation.protocol import EvaluationError
-from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, evaluate, evaluate_split, load_report
+from {{ cookiecutter.project }}.evaluation.report import (
+    EvaluationReport,
+    evaluate,
+    evaluate_split,
+    load_report,
+    log_report,
+)
 from {{ cookiecutter.project }}.evaluation.suite import SCALAR_TESTS
 from {{ cookiecutter.project }}.pipeline.plots import plot_comparison
+from {{ cookiecutter.project }}.schema import ALL_PREFIXES, SESSION_CUT, protocol_metrics
 
 
 class FixedList:
@@ -101,6 +109,45 @@ def test_subsample_is_deterministic_and_made_of_real_examples() -> None:
         assert session[: len(prefix)] == prefix
         assert session[len(prefix)] == target
     assert len({(tuple(p), t) for p, t in zip(first.prefixes, first.targets, strict=True)}) == 100
+
+
+def test_session_cuts_are_one_random_cut_per_session() -> None:
+    long = [f"s{i}" for i in range(30)]
+    sessions = [["a"], ["b", "c"], long, ["d", "e", "f"]]
+    cuts = session_cut_examples(sessions, seed=1)
+    assert len(cuts) == 3  # a 1-SKU session has no next item to guess
+    assert (cuts.prefixes[0], cuts.targets[0], cuts.later[0]) == (["b"], "c", ["c"])
+    for prefix, target, later, session in zip(
+        cuts.prefixes, cuts.targets, cuts.later, sessions[1:], strict=True
+    ):
+        cut = len(prefix)
+        assert 1 <= cut < len(session)
+        assert (prefix, target, later) == (session[:cut], session[cut], session[cut:])
+    assert session_cut_examples(sessions, seed=1) == cuts
+    # The cut is drawn anywhere in the session, not always before its last SKU.
+    lengths = {len(session_cut_examples([long], seed=seed).prefixes[0]) for seed in range(60)}
+    assert len(lengths) > 15 and min(lengths) < 10 and max(lengths) <= 29
+
+
+def test_session_cuts_sample_sessions_beyond_the_cap() -> None:
+    sessions = [[f"s{i}-{j}" for j in range(2 + i % 5)] for i in range(300)]
+    first = session_cut_examples(sessions, max_examples=50, seed=3)
+    assert len(first) == 50
+    assert first == session_cut_examples(sessions, max_examples=50, seed=3)
+    assert first != session_cut_examples(sessions, max_examples=50, seed=4)
+    owners = [int(prefix[0].split("-")[0][1:]) for prefix in first.prefixes]
+    assert owners == sorted(set(owners))  # distinct sessions, in session order
+    frame = pd.DataFrame({"skus": [["a"], np.array(["c", "d"])]})  # the time split's frame
+    assert session_cut_examples(frame).targets == ["d"]
+
+
+def test_session_cut_errors_say_what_to_do() -> None:
+    with pytest.raises(EvaluationError, match="no test session to cut among 2"):
+        session_cut_examples([["a"], []])
+    with pytest.raises(EvaluationError, match="max_examples"):
+        session_cut_examples([["a", "b"]], max_examples=0)
+    with pytest.raises(EvaluationError, match="'skus' column"):
+        session_cut_examples(pd.DataFrame({"items": [["a", "b"]]}))
 
 
 def test_examples_errors_say_what_to_do() -> None:
@@ -269,6 +316,7 @@ def test_slice_metrics_by_hand() -> None:
 
 TRAIN = [["a", "b", "c"], ["a", "b"], ["a", "d"], ["b", "c"]]
 TEST = [["a", "b", "c"], ["d", "a"]]
+SESSION_CUTS = Examples([["a", "b"], ["d"]], ["c", "a"])  # one cut of each TEST session
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +334,9 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[EvaluationRepor
     # Run from an empty folder: nothing may land in the working directory.
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
-        report = evaluate(models, examples, TRAIN, k=2, out_dir=root / "evaluation")
+        report = evaluate(
+            models, examples, TRAIN, k=2, session_cuts=SESSION_CUTS, out_dir=root / "evaluation"
+        )
     return report, root
 
 
@@ -312,7 +362,11 @@ def test_evaluate_scores_every_model_on_the_same_examples(report: EvaluationRepo
         "noise_overlap@2": 1.0,
         # every test prefix has 1 or 2 SKUs: the short slice is all of them
         "short_prefix_mrr@2": pytest.approx((1 + 1 / 2) / 3),
+        # one cut per session: ab->c hit at 2, d->a missed
+        "session_cut_hit_rate@2": 0.5,
+        "session_cut_mrr@2": pytest.approx(0.25),
     }
+    assert set(protocol_metrics(2)[SESSION_CUT]) < set(good.metrics)
     assert poor.metrics["mrr@2"] == 0.0
     assert poor.metrics["f1@2"] == 0.0
     assert poor.metrics["popularity_bias@2"] == pytest.approx((0.25 + 0) / 2)
@@ -327,6 +381,7 @@ def test_evaluate_scores_every_model_on_the_same_examples(report: EvaluationRepo
     assert set(good.slices["target_popularity"]) == {"head", "torso", "tail"}
     assert sum(row["examples"] for row in good.slices["target_popularity"].values()) == 3
     assert (report.k, report.n_examples, report.catalogue_size) == (2, 3, 4)
+    assert report.n_session_cuts == 2
 
 
 def test_reclist_writes_its_reports_and_charts_under_out_dir(
@@ -361,7 +416,10 @@ def test_combined_report_round_trips(report: EvaluationReport, tmp_path: Path) -
     assert set(combined["models"]) == {"good", "poor", "fickle"}
     assert combined["behaviour"] == {"sample_size": 1000, "short_prefix_max": 2, "seed": 0}
     assert combined["models"]["good"]["metrics"]["mrr@2"] == pytest.approx(0.5)
+    assert combined["n_session_cuts"] == 2
     assert load_report(report.path) == report
+    older = {key: value for key, value in combined.items() if key != "n_session_cuts"}
+    assert EvaluationReport.from_dict(older, report.path).n_session_cuts == 0  # still readable
     assert pickle.loads(pickle.dumps(report)) == report
     with pytest.raises(EvaluationError, match="not an evaluation report"):
         EvaluationReport.from_dict({"k": 20}, tmp_path / "broken.json")
@@ -372,7 +430,8 @@ def test_plot_comparison_draws_metrics_and_slices(report: EvaluationReport, tmp_
         figure = plot_comparison(source)
         assert isinstance(figure, Figure)
         overall, by_length = figure.axes
-        assert len(overall.patches) == 3 * 3  # three models x HR, MRR, coverage
+        # three models x HR and MRR under each protocol, coverage
+        assert len(overall.patches) == 3 * 5
         assert len(by_length.patches) == 3 * len(PREFIX_BUCKETS)
         figure.savefig(tmp_path / "comparison.png")
         assert (tmp_path / "comparison.png").stat().st_size > 0
@@ -381,7 +440,7 @@ def test_plot_comparison_draws_metrics_and_slices(report: EvaluationReport, tmp_
 def test_the_evaluation_card_lists_every_metric_per_model(report: EvaluationReport) -> None:
     from {{ cookiecutter.project }}.pipeline.cards import evaluation_card
 
-    table = evaluation_card(report)[1].render()
+    table = evaluation_card(report)[3].render()
     assert table["columns"] == ["metric", "good", "poor", "fickle"]
     assert [row[0] for row in table["data"]] == [f"{name}@2" for name in SCALAR_TESTS]
     rows = {row[0]: row[1:] for row in table["data"]}
@@ -392,7 +451,7 @@ def test_evaluate_rejects_bad_models(tmp_path: Path) -> None:
     examples = next_item_examples(TEST, max_examples=10)
 
     def run(*models: FixedList) -> None:
-        evaluate(models, examples, TRAIN, k=2, out_dir=tmp_path)
+        evaluate(models, examples, TRAIN, k=2, session_cuts=SESSION_CUTS, out_dir=tmp_path)
 
     with pytest.raises(EvaluationError, match="no models"):
         run()
@@ -403,7 +462,16 @@ def test_evaluate_rejects_bad_models(tmp_path: Path) -> None:
     with pytest.raises(EvaluationError, match="returned 2 lists for 3 sessions"):
         run(DropsOneSession("short", ["a"]))
     with pytest.raises(EvaluationError, match="no examples"):
-        evaluate([FixedList("x", ["a"])], Examples([], []), TRAIN, out_dir=tmp_path)
+        evaluate(
+            [FixedList("x", ["a"])],
+            Examples([], []),
+            TRAIN,
+            session_cuts=SESSION_CUTS,
+            out_dir=tmp_path,
+        )
+    with pytest.raises(EvaluationError, match="no session cuts"):
+        no_cuts = Examples([], [])
+        evaluate([FixedList("x", ["a"])], examples, TRAIN, session_cuts=no_cuts, out_dir=tmp_path)
 
 
 def test_evaluate_split_probes_with_the_split_seed(tmp_path: Path) -> None:
@@ -413,7 +481,7 @@ def test_evaluate_split_probes_with_the_split_seed(tmp_path: Path) -> None:
     models = [FixedList("good", ["b", "c", "a"])]
     report = evaluate_split(models, split, max_examples=10, seed=7, out_dir=tmp_path)
     assert report.behaviour == BehaviourConfig(seed=7)
-    assert report.n_examples == 5
+    assert (report.n_examples, report.n_session_cuts) == (5, 3)  # every prefix; one per session
     assert report.models["good"].metrics["f1@20"] > 0
 
 
@@ -422,9 +490,44 @@ def test_evaluate_says_a_line_per_model_and_mutes_reclists_bar(
 ) -> None:
     examples = next_item_examples(TEST, max_examples=10)
     models = [FixedList("good", ["b", "c", "a"]), FixedList("poor", ["d", "x"])]
-    evaluate(models, examples, TRAIN, k=2, out_dir=tmp_path)
+    evaluate(models, examples, TRAIN, k=2, session_cuts=SESSION_CUTS, out_dir=tmp_path)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2  # no "Running RecTests" bar
-    scored = r"evaluate \[1/2\] good: 3 examples scored in \d+\.\d s \(MRR@2 0\.\d{4}\)"
+    scored = (
+        r"evaluate \[1/2\] good: 3 examples scored in \d+\.\d s "
+        r"\(MRR@2 0\.\d{4}; 2 session cuts: 0\.2500\)"
+    )
     assert re.fullmatch(scored, lines[0])
     assert lines[1].startswith("evaluate [2/2] poor: ")
+
+
+class RecordingTracker:
+    """Keeps what it is sent (a tracker that the report can log to without a vendor SDK)."""
+
+    def __init__(self) -> None:
+        self.parameters: dict[str, object] = {}
+        self.metrics: dict[str, float] = {}
+        self.figures: list[str] = []
+
+    def log_parameters(self, parameters: dict[str, object]) -> None:
+        self.parameters.update(parameters)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.metrics.update(metrics)
+
+    def log_figure(self, name: str, figure: Figure) -> None:
+        self.figures.append(name)
+
+    def end(self) -> str | None:
+        return "recorded"
+
+
+def test_the_tracker_gets_both_protocols_under_distinct_names(report: EvaluationReport) -> None:
+    tracker = RecordingTracker()
+    assert log_report(tracker, report, Figure()) == "recorded"
+    assert tracker.parameters == {f"{ALL_PREFIXES}_examples": 3, f"{SESSION_CUT}_examples": 2}
+    for protocol, (mrr, hit_rate) in protocol_metrics(2).items():
+        assert tracker.metrics[f"good/{hit_rate}"] == report.models["good"].metrics[hit_rate]
+        assert f"poor/{mrr}" in tracker.metrics, protocol
+    assert tracker.metrics["good/mrr@2"] != tracker.metrics["good/session_cut_mrr@2"]
+    assert tracker.figures == ["model_comparison"]

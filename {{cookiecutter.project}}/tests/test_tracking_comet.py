@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from {{ cookiecutter.project }}.schema import MRR, K
+from {{ cookiecutter.project }}.schema import MRR, PROTOCOL_METRICS, SESSION_CUT, K
 
 # tracking.comet sets Comet's environment before comet_ml loads: import it before comet_ml.
 from {{ cookiecutter.project }}.tracking import comet, start_tracking
@@ -67,13 +67,17 @@ def test_the_final_evaluation_goes_to_an_offline_experiment(tmp_path: Path) -> N
 
     train = [["a", "b", "c"], ["a", "b"], ["b", "c"], ["c", "a"]]
     examples = metrics.next_item_examples([["a", "b", "c"]], max_examples=10, seed=0)
+    session_cuts = metrics.session_cut_examples([["a", "b", "c"]], seed=0)
     models = baselines.fit_baselines(train)
-    report = evaluate(models, examples, train, k=K, out_dir=tmp_path / "reclist")
+    report = evaluate(
+        models, examples, train, k=K, session_cuts=session_cuts, out_dir=tmp_path / "reclist"
+    )
     tracker = start_tracking("comet", None, "{{ cookiecutter.project | replace('_', '-') }}", tmp_path / "comet", "run-1-eval")
     archive = Path(log_report(tracker, report, plot_comparison(report)))
     with zipfile.ZipFile(archive) as zipped:
         logged = "".join(zipped.read(name).decode(errors="ignore") for name in zipped.namelist())
     assert f"markov/{MRR}" in logged
+    assert f"markov/{PROTOCOL_METRICS[SESSION_CUT][0]}" in logged  # the data challenge's protocol
 
 
 def test_comet_with_a_key_goes_online_and_keeps_the_run_if_comet_is_unreachable(

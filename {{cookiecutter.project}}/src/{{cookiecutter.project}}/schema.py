@@ -53,8 +53,25 @@ MIN_SESSION_LENGTH = 2  # a session needs one step to predict from and one to pr
 MAX_SESSION_LENGTH = 50  # longest session kept for training (settings' default)
 
 K = 20  # cutoff of every ranking metric: MRR@K, HR@K, F1@K, coverage@K
-MRR = f"mrr@{K}"
-HIT_RATE = f"hit_rate@{K}"
+
+# The two evaluation protocols (evaluation.metrics builds the examples of each). ALL_PREFIXES
+# scores every prefix of every test session with its next item, so long sessions weigh more; it is
+# what the gate judges. SESSION_CUT scores one random cut per test session, as the Coveo SIGIR
+# eCom 2021 data challenge did, so every session weighs the same.
+ALL_PREFIXES = "all_prefixes"
+SESSION_CUT = "session_cut"
+
+
+def protocol_metrics(k: int = K) -> dict[str, tuple[str, str]]:
+    """Per protocol, the report's keys of its MRR@k and HR@k (the RecList suite's test names)."""
+    return {
+        ALL_PREFIXES: (f"mrr@{k}", f"hit_rate@{k}"),
+        SESSION_CUT: (f"{SESSION_CUT}_mrr@{k}", f"{SESSION_CUT}_hit_rate@{k}"),
+    }
+
+
+PROTOCOL_METRICS = protocol_metrics()
+MRR, HIT_RATE = PROTOCOL_METRICS[ALL_PREFIXES]
 COVERAGE = f"coverage@{K}"
 
 

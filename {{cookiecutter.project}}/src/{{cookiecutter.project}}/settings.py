@@ -119,7 +119,9 @@ class Settings(BaseSettings):
     quality_max_mean_length: float = Field(8.0, description="Highest mean session length accepted")
 
     # --- evaluation and gate (the one copy of the defaults of release.gate.GateThresholds) ----
-    eval_max_examples: int = Field(50_000, ge=100, description="Test prefixes scored per model")
+    eval_max_examples: int = Field(
+        50_000, ge=100, description="Test examples scored per model and protocol"
+    )
     gate_min_mrr_at_20: float = Field(0.05, description="Gate: lowest MRR@20 deployed")
     gate_min_hit_rate_at_20: float = Field(0.10, description="Gate: lowest HR@20 deployed")
     gate_min_lift_over_best_baseline: float = Field(

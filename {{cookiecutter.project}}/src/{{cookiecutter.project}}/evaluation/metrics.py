@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..schema import MIN_SESSION_LENGTH
 from .protocol import EvaluationError, Sessions, as_session_lists, check_k
 
 PREFIX_BUCKETS = ("1", "2-3", "4-7", "8+")
@@ -57,11 +58,12 @@ class Examples:
 def next_item_examples(sessions: Sessions, max_examples: int = 50_000, seed: int = 0) -> Examples:
     """Every prefix of every session (lengths 1..n-1) with its next and later items, by `seed`.
 
-    The sample is drawn over example indices, so only the chosen prefixes are materialised even
-    when the test split holds millions of sessions; examples keep session order.
+    The all-prefixes protocol (`schema.ALL_PREFIXES`): a session of n SKUs gives n-1 examples, so
+    long sessions weigh more. The sample is drawn over example indices, so only the chosen
+    prefixes are materialised even when the test split holds millions of sessions; examples keep
+    session order.
     """
-    if max_examples < 1:
-        raise EvaluationError(f"max_examples must be at least 1, got {max_examples}")
+    _check_max_examples(max_examples)
     session_list = as_session_lists(sessions)
     per_session = np.fromiter(
         (max(len(s) - 1, 0) for s in session_list), dtype=np.int64, count=len(session_list)
@@ -81,6 +83,48 @@ def next_item_examples(sessions: Sessions, max_examples: int = 50_000, seed: int
     ends = np.cumsum(per_session)
     owners = np.searchsorted(ends, chosen, side="right")
     lengths = chosen - (ends[owners] - per_session[owners]) + 1
+    return _examples_at(session_list, owners, lengths)
+
+
+def session_cut_examples(sessions: Sessions, max_examples: int = 50_000, seed: int = 0) -> Examples:
+    """One example per session of 2+ SKUs: the session cut at a seeded random point j (uniform in
+    1..n-1), the prefix s[:j], its next item s[j] and the later items s[j:].
+
+    The session-cut protocol (`schema.SESSION_CUT`), the Coveo SIGIR eCom 2021 data challenge's:
+    its test file kept one of the n-1 possible splits of each test session, since a file holding
+    two splits of one session reveals the answer of the shorter one. Every session then weighs
+    the same, where all prefixes weigh a session by its length. The cut is random, as there, rather
+    than always before the last SKU: the last SKU is special (where the shopper stopped), and a
+    fixed cut would score only the longest prefix of each session, where a live session is asked
+    for recommendations at every length. Sessions beyond `max_examples` are sampled by `seed`;
+    examples keep session order.
+    """
+    _check_max_examples(max_examples)
+    session_list = as_session_lists(sessions)
+    lengths = np.fromiter(map(len, session_list), dtype=np.int64, count=len(session_list))
+    owners = np.flatnonzero(lengths >= MIN_SESSION_LENGTH)
+    if owners.size == 0:
+        raise EvaluationError(
+            f"no test session to cut among {len(session_list)} (each needs "
+            f"{MIN_SESSION_LENGTH}+ SKUs); generate more sessions or hold out more days for the "
+            "test split"
+        )
+    rng = np.random.default_rng(seed)
+    if owners.size > max_examples:
+        owners = np.sort(rng.choice(owners, size=max_examples, replace=False))
+    cuts = rng.integers(1, lengths[owners])  # high is exclusive: j in 1..n-1
+    return _examples_at(session_list, owners, cuts)
+
+
+def _check_max_examples(max_examples: int) -> None:
+    if max_examples < 1:
+        raise EvaluationError(f"max_examples must be at least 1, got {max_examples}")
+
+
+def _examples_at(
+    session_list: Sequence[Sequence[str]], owners: np.ndarray, lengths: np.ndarray
+) -> Examples:
+    """The example of session `owners[i]` cut after its first `lengths[i]` SKUs, for each i."""
     prefixes: list[list[str]] = []
     targets: list[str] = []
     later: list[list[str]] = []

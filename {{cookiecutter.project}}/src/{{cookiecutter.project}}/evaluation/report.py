@@ -1,5 +1,8 @@
 """The side-by-side report: every model through the RecList suite on the same examples, written
-as one `report.json` (read back by the gate, the CLI and the cards) and sent to the tracker."""
+as one `report.json` (read back by the gate, the CLI and the cards) and sent to the tracker.
+
+Two protocols score the same test sessions (`schema.PROTOCOL_METRICS`): all prefixes, which the
+gate judges, and one cut per session, the data challenge's; see `metrics.session_cut_examples`."""
 
 from __future__ import annotations
 
@@ -12,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..progress import say
-from ..schema import K
+from ..schema import ALL_PREFIXES, SESSION_CUT, K
 from .behaviour import BehaviourConfig, behaviour_probes
-from .metrics import Examples, item_popularity, next_item_examples
+from .metrics import Examples, item_popularity, next_item_examples, session_cut_examples
 from .protocol import EvaluationError, Recommender, Sessions, check_k
 
 if TYPE_CHECKING:  # types only: the gate, the CLI and the flow's later steps read reports
@@ -40,7 +43,10 @@ class ModelResult:
 
 @dataclass(frozen=True)
 class EvaluationReport:
-    """All models on the same examples; plain data, picklable as a Metaflow artifact."""
+    """All models on the same examples; plain data, picklable as a Metaflow artifact.
+
+    `n_examples` counts the all-prefixes examples, `n_session_cuts` the one-per-session ones
+    (0 in reports written before that protocol)."""
 
     k: int
     n_examples: int
@@ -48,12 +54,14 @@ class EvaluationReport:
     models: dict[str, ModelResult]
     path: Path
     behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
+    n_session_cuts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to `report.json` (NaN becomes null)."""
         return {
             "k": self.k,
             "n_examples": self.n_examples,
+            "n_session_cuts": self.n_session_cuts,
             "catalogue_size": self.catalogue_size,
             "behaviour": asdict(self.behaviour),
             "models": {
@@ -88,6 +96,7 @@ class EvaluationReport:
                 models=models,
                 path=Path(path),
                 behaviour=BehaviourConfig(**data.get("behaviour", {})),
+                n_session_cuts=int(data.get("n_session_cuts", 0)),
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise EvaluationError(
@@ -120,12 +129,15 @@ def evaluate(
     train_sessions: Sessions,
     k: int = K,
     *,
+    session_cuts: Examples,
     out_dir: Path,
     batch_size: int = 4096,
     behaviour: BehaviourConfig | None = None,
 ) -> EvaluationReport:
     """Run the RecList suite for each model on the same examples; write `out_dir/report.json`.
 
+    `examples` are all prefixes (`next_item_examples`), `session_cuts` one cut per session of
+    the same test sessions (`session_cut_examples`): each model's HR and MRR come under both.
     `train_sessions` define popularity (bias, head/torso/tail, stray views) and the catalogue
     (coverage, invalid items); every model gets the same perturbed probes.
     """
@@ -133,6 +145,10 @@ def evaluate(
     _check_models(models)
     if len(examples) == 0:
         raise EvaluationError("no examples to evaluate on: build them with next_item_examples()")
+    if len(session_cuts) == 0:
+        raise EvaluationError(
+            "no session cuts to evaluate on: build them with session_cut_examples()"
+        )
     popularity = item_popularity(train_sessions)
     behaviour = behaviour or BehaviourConfig()
     probes = behaviour_probes(examples, popularity, behaviour)
@@ -152,6 +168,7 @@ def evaluate(
             batch_size=batch_size,
             behaviour=behaviour,
             probes=probes,
+            session_cuts=session_cuts,
         )
         suite()
         found = suite.results
@@ -167,7 +184,8 @@ def evaluate(
         )
         say(
             f"evaluate [{number}/{len(models)}] {model.name}: {len(examples):,} examples scored "
-            f"in {time.perf_counter() - started:.1f} s (MRR@{k} {found['mrr']:.4f})"
+            f"in {time.perf_counter() - started:.1f} s (MRR@{k} {found['mrr']:.4f}; "
+            f"{len(session_cuts):,} session cuts: {found[f'{SESSION_CUT}_mrr']:.4f})"
         )
     report = EvaluationReport(
         k=k,
@@ -176,6 +194,7 @@ def evaluate(
         models=results,
         path=out_dir / "report.json",
         behaviour=behaviour,
+        n_session_cuts=len(session_cuts),
     )
     report.path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False))
     return report
@@ -189,16 +208,32 @@ def evaluate_split(
     out_dir: Path,
     behaviour: BehaviourConfig | None = None,
 ) -> EvaluationReport:
-    """Every model on the same next-item examples drawn from the split's test sessions."""
+    """Every model on the same examples of the split's test sessions, under both protocols
+    (at most `max_examples` each, drawn by `seed`)."""
     examples = next_item_examples(split.test, max_examples=max_examples, seed=seed)
+    session_cuts = session_cut_examples(split.test, max_examples=max_examples, seed=seed)
     behaviour = behaviour or BehaviourConfig(seed=seed)
-    return evaluate(models, examples, split.train, out_dir=out_dir, behaviour=behaviour)
+    return evaluate(
+        models,
+        examples,
+        split.train,
+        session_cuts=session_cuts,
+        out_dir=out_dir,
+        behaviour=behaviour,
+    )
 
 
 def log_report(tracker: Tracker, report: EvaluationReport, comparison: Figure) -> str | None:
-    """Send every model's metrics (as `<model>/<metric>`) and the comparison chart
-    (`pipeline.plots.plot_comparison`, drawn by the caller: charts live above this layer) to a
-    tracker; return where the run can be found."""
+    """Send every model's metrics (as `<model>/<metric>`: `mrr@20` on all prefixes,
+    `session_cut_mrr@20` on one cut per session, ...), each protocol's number of examples and the
+    comparison chart (`pipeline.plots.plot_comparison`, drawn by the caller: charts live above
+    this layer) to a tracker; return where the run can be found."""
+    tracker.log_parameters(
+        {
+            f"{ALL_PREFIXES}_examples": report.n_examples,
+            f"{SESSION_CUT}_examples": report.n_session_cuts,
+        }
+    )
     tracker.log_metrics(
         {
             f"{name}/{metric}": value

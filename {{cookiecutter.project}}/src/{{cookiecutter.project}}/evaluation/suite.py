@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from reclist.logs import RecLogger
 from reclist.reclist import CHART_TYPE, RecList, rec_test
 
-from ..schema import K
+from ..schema import SESSION_CUT, K
 from .behaviour import BehaviourConfig, Probes, behaviour_probes, invalid_item_rate, overlap_at_k
 from .metrics import (
     POPULARITY_SEGMENTS,
@@ -50,8 +50,11 @@ SCALAR_TESTS = (
     "repeat_overlap",
     "noise_overlap",
     "short_prefix_mrr",
+    f"{SESSION_CUT}_hit_rate",
+    f"{SESSION_CUT}_mrr",
 )
-"""The suite's one-number tests: each is reported as `<name>@<k>` in the report's metrics."""
+"""The suite's one-number tests: each is reported as `<name>@<k>` in the report's metrics
+(`hit_rate` and `mrr` score all prefixes, the `session_cut_` ones one cut per session)."""
 
 
 def _none_if_nan(value: float) -> float | None:
@@ -105,10 +108,10 @@ class _TableOnlyLogger(RecLogger):
 class SessionRecList(RecList):
     """The next-item RecList: one rec_test per metric, on one model's top-k lists.
 
-    The model answers once, in batches, when the suite is built (the test prefixes, then the
-    perturbed probes); each rec_test then scores those lists. Calling the suite writes
-    `<out_dir>/SessionRecList/<model>/<epoch ms>/results/report.json` and a PNG per sliced test
-    under `plots/`.
+    The model answers once, in batches, when the suite is built (the test prefixes, the
+    one-per-session cuts, then the perturbed probes); each rec_test then scores those lists.
+    Calling the suite writes `<out_dir>/SessionRecList/<model>/<epoch ms>/results/report.json`
+    and a PNG per sliced test under `plots/`.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class SessionRecList(RecList):
         examples: Examples,
         popularity: pd.Series,
         *,
+        session_cuts: Examples,
         out_dir: Path,
         k: int = K,
         batch_size: int = 4096,
@@ -132,6 +136,11 @@ class SessionRecList(RecList):
         self.recommended = recommend_in_batches(model, examples.prefixes, k, batch_size)
         self.recommend_seconds = time.perf_counter() - started
         self.ranks = target_ranks(self.recommended, examples.targets, k)
+        self.session_cut_ranks = target_ranks(
+            recommend_in_batches(model, session_cuts.prefixes, k, batch_size),
+            session_cuts.targets,
+            k,
+        )
         self.f1_scores = f1_scores(self.recommended, examples.later, k)
         self.popularity = popularity
         self.prefix_buckets = prefix_length_buckets(examples.prefix_lengths)
@@ -192,6 +201,16 @@ class SessionRecList(RecList):
         """MRR@k on short sessions (prefixes of 1 to short_prefix_max SKUs)"""
         short = self.ranks[self.is_short]
         return mrr_from_ranks(short) if short.size else None
+
+    @rec_test(test_type=f"{SESSION_CUT}_hit_rate", display_type=CHART_TYPE.SCALAR)
+    def session_cut_hit_rate(self) -> float:
+        """HR@k with one random cut per test session (the data challenge's protocol)"""
+        return hit_rate_from_ranks(self.session_cut_ranks)
+
+    @rec_test(test_type=f"{SESSION_CUT}_mrr", display_type=CHART_TYPE.SCALAR)
+    def session_cut_mrr(self) -> float:
+        """MRR@k with one random cut per test session (the data challenge's protocol)"""
+        return mrr_from_ranks(self.session_cut_ranks)
 
     @rec_test(test_type="sliced_by_prefix_length", display_type=CHART_TYPE.BARS)
     def sliced_by_prefix_length(self) -> dict[str, dict[str, Any]]:

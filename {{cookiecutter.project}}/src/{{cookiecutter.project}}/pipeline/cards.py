@@ -17,7 +17,7 @@ from ..evaluation.metrics import POPULARITY_SEGMENTS
 from ..modeling.ceiling import CEILING_NAME, ceiling_ratio
 from ..modeling.knn import best_trial
 from ..modeling.tuning import TuningError, trial_rows, validation_split
-from ..schema import HIT_RATE, MRR, K
+from ..schema import ALL_PREFIXES, HIT_RATE, MRR, PROTOCOL_METRICS, SESSION_CUT, K
 from ..settings import get_settings
 from .plots import (
     plot_comparison,
@@ -333,7 +333,8 @@ def evaluation_card(report: Any) -> Components:
     if ratio and None not in ratio.values():
         reference = (
             f"The LSTM reaches {ratio[MRR]:.0%} of the best achievable MRR@{K} and "
-            f"{ratio[HIT_RATE]:.0%} of its HR@{K} (ceiling: the generator's exact posterior)."
+            f"{ratio[HIT_RATE]:.0%} of its HR@{K} on all prefixes (ceiling: the generator's exact "
+            "posterior)."
         )
     else:
         reference = "No ceiling: the events do not all come from the saved synthetic generator."
@@ -342,9 +343,18 @@ def evaluation_card(report: Any) -> Components:
     behaviour = report.behaviour
     return [
         Markdown(
-            f"# RecList evaluation\nNext-item task on {report.n_examples:,} test prefixes; "
-            f"catalogue of {report.catalogue_size:,} SKUs; report: `{report.path}`\n\n{reference}"
+            f"# RecList evaluation\nNext-item task on the test sessions; catalogue of "
+            f"{report.catalogue_size:,} SKUs; report: `{report.path}`\n\n{reference}\n\n"
+            f"## Both protocols\n`{ALL_PREFIXES}`: every prefix of every test session with its "
+            f"next SKU ({report.n_examples:,} examples; a session weighs by its length); "
+            f"**the gate judges this protocol**, and the tables below use it unless a metric's "
+            f"name starts with `{SESSION_CUT}`. `{SESSION_CUT}`: each "
+            f"test session cut once at a random point, the next SKU to guess "
+            f"({report.n_session_cuts:,} sessions, each weighing the same), as in the Coveo data "
+            "challenge's test file."
         ),
+        _table(protocol_rows(report), ["model", *protocol_headers()]),
+        Markdown("## Every test of the suite"),
         _table(rows, ["metric", *names]),
         Markdown(
             "Behavioural tests: `invalid_item_rate` is the share of recommended slots holding a "
@@ -361,6 +371,28 @@ def evaluation_card(report: Any) -> Components:
             "the tail (SKUs never seen in training count as tail)."
         ),
         _table(popularity_rows(report), ["model", *popularity_headers(report)]),
+    ]
+
+
+_METRIC_LABELS = (f"MRR@{K}", f"HR@{K}")  # the order of each protocol's keys
+
+
+def protocol_headers() -> list[str]:
+    """A column per protocol and metric: MRR@K then HR@K of each protocol."""
+    return [f"{label} {protocol}" for protocol in PROTOCOL_METRICS for label in _METRIC_LABELS]
+
+
+def _protocol_keys() -> list[str]:
+    """The report's metric keys in the order of `protocol_headers`."""
+    return [key for keys in PROTOCOL_METRICS.values() for key in keys]
+
+
+def protocol_rows(report: Any) -> list[list[Any]]:
+    """A row per model: its MRR@K and HR@K under each protocol (blank where not scored, e.g. a
+    report written before the session-cut protocol)."""
+    return [
+        [name, *(result.metrics.get(key) for key in _protocol_keys())]
+        for name, result in report.models.items()
     ]
 
 
@@ -568,11 +600,11 @@ def end_card(
     lstm = evaluation.models.get("lstm")
     baseline = best_baseline(evaluation)
     versus = []
-    for metric, label in ((MRR, f"MRR@{K}"), (HIT_RATE, f"HR@{K}")):
+    for header, metric in zip(protocol_headers(), _protocol_keys(), strict=True):
         ours = lstm.metrics.get(metric) if lstm else None
         theirs = evaluation.models[baseline].metrics.get(metric) if baseline else None
         lift = f"{ours / theirs - 1:+.1%}" if ours is not None and theirs else "-"
-        versus.append((label, ours, theirs, lift))
+        versus.append((header, ours, theirs, lift))
     commands = [
         (f"make cards RUN={run}", "every card of this run as HTML"),
         (f"make report RUN={run}", "one page: its cards and the metrics across runs"),

@@ -20,7 +20,7 @@ from ..evaluation.metrics import PREFIX_BUCKETS
 from ..evaluation.report import EvaluationReport
 from ..evaluation.suite import grouped_bars
 from ..modeling.tuning import Trial
-from ..schema import HIT_RATE, MAX_SESSION_LENGTH, MIN_SESSION_LENGTH, K
+from ..schema import HIT_RATE, MAX_SESSION_LENGTH, MIN_SESSION_LENGTH, K, protocol_metrics
 from ..transform.results import TEST_TYPES, DbtNode, DbtRunResult
 
 if TYPE_CHECKING:
@@ -332,20 +332,30 @@ def plot_tuning_curves(trials: Sequence[Trial], best: Trial) -> Figure:
 
 
 def plot_comparison(report: EvaluationReport | Mapping[str, Any]) -> Figure:
-    """HR, MRR and coverage per model, and MRR by prefix length per model, side by side."""
+    """HR and MRR under each protocol and coverage per model, and MRR by prefix length per model
+    (all prefixes), side by side."""
     if not isinstance(report, EvaluationReport):
         report = EvaluationReport.from_dict(report, Path("report.json"))
     k = report.k
     names = list(report.models)
-    figure = Figure(figsize=(11, 4), layout="constrained")
-    overall, by_length = figure.subplots(1, 2)
-    metrics = [f"hit_rate@{k}", f"mrr@{k}", f"coverage@{k}"]
+    figure = Figure(figsize=(12, 4), layout="constrained")
+    overall, by_length = figure.subplots(1, 2, width_ratios=(3, 2))
+    metrics, categories = [], []
+    for protocol, (mrr, hit_rate) in protocol_metrics(k).items():
+        metrics += [hit_rate, mrr]
+        label = protocol.replace("_", " ")
+        categories += [f"HR@{k}\n{label}", f"MRR@{k}\n{label}"]
     grouped_bars(
         overall,
-        [f"HR@{k}", f"MRR@{k}", f"Coverage@{k}"],
-        {name: [report.models[name].metrics.get(m) for m in metrics] for name in names},
+        [*categories, f"Coverage@{k}"],
+        {
+            name: [report.models[name].metrics.get(m) for m in [*metrics, f"coverage@{k}"]]
+            for name in names
+        },
     )
-    overall.set_title(f"Next-item metrics on {report.n_examples:,} examples")
+    overall.set_title(
+        f"Next-item metrics: {report.n_examples:,} prefixes, {report.n_session_cuts:,} session cuts"
+    )
     grouped_bars(
         by_length,
         list(PREFIX_BUCKETS),
