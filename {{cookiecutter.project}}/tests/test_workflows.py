@@ -663,8 +663,16 @@ def test_summary_markdown_shows_metrics_and_each_failed_check() -> None:
 
     evaluation = {
         "models": {
-            "lstm": {"metrics": {"mrr@20": 0.2, "hit_rate@20": 0.4, "coverage@20": None}},
-            "markov": {"metrics": {"mrr@20": 0.25, "hit_rate@20": 0.45}},
+            "lstm": {
+                "metrics": {
+                    "mrr@20": 0.2,
+                    "hit_rate@20": 0.4,
+                    "session_cut_mrr@20": 0.19,
+                    "session_cut_hit_rate@20": 0.38,
+                    "coverage@20": None,
+                }
+            },
+            "markov": {"metrics": {"mrr@20": 0.25, "hit_rate@20": 0.45}},  # an older report
         }
     }
     checks = (
@@ -673,8 +681,9 @@ def test_summary_markdown_shows_metrics_and_each_failed_check() -> None:
     )
     text = summary_markdown("RecsFlow/7", True, evaluation, GateDecision("lstm", False, checks))
     assert text.startswith("### RecsFlow/7 (finished)")
-    assert "| lstm | 0.2000 | 0.4000 | n/a |" in text
-    assert "| markov | 0.2500 | 0.4500 | n/a |" in text
+    assert "| model | mrr@20 | hit_rate@20 | session_cut_mrr@20 | session_cut_hit_rate@20 |" in text
+    assert "| lstm | 0.2000 | 0.4000 | 0.1900 | 0.3800 | n/a |" in text
+    assert "| markov | 0.2500 | 0.4500 | n/a | n/a | n/a |" in text
     assert "**Deployment gate FAILED** for `lstm`" in text
     assert "- **FAIL** `mrr@20`: 0.2000 < floor 0.5000" in text
     assert "- pass `hit_rate@20`" in text

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ProjectError
-from .schema import HIT_RATE, MRR, K
+from .schema import COVERAGE, HIT_RATE, MRR, PROTOCOL_METRICS, SESSION_CUT, K
 from .settings import Settings, get_settings, with_overrides
 
 if TYPE_CHECKING:
@@ -382,7 +382,7 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
-SUMMARY_METRICS = ("mrr@20", "hit_rate@20", "coverage@20")
+SUMMARY_METRICS = (MRR, HIT_RATE, *PROTOCOL_METRICS[SESSION_CUT], COVERAGE)
 
 
 def summary_markdown(
