@@ -1,5 +1,6 @@
-"""Keras LSTM next-item model: vocabulary, training arrays, the network, training, batch
-recommendations, and the flow's train step (train, export, package).
+"""Keras next-item model: vocabulary, training arrays, the LSTM network (or the transformer of
+`sasrec`, as `TrainParams.architecture` says), training, batch recommendations, and the flow's
+train step (train, export, package).
 
 Ids are laid out in `params` (0 = padding, 1 = OOV, then the SKUs by descending frequency). The
 model reads the last `max_length` items of a session, left-padded with 0 and masked, and returns a
