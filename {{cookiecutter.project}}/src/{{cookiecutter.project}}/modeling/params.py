@@ -26,6 +26,8 @@ ARCHITECTURES = ("lstm", "sasrec")
 VALIDATION_DAYS = 3  # newest days of the training period that score each configuration
 # A short default grid (the demo trains each one, so none is slower than the defaults): the
 # defaults, a faster learning rate (stops sooner) and a narrower net.
+# The transformer (`{"architecture": "sasrec"}`) is not in it: at 20k sessions it scored 2.3%
+# below the LSTM's MRR@20 at half its samples/s (README, "The transformer option").
 DEFAULT_GRID: list[dict[str, Any]] = [
     {},
     {"learning_rate": 0.005},

@@ -12,7 +12,8 @@ What differs: the window is the LSTM's (the last `max_length` items, left-padded
 is the head every network shares (`head.next_item_output`: the full softmax with padding, OOV and
 the last item blocked) instead of the paper's sampled binary cross-entropy, so the export, the
 sampled softmax and the serving contract treat it exactly like the LSTM. Only `keras.layers` and
-`keras.ops`: it trains on any Keras backend and loads without custom objects.
+`keras.ops` (no layer of its own besides the shared head's `SkuLogits`): it trains on any Keras
+backend, and the hand-off loads it as it loads the LSTM.
 """
 
 from __future__ import annotations
