@@ -1,6 +1,7 @@
 """Model quality at the default data size and at 10x: LSTM, the baselines and the known ceiling.
 
-    python bench/bench_quality.py [--sessions N [N ...]]   (default: N_SESSIONS and 10 x N_SESSIONS)
+    python bench/bench_quality.py [--sessions N [N ...]] [--architecture lstm|sasrec]
+    (default: N_SESSIONS and 10 x N_SESSIONS, the default network)
 
 Sessions are the generator's product chains (what dbt's `training_sessions` recovers); the newest
 quarter is the test split. Every model is scored by the same RecList suite on the same (up to
@@ -29,7 +30,7 @@ from {{ cookiecutter.project }}.evaluation.report import EvaluationReport, evalu
 from {{ cookiecutter.project }}.ingest import synthetic
 from {{ cookiecutter.project }}.modeling import baselines, ceiling, lstm
 from {{ cookiecutter.project }}.modeling.knn import VSKNN
-from {{ cookiecutter.project }}.modeling.params import TrainParams
+from {{ cookiecutter.project }}.modeling.params import ARCHITECTURES, TrainParams
 from {{ cookiecutter.project }}.schema import (
     ALL_PREFIXES,
     COVERAGE,
@@ -161,10 +162,18 @@ def main() -> None:
     default = get_settings().n_sessions
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[default, 10 * default])
+    parser.add_argument(
+        "--architecture",
+        choices=ARCHITECTURES,
+        default=TrainParams().architecture,
+        help="the network trained and scored as `lstm` (the flow's candidate name)",
+    )
     args = parser.parse_args()
+    params = TrainParams(architecture=args.architecture)
     for n_sessions in args.sessions:
         started = time.perf_counter()
-        print_quality(measure(n_sessions))
+        print(f"network: {params.architecture}")
+        print_quality(measure(n_sessions, params))
         print(f"({time.perf_counter() - started:.0f} s for this size in all)", flush=True)
 
 

@@ -79,6 +79,11 @@ class RecsFlow(FlowSpec):
         "epochs", help="Most epochs (early stopping may stop sooner)", default=_P.epochs
     )
     batch_size = Parameter("batch_size", help="Training batch size", default=_P.batch_size)
+    architecture = Parameter(
+        "architecture",
+        help="Network: 'lstm' or 'sasrec' (a causal transformer); tune_grid may try both",
+        default=_P.architecture,
+    )
     embedding_dim = Parameter("embedding_dim", help="SKU embedding size", default=_P.embedding_dim)
     lstm_units = Parameter("lstm_units", help="LSTM units", default=_P.lstm_units)
     max_length = Parameter(
@@ -185,6 +190,7 @@ class RecsFlow(FlowSpec):
     def _base_params(self):
         """The model's parameters as this run's Parameters set them (before tuning)."""
         return TrainParams(
+            architecture=self.architecture,
             epochs=self.epochs,
             batch_size=self.batch_size,
             embedding_dim=self.embedding_dim,

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ SECRET_FIELDS = sorted(
 )
 # The LSTM that conftest's `trained_lstm` trains once per test session (seconds on 2 cores).
 FAST_LSTM = TrainParams(embedding_dim=32, lstm_units=32, max_length=8, epochs=6, batch_size=128)
+# The transformer on the same window, one block: what test_sasrec trains and exports.
+FAST_SASREC = replace(FAST_LSTM, architecture="sasrec", attention_blocks=1, epochs=3)
 
 
 def free_port() -> int:

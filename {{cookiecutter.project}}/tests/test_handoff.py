@@ -17,25 +17,33 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from helpers import FAST_LSTM
+from helpers import FAST_LSTM, FAST_SASREC
 
 from {{ cookiecutter.project }}.modeling import ModelError
 from {{ cookiecutter.project }}.modeling.archive import load_archive
 from {{ cookiecutter.project }}.modeling.backend import use_backend
 from {{ cookiecutter.project }}.modeling.export import export_model
 from {{ cookiecutter.project }}.modeling.handoff import export_in_tensorflow, load_trained
-from {{ cookiecutter.project }}.modeling.params import TrainedModel
+from {{ cookiecutter.project }}.modeling.params import TrainedModel, TrainParams
 
 TESTS = Path(__file__).resolve().parent
 
 
+@pytest.fixture(scope="module", params=[FAST_LSTM, FAST_SASREC], ids=["lstm", "sasrec"])
+def jax_params(request: pytest.FixtureRequest) -> TrainParams:
+    """One epoch of each architecture: both must reach the same serving contract."""
+    return replace(request.param, epochs=1)
+
+
 @pytest.fixture(scope="module")
-def jax_trained(lstm_sessions: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """OUT_DIR of tests/train_on_jax.py: one epoch of FAST_LSTM on JAX (TRAIN_BACKEND=jax, as on
+def jax_trained(
+    jax_params: TrainParams, lstm_sessions: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """OUT_DIR of tests/train_on_jax.py: `jax_params` trained on JAX (TRAIN_BACKEND=jax, as on
     the GPU image), exported and packed."""
     work = tmp_path_factory.mktemp("jax")
     lstm_sessions.iloc[: len(lstm_sessions) * 3 // 4].to_parquet(work / "sessions.parquet")
-    (work / "params.json").write_text(json.dumps(asdict(replace(FAST_LSTM, epochs=1))))
+    (work / "params.json").write_text(json.dumps(asdict(jax_params)))
     (work / "queries.json").write_text(json.dumps(_queries(lstm_sessions)))
     # The setting the GPU image's steps resolve to; KERAS_BACKEND is for the script to set.
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | {"TRAIN_BACKEND": "jax"}
@@ -99,10 +107,12 @@ def test_a_jax_trained_model_exports_to_the_serving_contract(
     assert all(sku in vocabulary for row in actual for sku, _ in row)
 
 
-def test_the_saved_model_loads_on_tensorflow_as_jax_saved_it(jax_trained: Path) -> None:
+def test_the_saved_model_loads_on_tensorflow_as_jax_saved_it(
+    jax_trained: Path, jax_params: TrainParams
+) -> None:
     trained = load_trained(jax_trained / "trained")
     assert keras.backend.backend() == "tensorflow" and trained.backend == "jax"
-    assert trained.params == replace(FAST_LSTM, epochs=1)
+    assert trained.params == jax_params
     assert len(trained.history["loss"]) == 1 and trained.n_train_samples > 0
 
 

@@ -68,6 +68,8 @@ def test_grid_accepts_json_or_lists_and_builds_params() -> None:
         ('[{"lstm_units": true}]', "lstm_units must be int"),
         ('[{"learning_rate": "fast"}]', "learning_rate must be float"),
         ('[{}, {"epochs": 2}, {}]', "entry 2 repeats"),
+        ('[{"architecture": "gru"}]', "entry 0: unknown architecture 'gru': choose one of"),
+        ('[{"architecture": "sasrec", "attention_heads": 5}]', "multiple of attention_heads 5"),
     ],
 )
 def test_grid_errors_say_what_is_wrong(grid: str, message: str) -> None:

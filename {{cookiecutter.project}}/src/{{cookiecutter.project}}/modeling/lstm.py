@@ -1,5 +1,6 @@
-"""Keras LSTM next-item model: vocabulary, training arrays, the network, training, batch
-recommendations, and the flow's train step (train, export, package).
+"""Keras next-item model: vocabulary, training arrays, the LSTM network (or the transformer of
+`sasrec`, as `TrainParams.architecture` says), training, batch recommendations, and the flow's
+train step (train, export, package).
 
 Ids are laid out in `params` (0 = padding, 1 = OOV, then the SKUs by descending frequency). The
 model reads the last `max_length` items of a session, left-padded with 0 and masked, and returns a
@@ -29,8 +30,10 @@ from ..tracking import NullTracker, Tracker
 from . import ModelError
 from .archive import package_model
 from .handoff import export_trained
+from .head import next_item_output
 from .params import FIRST_SKU_ID, OOV_ID, PAD_ID, TrainedModel, TrainParams
-from .sampled import SkuLogits, compile_for_training
+from .sampled import compile_for_training
+from .sasrec import build_sasrec
 
 _WINDOW_CHUNK = 1 << 18  # rows per chunk when building windows: bounds temporary memory
 
@@ -107,14 +110,13 @@ def split_validation(train_df: pd.DataFrame, fraction: float) -> tuple[pd.DataFr
 # --- network and training --------------------------------------------------------------------
 
 
-def build_network(n_ids: int, params: TrainParams) -> keras.Model:
+def build_lstm(n_ids: int, params: TrainParams) -> keras.Model:
     """Embedding (masking padding) -> LSTM, joined by the last item's and the mean embedding ->
-    softmax over every id except padding, OOV and the session's last item.
+    the shared next-item softmax (`head.next_item_output`).
 
     Three views of the session feed the output: the last item (the strongest signal of the next
     one), the LSTM (what the order of the whole session says) and the mean of its items' embeddings
-    (what the session is about, whatever the order). Sequences collapse consecutive repeats, so the
-    next item is never the last one: its logit, like padding's and OOV's, is pushed to -1e9.
+    (what the session is about, whatever the order).
     """
     inputs = keras.Input(shape=(params.max_length,), dtype="int32", name="item_ids")
     embedded = keras.layers.Embedding(
@@ -128,13 +130,20 @@ def build_network(n_ids: int, params: TrainParams) -> keras.Model:
         keras.ops.sum(present, axis=1), 1.0
     )
     joined = keras.layers.Concatenate(name="session_views")([session, last_item, mean_item])
-    joined = keras.layers.Dropout(params.dropout, seed=params.seed, name="dropout")(joined)
-    logits = SkuLogits(n_ids, name="logits")(joined)
-    never = np.zeros(n_ids, dtype="float32")
-    never[[PAD_ID, OOV_ID]] = 1.0
-    blocked = keras.ops.minimum(keras.ops.one_hot(inputs[:, -1], n_ids) + never, 1.0)
-    outputs = keras.layers.Activation("softmax", name="next_item")(logits - 1e9 * blocked)
-    return keras.Model(inputs, outputs, name="session_lstm")
+    return keras.Model(inputs, next_item_output(inputs, joined, n_ids, params), name="session_lstm")
+
+
+# One builder per `TrainParams.architecture`: same input window, same output (the export,
+# the sampled softmax and serving do not know which one trained).
+NETWORKS: dict[str, Callable[[int, TrainParams], keras.Model]] = {
+    "lstm": build_lstm,
+    "sasrec": build_sasrec,
+}
+
+
+def build_network(n_ids: int, params: TrainParams) -> keras.Model:
+    """The network `params.architecture` names, with an output for each of `n_ids` ids."""
+    return NETWORKS[params.architecture](n_ids, params)
 
 
 class _Throughput(keras.callbacks.Callback):

@@ -21,6 +21,7 @@ from ..errors import ProjectError
 from ..evaluation.metrics import hit_rate_at_k, mrr_at_k, next_item_examples
 from ..evaluation.suite import recommend_in_batches
 from ..schema import K
+from . import ModelError
 from .params import VALIDATION_DAYS, TrainParams
 
 _TUNABLE = {f.name: f.type for f in fields(TrainParams)}
@@ -63,6 +64,16 @@ def _check_value(name: str, value: Any) -> str | None:
     return None if ok else f"{name} must be {expected.__name__}, got {value!r}"
 
 
+def _check_params(i: int, entry: dict[str, Any]) -> list[str]:
+    """Why entry `i` (well-typed) does not build TrainParams from the defaults (e.g. an unknown
+    architecture), as a list of at most one problem."""
+    try:
+        TrainParams(**entry)
+    except ModelError as error:
+        return [f"entry {i}: {error}"]
+    return []
+
+
 def parse_grid(text: str | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The grid from JSON text (or already parsed): a non-empty list of TrainParams overrides.
 
@@ -89,7 +100,8 @@ def parse_grid(text: str | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(entry, dict):
             problems.append(f"entry {i} is {entry!r}, not an object of parameter -> value")
             continue
-        problems += [f"entry {i}: {why}" for n, v in entry.items() if (why := _check_value(n, v))]
+        wrong = [f"entry {i}: {why}" for n, v in entry.items() if (why := _check_value(n, v))]
+        problems += wrong or _check_params(i, entry)
         if entry in seen:
             problems.append(f"entry {i} repeats an earlier entry {entry}")
         seen.append(entry)
