@@ -1,13 +1,18 @@
 """The endpoint side by side with a baseline server: same model, same machine, one run.
 
 Run: python bench/bench_endpoint.py [--model-dir DIR] [--seconds 30] [--clients 1,16,64]
-     [--baseline OLD_SERVING_PY] [--workers 1,2]
+     [--baseline OLD_SERVING_PY] [--workers 1,2] [--stacks httptools/auto,h11/asyncio]
+     [--client-processes 2]
 
-For each server (the baseline first, if given, then this project's): start it as its own process,
-then for each client count run bench_load's keep-alive clients (threads of this process, one
-single-session request after another) for --seconds; then the largest legal request (256
-sessions of 200 SKUs, k=100) 10 times, with the server's resident memory before and after; the
-last client count ends with SIGTERM under load (every request the server read must get its 200).
+For each server (the baseline first, if given, then this project's on each stack, HTTP parser /
+event loop, and worker count): start it as its own process, then for each client count run
+bench_load's keep-alive clients (one single-session request after another) for --seconds, split
+across --client-processes processes (0: threads of this process, whose GIL the clients then share:
+the mode of the README's figures of 2026-12-05); the server's CPU time per request (its workers
+included) and the clients' are measured over the same window. Then the largest legal request (256
+sessions of 200 SKUs, k=100) 10 times, with the server's resident memory before and after; then
+SIGTERM under load (the last client count, threads, --sigterm-seconds): every request the server
+read must get its 200.
 
 --baseline is a single-module server with the same command line (e.g. the hand-written
 `http.server` one this project replaced: `git show <commit>:<path>/serving.py > old.py`); its
@@ -19,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench_load import Client, request_bodies, run_load
@@ -41,11 +49,24 @@ def baseline_command(source: Path, tmp: Path) -> list[str]:
     return [sys.executable, str(module)]
 
 
+def family(pid: int) -> list[int]:
+    """The server and its children (workers)."""
+    return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def memory_mb(pid: int) -> dict[str, float]:
     """Resident memory of the server and its children (workers): now and peak, MiB."""
-    pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
     total = {"VmRSS": 0.0, "VmHWM": 0.0}
-    for one in pids:
+    for one in family(pid):
         for line in Path(f"/proc/{one}/status").read_text().splitlines():
             key, _, value = line.partition(":")
             if key in total:
@@ -67,26 +88,80 @@ def wait_all_ready(port: int, in_a_row: int = 30, timeout_s: float = 180) -> Non
         time.sleep(0.05 if ok else 0.5)
 
 
-def steady_load(port: int, seconds: float, clients: int, n_skus: int, k: int) -> dict:
-    runners = [Client(port, request_bodies(n_skus, k, seed), k) for seed in range(clients)]
+def client_share(
+    port: int, seeds: list[int], n_skus: int, k: int, start_at: float, seconds: float
+) -> tuple[list[float], int, float, float]:
+    """Clients (threads) for `seeds`, from wall-clock `start_at` for `seconds`: their latencies,
+    their errors, the seconds they took and the CPU seconds this process used meanwhile."""
+    runners = [Client(port, request_bodies(n_skus, k, seed), k) for seed in seeds]
+    time.sleep(max(0.0, start_at - time.time()))
     until = time.monotonic() + seconds
     threads = [
         threading.Thread(target=c.run, args=(lambda: time.monotonic() > until,)) for c in runners
     ]
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), sum(os.times()[:2])
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, sum(os.times()[:2]) - cpu_before
     latencies = [ms for c in runners for ms in c.tally.latencies_ms]
+    return latencies, sum(len(c.tally.failed) for c in runners), elapsed, cpu
+
+
+def steady_load(
+    server_pid: int,
+    port: int,
+    seconds: float,
+    clients: int,
+    pool: ClientPool | None,
+    n_skus: int,
+    k: int,
+) -> dict:
+    """`clients` keep-alive clients for `seconds`, in the pool's processes (None: this one)."""
+    seeds = list(range(clients))
+    server_pids = family(server_pid)
+    server_cpu = cpu_seconds(server_pids)
+    if pool is None:
+        shares = [client_share(port, seeds, n_skus, k, time.time(), seconds)]
+    else:
+        processes = pool.processes
+        start_at = time.time() + 0.5  # every process has built its clients by then
+        futures = [
+            pool.executor.submit(
+                client_share, port, seeds[i::processes], n_skus, k, start_at, seconds
+            )
+            for i in range(min(processes, clients))
+        ]
+        shares = [future.result() for future in futures]
+    server_cpu = cpu_seconds(server_pids) - server_cpu
+    latencies = [ms for share in shares for ms in share[0]]
+    requests = max(1, len(latencies))
     return {
         "clients": clients,
-        "req_per_s": round(len(latencies) / elapsed),
+        "req_per_s": round(len(latencies) / max(share[2] for share in shares)),
         "p50_ms": round(percentile(latencies, 50), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
-        "errors": sum(len(c.tally.failed) for c in runners),
+        "errors": sum(share[1] for share in shares),
+        "server_cpu_ms": round(server_cpu * 1000 / requests, 3),  # per request
+        "client_cpu_ms": round(sum(share[3] for share in shares) * 1000 / requests, 3),
     }
+
+
+@dataclass(frozen=True)
+class ClientPool:
+    """The client processes, started (and this module imported in each) before any timing."""
+
+    executor: ProcessPoolExecutor
+    processes: int
+
+    @classmethod
+    def warm(cls, processes: int) -> ClientPool:
+        spawn = multiprocessing.get_context("spawn")  # no fork: the model was trained here
+        executor = ProcessPoolExecutor(processes, mp_context=spawn)
+        for future in [executor.submit(time.sleep, 1.0) for _ in range(processes)]:
+            future.result()
+        return cls(executor, processes)
 
 
 def largest_request(port: int, n_skus: int, repeat: int = 10) -> dict:
@@ -113,7 +188,12 @@ def largest_request(port: int, n_skus: int, repeat: int = 10) -> dict:
 
 
 def bench_server(
-    name: str, command: list[str], args: argparse.Namespace, model_dir: Path, tmp: Path
+    name: str,
+    command: list[str],
+    args: argparse.Namespace,
+    model_dir: Path,
+    tmp: Path,
+    pool: ClientPool | None,
 ) -> dict:
     port = free_port()
     full = [*command, "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
@@ -129,23 +209,15 @@ def bench_server(
         warm_until = time.monotonic() + 2
         warm.run(lambda: time.monotonic() > warm_until)
         counts = [int(c) for c in args.clients.split(",")]
-        for clients in counts[:-1]:
-            result["loads"].append(steady_load(port, args.seconds, clients, args.skus, args.k))
-            print(name, result["loads"][-1], flush=True)
+        for clients in counts:
+            load = steady_load(server.pid, port, args.seconds, clients, pool, args.skus, args.k)
+            result["loads"].append(load)
+            print(name, load, flush=True)
         before = memory_mb(server.pid)
         big = largest_request(port, args.skus)
         result["largest"] = {**big, "memory_before": before, "memory_after": memory_mb(server.pid)}
         print(name, "largest", result["largest"], flush=True)
-        last = run_load(server, port, args.seconds, counts[-1], args.skus, args.k)
-        result["loads"].append(
-            {
-                "clients": counts[-1],
-                "req_per_s": round(last["req_per_s"]),
-                "p50_ms": last["p50_ms"],
-                "p99_ms": last["p99_ms"],
-                "errors": last["failed"],
-            }
-        )
+        last = run_load(server, port, args.sigterm_seconds, counts[-1], args.skus, args.k)
         drained = "stopped (drained)" in log_path.read_text()
         result["sigterm"] = {
             "exit_code": last["exit_code"],
@@ -154,7 +226,7 @@ def bench_server(
             "failed": last["failed"],
             "drained": drained,
         }
-        print(name, result["loads"][-1], result["sigterm"], flush=True)
+        print(name, "SIGTERM", result["sigterm"], flush=True)
     finally:
         if server.poll() is None:
             server.kill()
@@ -169,6 +241,20 @@ def main() -> int:
     parser.add_argument("--clients", default="1,16,64", help="client counts (the last: SIGTERM)")
     parser.add_argument("--baseline", type=Path, help="a single-module server to compare with")
     parser.add_argument("--workers", default="1", help="this server's worker counts to try")
+    parser.add_argument(
+        "--stacks",
+        default="httptools/auto",
+        help="this server's HTTP parser/event loop pairs (e.g. h11/asyncio,httptools/uvloop)",
+    )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=2,
+        help="processes the clients are split across (0: threads of this process)",
+    )
+    parser.add_argument(
+        "--sigterm-seconds", type=float, default=5.0, help="load before SIGTERM (last count)"
+    )
     parser.add_argument("--skus", type=int, default=2_000, help="catalogue of the trained model")
     parser.add_argument("--k", type=int, default=20)
     args = parser.parse_args()
@@ -180,15 +266,26 @@ def main() -> int:
         if args.baseline:
             servers.append(("baseline", baseline_command(args.baseline, tmp)))
         command = serving.command(model_dir, "127.0.0.1", 0)[:3]  # python -m <module>
-        for workers in args.workers.split(","):
-            servers.append((f"this-w{workers}", [*command, "--workers", workers]))
-        results = [bench_server(name, cmd, args, model_dir, tmp) for name, cmd in servers]
+        for stack in args.stacks.split(","):
+            http, loop = stack.split("/")
+            for workers in args.workers.split(","):
+                options = ["--workers", workers, "--http", http, "--loop", loop]
+                servers.append((f"{http}+{loop}-w{workers}", [*command, *options]))
+        pool = ClientPool.warm(args.client_processes) if args.client_processes else None
+        try:
+            results = [bench_server(*server, args, model_dir, tmp, pool) for server in servers]
+        finally:
+            if pool is not None:
+                pool.executor.shutdown()
+    clients_in = f"{args.client_processes} processes" if args.client_processes else "threads"
     print(f"cpus: {os.cpu_count()}; {args.seconds:.0f} s per client count; k={args.k}")
-    print(f"{'server':>9} {'clients':>7} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
+    print(f"clients in {clients_in}; CPU ms per request: the server's (workers included), theirs")
+    keys = ["clients", "req_per_s", "p50_ms", "p99_ms", "errors", "server_cpu_ms", "client_cpu_ms"]
+    names = ["clients", "req/s", "p50 ms", "p99 ms", "errors", "srv cpu", "cli cpu"]
+    print(f"{'server':>22} " + " ".join(f"{name:>7}" for name in names))
     for result in results:
         for load in result["loads"]:
-            row = [load[key] for key in ("clients", "req_per_s", "p50_ms", "p99_ms", "errors")]
-            print(f"{result['server']:>9} " + " ".join(f"{value:>7}" for value in row))
+            print(f"{result['server']:>22} " + " ".join(f"{load[key]:>7}" for key in keys))
     for result in results:
         print(
             f"{result['server']}: largest request {result['largest']}; SIGTERM {result['sigterm']}"

@@ -36,9 +36,11 @@ from {{ cookiecutter.project }}.serving.contract import (
     parse_request,
 )
 from {{ cookiecutter.project }}.serving.loading import Readiness
+from {{ cookiecutter.project }}.serving.protocols import MAX_HEAD_BYTES, PROTOCOLS
 from {{ cookiecutter.project }}.serving.server import (
     InferenceServer,
     ServingError,
+    Stack,
     create_server,
     main,
     parse_args,
@@ -93,6 +95,12 @@ def post(server: InferenceServer, payload: object, headers: dict | None = None) 
         {"Content-Type": JSON, **(headers or {})},
     )
     return status, json.loads(body)
+
+
+@pytest.fixture(params=sorted(PROTOCOLS))
+def parser(request: pytest.FixtureRequest) -> Stack:
+    """Each HTTP parser the server can run on: the defences must hold on every one."""
+    return Stack(http=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -414,8 +422,9 @@ def test_other_methods_are_405(live: InferenceServer) -> None:
     ],
     ids=["bad-line", "bad-length"],
 )
-def test_malformed_http_gets_a_json_error(live: InferenceServer, head: bytes) -> None:
-    status, headers, body = raw_exchange(live, head)
+def test_malformed_http_gets_a_json_error(parser: Stack, head: bytes) -> None:
+    with running(echo_server(stack=parser)) as server:
+        status, headers, body = raw_exchange(server, head)
     assert (status, headers["Content-Type"], headers["Connection"]) == (400, JSON, "close")
     assert "not valid HTTP/1.1" in json.loads(body)["error"]
 
@@ -783,18 +792,38 @@ QUICK = Limits(max_body_bytes=2_000, read_timeout_s=1.0, max_connections=4)
 HEAD = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
 
-def test_conflicting_content_lengths_are_refused(live: InferenceServer) -> None:
+def test_conflicting_content_lengths_are_refused(parser: Stack) -> None:
     """Request smuggling: two lengths for one body must never be guessed between."""
     head = HEAD + b"Content-Length: 21\r\nContent-Length: 5\r\n\r\n"
-    status, headers, body = raw_exchange(live, head + b'{"sessions": [["a"]]}')
+    with running(echo_server(stack=parser)) as server:
+        status, headers, body = raw_exchange(server, head + b'{"sessions": [["a"]]}')
     assert (status, headers["Connection"]) == (400, "close")
     assert "conflicting Content-Length" in json.loads(body)["error"]
 
 
+def test_a_head_over_the_cap_is_refused(parser: Stack) -> None:
+    """An endless head (one header line after another) must not grow the server's memory."""
+    with running(echo_server(stack=parser)) as server:
+        sock = socket.create_connection(server.server_address, timeout=10)
+        sock.sendall(HEAD)
+        answer = b""
+        try:
+            for i in range(2 * MAX_HEAD_BYTES // 100):
+                sock.sendall(b"X-Filler-%05d: " % i + b"x" * 84 + b"\r\n")
+                time.sleep(0.001)  # separate reads, as a trickling client's
+        except OSError:  # closed on us after the 400
+            pass
+        while chunk := sock.recv(65536):
+            answer += chunk
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert f"a head over {MAX_HEAD_BYTES // 1024} KiB".encode() in answer
+
+
 @pytest.mark.parametrize("part", ["head", "body"])
-def test_a_trickling_request_gets_408_within_its_deadline(part: str) -> None:
+def test_a_trickling_request_gets_408_within_its_deadline(parser: Stack, part: str) -> None:
     """One byte every 0.2 s never trips a per-read timeout; the per-request deadline cuts it."""
-    with running(echo_server(QUICK)) as server:
+    with running(echo_server(QUICK, stack=parser)) as server:
         sock = socket.create_connection(server.server_address, timeout=10)
         trickle = (
             HEAD + b"Content-Length: 21\r\n\r\n" if part == "head" else b'{"sessions": [["a"]]}'
@@ -818,8 +847,10 @@ def test_a_trickling_request_gets_408_within_its_deadline(part: str) -> None:
     assert elapsed < QUICK.read_timeout_s + 1.5
 
 
-def test_connections_over_the_cap_get_a_clear_503(caplog: pytest.LogCaptureFixture) -> None:
-    with running(echo_server(QUICK)) as server:
+def test_connections_over_the_cap_get_a_clear_503(
+    parser: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running(echo_server(QUICK, stack=parser)) as server:
         host, port = server.server_address
         wait_ping(host, port, 10)
         held = [
@@ -837,9 +868,11 @@ def test_connections_over_the_cap_get_a_clear_503(caplog: pytest.LogCaptureFixtu
     assert "max_connections" in caplog.text
 
 
-def test_a_client_that_leaves_costs_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_client_that_leaves_costs_one_log_line(
+    parser: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
-    with running(echo_server(QUICK)) as server:
+    with running(echo_server(QUICK, stack=parser)) as server:
         wait_ping(*server.server_address, 10)
         caplog.clear()
         for _ in range(3):

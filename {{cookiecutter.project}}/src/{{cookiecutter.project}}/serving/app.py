@@ -86,7 +86,7 @@ class Endpoint:
         if "chunked" in headers.get("transfer-encoding", "").lower():
             message = "send the body with Content-Length"
             return error(HTTPStatus.LENGTH_REQUIRED, message, close=True)
-        declared = int(headers.get("content-length", "0"))  # h11 refused any other value (400)
+        declared = int(headers.get("content-length", "0"))  # else the parser answered 400
         with self.batcher.incoming():
             try:
                 async with asyncio.timeout(limits.read_timeout_s):
