@@ -243,8 +243,11 @@ def test_the_sample_budget_limits_epochs(
 
 def test_training_stops_when_the_sample_budget_is_spent(lstm_sessions: pd.DataFrame) -> None:
     params = replace(FAST_LSTM, epochs=5, patience=5, sample_budget=1)
-    trained = train(lstm_sessions.iloc[:600], params, progress=lambda epoch, logs: None)
+    lines: list[str] = []
+    printer = EpochPrinter("train", params.epochs, lines.append)
+    trained = train(lstm_sessions.iloc[:600], params, progress=printer)
     assert len(trained.history["loss"]) == 1
+    assert [line.split("  ")[0] for line in lines] == ["train epoch 1/1"]  # the ETA's epochs
     assert "that sample_budget=1 allows" in early_stop_text(
         trained.history, params, trained.n_train_samples
     )

@@ -282,14 +282,17 @@ def train(
         keras.callbacks.EarlyStopping(monitor, patience=params.patience, restore_best_weights=True),
         *callbacks,
     ]
+    epochs = params.epoch_limit(len(y))
     if progress is not None:
         all_callbacks.append(_Progress(progress))
+    if isinstance(progress, EpochPrinter):
+        progress.epochs = min(progress.epochs, epochs)  # its ETA: the epochs the budget allows
     started = time.perf_counter()
     fit = fitted.fit(
         x,
         y,
         batch_size=params.batch_size,
-        epochs=params.epoch_limit(len(y)),
+        epochs=epochs,
         validation_data=validation,
         shuffle=True,
         callbacks=all_callbacks,
