@@ -228,10 +228,10 @@ def test_the_early_stop_line_names_the_last_and_the_best_epoch_and_why() -> None
 @pytest.mark.parametrize(
     ("epochs", "budget", "samples", "limit"),
     [
-        (20, 1_500_000, 55_000, 20),  # the default run: the budget never binds
-        (20, 1_500_000, 165_000, 9),  # 60k sessions: fewer, longer epochs
+        (20, 1_500_000, 55_000, 20),  # small data: the budget never binds
+        (20, 1_500_000, 169_765, 8),  # 60k sessions: fewer, longer epochs
         (20, 1_500_000, 2_000_000, 1),  # one epoch above the budget still runs
-        (20, 0, 10_000_000, 20),  # 0: no budget
+        (20, 0, 10_000_000, 20),  # 0 (the default): no budget
         (5, 100, 0, 5),
     ],
 )

@@ -57,9 +57,10 @@ class TrainParams:
     full_softmax_max_skus: int = 5000
     sampled_negatives: int = 1024  # SKUs drawn per batch as negatives (shared by its rows)
     # Most (prefix -> next item) samples training sees, all epochs together (0 = no limit): fewer
-    # epochs on large data, where each epoch holds more steps. The default run (~55k samples an
-    # epoch) never reaches it.
-    sample_budget: int = 1_500_000
+    # epochs on large data, where each epoch holds more steps. Off by default: at 60k sessions and
+    # 20k SKUs early stopping ended training at epoch 7 (~1.2M samples), and a budget that binds
+    # there would cut a 200k-session training (~670k samples an epoch) to 2 epochs.
+    sample_budget: int = 0
 
     def uses_sampled_softmax(self, n_skus: int) -> bool:
         """Whether a catalogue of `n_skus` trains with the sampled softmax."""
