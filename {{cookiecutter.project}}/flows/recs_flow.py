@@ -6,11 +6,13 @@ Steps:
     3. transform dbt build: staging and marts models plus their tests (card: the dbt DAG)
     4. quality   great-expectations suite on the training sessions (card: results)
     5. dataset   read the session table and split it by time (older train, newest test)
-    6. tune      foreach over the hyper-parameter grid: train on the older training days, score
+    6. tune      foreach over the hyper-parameter grid: train on the newest `tune_max_sessions`
+                 sessions before the validation days for at most `tune_epochs` epochs, score
                  MRR@20 on the newest training days (never the test split)
     7. choose    join: keep the configuration with the best validation MRR@20 (card: the grid and
                  each configuration's validation curves)
-    8. train     Keras LSTM, the chosen configuration, on the whole train split (card: curves)
+    8. train     Keras LSTM, the chosen configuration, on the whole train split, until early
+                 stopping or `sample_budget` (card: curves)
     9. evaluate  RecList suite: the LSTM, three baselines (V-SKNN tuned on the validation days)
                  and the deployed champion, re-scored on the same test split under two protocols
                  (all prefixes, which the gate judges, and one random cut per session, the data
@@ -26,7 +28,13 @@ With BATCH=true the model steps (@compute.heavy) run on AWS Batch: see pipeline/
 from metaflow import FlowSpec, Parameter, card, current, step
 from metaflow._vendor import click  # Metaflow's own click: it parses the parameters
 
-from {{ cookiecutter.project }}.modeling.params import DEFAULT_GRID_JSON, VALIDATION_DAYS, TrainParams
+from {{ cookiecutter.project }}.modeling.params import (
+    DEFAULT_GRID_JSON,
+    TUNE_EPOCHS,
+    TUNE_MAX_SESSIONS,
+    VALIDATION_DAYS,
+    TrainParams,
+)
 from {{ cookiecutter.project }}.pipeline import compute
 from {{ cookiecutter.project }}.settings import SettingsError, get_settings, with_overrides
 
@@ -100,6 +108,12 @@ class RecsFlow(FlowSpec):
         help="Sampled softmax: SKUs drawn per batch as negatives",
         default=_P.sampled_negatives,
     )
+    sample_budget = Parameter(
+        "sample_budget",
+        help="Most training samples seen, all epochs together (fewer epochs on large data; "
+        "0 = no limit)",
+        default=_P.sample_budget,
+    )
     tune_grid = Parameter(
         "tune_grid",
         help="JSON list of hyper-parameter overrides the tune step tries, e.g. "
@@ -110,6 +124,17 @@ class RecsFlow(FlowSpec):
         "tune_days",
         help="Newest training days that score each tuned configuration",
         default=VALIDATION_DAYS,
+    )
+    tune_max_sessions = Parameter(
+        "tune_max_sessions",
+        help="Each tuned configuration trains on the newest this many sessions before the "
+        "validation days (0 = all)",
+        default=TUNE_MAX_SESSIONS,
+    )
+    tune_epochs = Parameter(
+        "tune_epochs",
+        help="Most epochs of each tuned configuration (0 = the epochs parameter)",
+        default=TUNE_EPOCHS,
     )
     deploy_enabled = Parameter(
         "deploy_enabled", help="Deploy the model if it passes the gate", default=True
@@ -185,6 +210,7 @@ class RecsFlow(FlowSpec):
         self.split = dataset.load_split(SETTINGS, test_days=self.test_days)
         current.card.extend(cards.dataset_card(self.split, self.tune_days))
         self.grid = tuning.parse_grid(self.tune_grid)
+        self.trial_budget = tuning.TrialBudget(self.tune_max_sessions, self.tune_epochs)
         self.next(self.tune, foreach="grid")
 
     def _base_params(self):
@@ -199,6 +225,7 @@ class RecsFlow(FlowSpec):
             learning_rate=self.learning_rate,
             full_softmax_max_skus=self.full_softmax_max_skus,
             sampled_negatives=self.sampled_negatives,
+            sample_budget=self.sample_budget,
             seed=self.seed,
         )
 
@@ -210,7 +237,9 @@ class RecsFlow(FlowSpec):
         from {{ cookiecutter.project }}.modeling import tuning
         from {{ cookiecutter.project }}.modeling.lstm import EpochPrinter
 
-        epochs = tuning.params_for(self._base_params(), self.input).epochs
+        budget = self.trial_budget
+        epochs = budget.params(tuning.params_for(self._base_params(), self.input)).epochs
+        print(f"Tuning {self.input or 'defaults'} on {budget.text}")
         self.trial = tuning.run_trial(
             self.split.train,
             self._base_params(),
@@ -219,6 +248,7 @@ class RecsFlow(FlowSpec):
             max_examples=SETTINGS.eval_max_examples,
             seed=self.seed,
             progress=EpochPrinter(f"tune {self.input or 'defaults'}", epochs),
+            budget=budget,
         )
         self.next(self.choose)
 
@@ -256,7 +286,7 @@ class RecsFlow(FlowSpec):
             tracker,
             progress=lstm.EpochPrinter("train", params.epochs),
         )
-        print(lstm.early_stop_text(self.training.history, params.epochs))
+        print(lstm.early_stop_text(self.training.history, params, self.training.n_samples))
         current.card.extend(cards.training_card(self.training))
         self.next(self.evaluate)
 

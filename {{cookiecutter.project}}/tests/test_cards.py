@@ -224,14 +224,15 @@ def test_the_dataset_card_draws_the_split_as_a_timeline() -> None:
 
 
 def test_the_tuning_card_plots_each_configurations_validation_curve() -> None:
-    from {{ cookiecutter.project }}.modeling.tuning import Trial
+    from {{ cookiecutter.project }}.modeling.tuning import Trial, TrialBudget
     from {{ cookiecutter.project }}.pipeline.plots import plot_tuning_curves
 
     history = {"val_loss": [3.0, 2.5, 2.4], "val_hit_rate@20": [0.3, 0.4, 0.45]}
     short = {"val_loss": [3.1, 2.9], "val_hit_rate@20": [0.2, 0.3]}
+    budget = TrialBudget(max_sessions=100, max_epochs=3)
     trials = [
-        Trial({}, {}, 0.30, 0.6, 3, 1.0, 100, 50, history),
-        Trial({"lstm_units": 8}, {}, 0.20, 0.5, 2, 1.0, 100, 50, short),
+        Trial({}, {}, 0.30, 0.6, 3, 1.0, 100, 50, history, budget, 400),
+        Trial({"lstm_units": 8}, {}, 0.20, 0.5, 2, 1.0, 100, 50, short, budget, 400),
     ]
     loss, hit_rate = plot_tuning_curves(trials, trials[0]).axes
     assert [list(line.get_ydata()) for line in loss.lines] == [[3.0, 2.5, 2.4], [3.1, 2.9]]
@@ -240,7 +241,10 @@ def test_the_tuning_card_plots_each_configurations_validation_curve() -> None:
     assert loss.lines[0].get_linewidth() > loss.lines[1].get_linewidth()  # the chosen one
     labels = [line.get_label() for line in loss.lines]
     assert labels == ["defaults (chosen)", "lstm_units=8"]
-    images = [p for p in _rendered(cards.tuning_card(trials, trials[0])) if p["type"] == "image"]
+    parts = _rendered(cards.tuning_card(trials, trials[0]))
+    assert "trained on 100 of the 400 older training sessions" in parts[0]["source"]
+    assert "the newest 100 sessions, at most 3 epochs" in parts[0]["source"]  # the budget
+    images = [p for p in parts if p["type"] == "image"]
     assert len(images) == 2  # the grid's scores and the curves
     untracked = [Trial({}, {}, 0.3, 0.6, 3, 1.0, 100, 50)]  # no history: no curves
     assert len(cards.tuning_card(untracked, untracked[0])) == 3

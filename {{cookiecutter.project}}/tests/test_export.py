@@ -47,6 +47,21 @@ def test_export_package_unpack_load_matches_the_in_memory_model(
     assert len(exported.recommend([session], 10_000)[0]) == len(trained.vocabulary)
 
 
+def test_the_export_holds_the_networks_weights_and_no_optimizer(
+    trained_lstm: TrainedModel, tmp_path: Path
+) -> None:
+    import tensorflow as tf
+
+    assert trained_lstm.model.optimizer is not None  # trained with the full softmax: compiled
+    export_dir = export_model(trained_lstm, tmp_path / "export")
+    stored = dict(tf.train.list_variables(str(export_dir / "variables" / "variables")))
+    assert not [name for name in stored if "optimizer" in name]
+    network = {name: shape for name, shape in stored.items() if name.startswith("network/")}
+    assert sum(int(np.prod(shape)) for shape in network.values()) == sum(
+        weight.size for weight in trained_lstm.model.get_weights()
+    )
+
+
 def test_export_and_load_errors(trained_lstm: TrainedModel, tmp_path: Path) -> None:
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file.txt").write_text("x")

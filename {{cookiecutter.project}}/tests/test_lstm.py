@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import keras
@@ -208,9 +209,45 @@ def test_epoch_lines_carry_metrics_and_an_eta() -> None:
     assert lines[1].endswith("ETA 3.0 min at most")
 
 
-def test_the_early_stop_line_names_the_last_and_the_best_epoch() -> None:
+def test_the_early_stop_line_names_the_last_and_the_best_epoch_and_why() -> None:
+    params = TrainParams(epochs=20, patience=2, sample_budget=0)
     history = {"loss": [3.0, 2.0, 1.5, 1.4], "val_loss": [3.1, 2.2, 2.3, 2.4]}
-    assert early_stop_text(history, 20) == (
-        "stopped at epoch 4 of 20, best epoch 2 (val_loss 2.2000, its weights kept)"
+    assert early_stop_text(history, params, 1_000) == (
+        "stopped early at epoch 4 of 20 (2 epochs without a better loss), best epoch 2 "
+        "(val_loss 2.2000, its weights kept)"
     )
-    assert early_stop_text({"loss": [2.0, 1.0]}, 2).startswith("ran all 2 epochs, best epoch 2")
+    params = TrainParams(epochs=2)
+    text = early_stop_text({"loss": [2.0, 1.0]}, params, 1_000)
+    assert text.startswith("ran all 2 epochs, best epoch 2")
+    budgeted = TrainParams(epochs=20, sample_budget=4_500)
+    assert early_stop_text(history, budgeted, 1_000).startswith(
+        "ran all 4 epochs that sample_budget=4,500 allows (1,000 samples an epoch; epochs=20)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("epochs", "budget", "samples", "limit"),
+    [
+        (20, 1_500_000, 55_000, 20),  # small data: the budget never binds
+        (20, 1_500_000, 169_765, 8),  # 60k sessions: fewer, longer epochs
+        (20, 1_500_000, 2_000_000, 1),  # one epoch above the budget still runs
+        (20, 0, 10_000_000, 20),  # 0 (the default): no budget
+        (5, 100, 0, 5),
+    ],
+)
+def test_the_sample_budget_limits_epochs(
+    epochs: int, budget: int, samples: int, limit: int
+) -> None:
+    assert TrainParams(epochs=epochs, sample_budget=budget).epoch_limit(samples) == limit
+
+
+def test_training_stops_when_the_sample_budget_is_spent(lstm_sessions: pd.DataFrame) -> None:
+    params = replace(FAST_LSTM, epochs=5, patience=5, sample_budget=1)
+    lines: list[str] = []
+    printer = EpochPrinter("train", params.epochs, lines.append)
+    trained = train(lstm_sessions.iloc[:600], params, progress=printer)
+    assert len(trained.history["loss"]) == 1
+    assert [line.split("  ")[0] for line in lines] == ["train epoch 1/1"]  # the ETA's epochs
+    assert "that sample_budget=1 allows" in early_stop_text(
+        trained.history, params, trained.n_train_samples
+    )

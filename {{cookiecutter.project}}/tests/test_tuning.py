@@ -11,6 +11,7 @@ from {{ cookiecutter.project }}.ingest import synthetic
 from {{ cookiecutter.project }}.modeling.params import DEFAULT_GRID, DEFAULT_GRID_JSON, TrainParams
 from {{ cookiecutter.project }}.modeling.tuning import (
     Trial,
+    TrialBudget,
     TuningError,
     choose_best,
     params_for,
@@ -104,6 +105,7 @@ def test_a_trial_trains_and_scores_on_the_validation_days() -> None:
     train = split_by_time(_sessions(), test_days=4).train
     base = TrainParams(embedding_dim=16, lstm_units=16, max_length=6, epochs=2, batch_size=128)
     epochs: list[int] = []
+    budget = TrialBudget(max_sessions=800, max_epochs=1)
     trial = run_trial(
         train,
         base,
@@ -111,18 +113,45 @@ def test_a_trial_trains_and_scores_on_the_validation_days() -> None:
         days=3,
         max_examples=500,
         progress=lambda epoch, logs: epochs.append(epoch),
+        budget=budget,
     )
-    assert epochs == list(range(1, trial.epochs + 1))  # the flow's one line per epoch
+    assert epochs == [1]  # the flow's one line per epoch, within the budget's epochs
     fit, _ = validation_split(train, 3)
     assert trial.params["lstm_units"] == 8 and trial.params["embedding_dim"] == 16
-    assert trial.n_fit_sessions == len(fit)
-    assert trial.n_validation_examples == 500
+    assert (trial.n_fit_sessions, trial.n_available_sessions) == (800, len(fit))
+    assert trial.budget == budget
+    assert trial.n_validation_examples == 500  # the validation days are not cut
     assert 0 < trial.mrr <= trial.hit_rate <= 1
-    assert 1 <= trial.epochs <= 2 and trial.seconds > 0
+    assert trial.epochs == 1 and trial.seconds > 0
     # The per-epoch validation curves the choose step's card draws, one point per epoch.
     assert {"val_loss", "val_hit_rate@20"} <= set(trial.history)
     assert all(len(values) == trial.epochs for values in trial.history.values())
     assert trial.label == "lstm_units=8"
+
+
+# --- the budget --------------------------------------------------------------------------------
+
+
+def test_the_budget_keeps_the_newest_sessions_and_caps_epochs() -> None:
+    fit, _ = validation_split(split_by_time(_sessions(), test_days=4).train, 3)
+    shuffled = fit.sample(frac=1, random_state=0)
+    kept = TrialBudget(max_sessions=100, max_epochs=3).sessions(shuffled)
+    assert len(kept) == 100
+    assert kept["first_event_at"].min() >= fit["first_event_at"].nlargest(100).min()
+    assert TrialBudget(max_sessions=0).sessions(shuffled) is shuffled  # 0: every session
+    assert TrialBudget(max_sessions=len(fit)).sessions(shuffled) is shuffled
+    base = TrainParams(epochs=20)
+    assert TrialBudget(max_epochs=3).params(base).epochs == 3
+    assert TrialBudget(max_epochs=3).params(TrainParams(epochs=2)).epochs == 2  # entry's own
+    assert TrialBudget(max_epochs=0).params(base) == base
+    assert TrialBudget(20_000, 6).text == "the newest 20,000 sessions, at most 6 epochs"
+    assert TrialBudget(0, 0).text == "all sessions, no epoch limit"
+
+
+@pytest.mark.parametrize("field", ["max_sessions", "max_epochs"])
+def test_a_negative_budget_names_the_flow_parameter(field: str) -> None:
+    with pytest.raises(TuningError, match=f"tune_{field.removeprefix('max_')} must be 0"):
+        TrialBudget(**{field: -1})
 
 
 # --- the choice --------------------------------------------------------------------------------

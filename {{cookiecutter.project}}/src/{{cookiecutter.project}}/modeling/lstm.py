@@ -201,17 +201,28 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-def early_stop_text(history: dict[str, list[float]], max_epochs: int) -> str:
-    """Where training stopped and which epoch's weights it kept (early stopping restores the best
-    by validation loss, or training loss without a validation set)."""
+def early_stop_text(history: dict[str, list[float]], params: TrainParams, n_samples: int) -> str:
+    """Where training over `n_samples` samples an epoch stopped, why, and which epoch's weights
+    it kept (early stopping restores the best by validation loss, or training loss without a
+    validation set)."""
     monitored = history.get("val_loss") or history.get("loss") or []
     if not monitored:
         return "no epoch ran"
     best = int(np.argmin(monitored)) + 1
     ran = len(monitored)
-    how = (
-        f"ran all {ran} epochs" if ran == max_epochs else f"stopped at epoch {ran} of {max_epochs}"
-    )
+    limit = params.epoch_limit(n_samples)
+    if ran < limit:
+        how = (
+            f"stopped early at epoch {ran} of {limit} "
+            f"({params.patience} epochs without a better loss)"
+        )
+    elif limit < params.epochs:
+        how = (
+            f"ran all {ran} epochs that sample_budget={params.sample_budget:,} allows "
+            f"({n_samples:,} samples an epoch; epochs={params.epochs})"
+        )
+    else:
+        how = f"ran all {ran} epochs"
     kept = "val_loss" if history.get("val_loss") else "loss"
     return f"{how}, best epoch {best} ({kept} {monitored[best - 1]:.4f}, its weights kept)"
 
@@ -245,7 +256,8 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainedModel:
-    """Train on every prefix of every session; validate on the newest sessions; stop early.
+    """Train on every prefix of every session; validate on the newest sessions; stop early, or
+    when `params.sample_budget` is spent (`TrainParams.epoch_limit`).
 
     Catalogues above `params.full_softmax_max_skus` train with a sampled softmax
     (`sampled.SampledSoftmaxModel`); validation, scoring and the export use the full one either way.
@@ -279,14 +291,17 @@ def train(
         keras.callbacks.EarlyStopping(monitor, patience=params.patience, restore_best_weights=True),
         *callbacks,
     ]
+    epochs = params.epoch_limit(len(y))
     if progress is not None:
         all_callbacks.append(_Progress(progress))
+    if isinstance(progress, EpochPrinter):
+        progress.epochs = min(progress.epochs, epochs)  # its ETA: the epochs the budget allows
     started = time.perf_counter()
     fit = fitted.fit(
         x,
         y,
         batch_size=params.batch_size,
-        epochs=params.epochs,
+        epochs=epochs,
         validation_data=validation,
         shuffle=True,
         callbacks=all_callbacks,

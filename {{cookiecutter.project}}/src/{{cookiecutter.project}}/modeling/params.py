@@ -34,6 +34,12 @@ DEFAULT_GRID: list[dict[str, Any]] = [
     {"embedding_dim": 32, "lstm_units": 32},
 ]
 DEFAULT_GRID_JSON = json.dumps(DEFAULT_GRID)
+# What one tuning trial may cost (0 = no limit): it trains on the newest TUNE_MAX_SESSIONS
+# sessions before the validation days, for at most TUNE_EPOCHS epochs, so that the whole grid
+# costs about what the final training does (issue 19: three uncapped trials at 60k sessions and
+# 20k SKUs did not finish in 58 minutes).
+TUNE_MAX_SESSIONS = 20_000
+TUNE_EPOCHS = 6
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,11 @@ class TrainParams:
     # Scoring and the export always use the full softmax.
     full_softmax_max_skus: int = 5000
     sampled_negatives: int = 1024  # SKUs drawn per batch as negatives (shared by its rows)
+    # Most (prefix -> next item) samples training sees, all epochs together (0 = no limit): fewer
+    # epochs on large data, where each epoch holds more steps. Off by default: at 60k sessions and
+    # 20k SKUs early stopping ended training at epoch 7 (~1.2M samples), and a budget that binds
+    # there would cut a 200k-session training (~670k samples an epoch) to 2 epochs.
+    sample_budget: int = 0
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -79,6 +90,13 @@ class TrainParams:
     def uses_sampled_softmax(self, n_skus: int) -> bool:
         """Whether a catalogue of `n_skus` trains with the sampled softmax."""
         return n_skus > self.full_softmax_max_skus
+
+    def epoch_limit(self, n_samples: int) -> int:
+        """Most epochs over `n_samples` samples an epoch: `epochs`, or fewer when those would see
+        more than `sample_budget` samples (always at least one)."""
+        if self.sample_budget <= 0 or n_samples <= 0:
+            return self.epochs
+        return max(1, min(self.epochs, self.sample_budget // n_samples))
 
 
 @dataclass

@@ -4,6 +4,9 @@ The flow's `tune` step runs one `run_trial` per grid entry (a Metaflow foreach);
 the best by validation MRR@20 (`choose_best`), and `train` then fits the winner on the whole
 training split. Validation days are cut from the *training* split, so the test days never
 influence which configuration is chosen.
+
+A trial costs a bounded share of the run (`TrialBudget`): it trains on the newest fit sessions
+only, for a few epochs; the validation days that score it stay whole.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..evaluation.metrics import hit_rate_at_k, mrr_at_k, next_item_examples
 from ..evaluation.suite import recommend_in_batches
 from ..schema import K
 from . import ModelError
-from .params import VALIDATION_DAYS, TrainParams
+from .params import TUNE_EPOCHS, TUNE_MAX_SESSIONS, VALIDATION_DAYS, TrainParams
 
 _TUNABLE = {f.name: f.type for f in fields(TrainParams)}
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
@@ -30,6 +33,47 @@ _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 class TuningError(ProjectError, ValueError):
     """A grid or validation period that cannot be used; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class TrialBudget:
+    """What one trial may spend; 0 = no limit.
+
+    `max_sessions`: the newest fit sessions only. The newest, not a random sample: they are the
+    closest in time to the validation days that score the trial, and a cut by time needs no
+    seed. `max_epochs`: early stopping may stop sooner; a grid entry's own `epochs` counts if
+    lower.
+    """
+
+    max_sessions: int = TUNE_MAX_SESSIONS
+    max_epochs: int = TUNE_EPOCHS
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "max_epochs"):
+            if getattr(self, name) < 0:
+                raise TuningError(
+                    f"tune_{name.removeprefix('max_')} must be 0 (no limit) or more, got "
+                    f"{getattr(self, name)}"
+                )
+
+    def sessions(self, fit_df: pd.DataFrame) -> pd.DataFrame:
+        """The newest `max_sessions` of `fit_df` by first_event_at (all of them without a limit)."""
+        if not self.max_sessions or len(fit_df) <= self.max_sessions:
+            return fit_df
+        return fit_df.sort_values("first_event_at", kind="stable").iloc[-self.max_sessions :]
+
+    def params(self, params: TrainParams) -> TrainParams:
+        """`params` with at most `max_epochs` epochs."""
+        if not self.max_epochs:
+            return params
+        return replace(params, epochs=min(params.epochs, self.max_epochs))
+
+    @property
+    def text(self) -> str:
+        """In words, for the card: e.g. "the newest 20,000 sessions, at most 6 epochs"."""
+        sessions = f"the newest {self.max_sessions:,}" if self.max_sessions else "all"
+        epochs = f"at most {self.max_epochs} epochs" if self.max_epochs else "no epoch limit"
+        return f"{sessions} sessions, {epochs}"
 
 
 @dataclass(frozen=True)
@@ -42,10 +86,12 @@ class Trial:
     hit_rate: float  # validation HR@K
     epochs: int
     seconds: float
-    n_fit_sessions: int
+    n_fit_sessions: int  # the sessions it trained on (the newest `budget.max_sessions`)
     n_validation_examples: int
     # Keras' per-epoch history (loss, val_loss, hit_rate@K, val_hit_rate@K): the card's curves.
     history: dict[str, list[float]] = field(default_factory=dict)
+    budget: TrialBudget = field(default_factory=TrialBudget)
+    n_available_sessions: int = 0  # fit sessions before the budget's cut
 
     @property
     def label(self) -> str:
@@ -139,17 +185,20 @@ def run_trial(
     max_examples: int = 50_000,
     seed: int = 0,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    budget: TrialBudget | None = None,
 ) -> Trial:
-    """Train `base` + `overrides` on the older training days and score the newest `days`;
-    `progress(epoch, logs)` as in `lstm.train` (default: silent)."""
+    """Train `base` + `overrides` within `budget` on the older training days and score the
+    newest `days`; `progress(epoch, logs)` as in `lstm.train` (default: silent)."""
     # Keras (and TensorFlow) only in the step that trains: the flow imports this module for its
     # defaults, and every step would otherwise pay seconds to load them.
     from .lstm import LstmRecommender, train
 
-    fit_df, val_df = validation_split(train_df, days)
+    budget = budget or TrialBudget()
+    available, val_df = validation_split(train_df, days)
+    fit_df = budget.sessions(available)
     params = params_for(base, overrides)
     started = time.perf_counter()
-    trained = train(fit_df, params, progress=progress or (lambda epoch, logs: None))
+    trained = train(fit_df, budget.params(params), progress=progress or (lambda epoch, logs: None))
     seconds = time.perf_counter() - started
     examples = next_item_examples(val_df, max_examples=max_examples, seed=seed)
     recommended = recommend_in_batches(LstmRecommender(trained), examples.prefixes, K)
@@ -163,6 +212,8 @@ def run_trial(
         n_fit_sessions=len(fit_df),
         n_validation_examples=len(examples),
         history=trained.history,
+        budget=budget,
+        n_available_sessions=len(available),
     )
 
 

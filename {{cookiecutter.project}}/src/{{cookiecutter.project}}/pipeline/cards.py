@@ -289,7 +289,8 @@ def tuning_card(trials: Sequence[Any], best: Any) -> Components:
     return [
         Markdown(
             f"# Hyper-parameter search\n{len(trials)} configuration(s), each trained on "
-            f"{first.n_fit_sessions:,} older training sessions and scored on "
+            f"{first.n_fit_sessions:,} of the {first.n_available_sessions:,} older training "
+            f"sessions (budget per configuration: {first.budget.text}) and scored on "
             f"{first.n_validation_examples:,} prefixes of the newest training days (the test "
             f"split is not used). Chosen: **{best.label}** (validation MRR@{K} {best.mrr:.4f})."
         ),
