@@ -9,7 +9,8 @@ quarter is the test split. Every model is scored by the same RecList suite on th
 challenge's protocol). Prints MRR@20 and HR@20 per model under both protocols, the LSTM's share of
 the ceiling and its lift over the best baseline (most-popular, Markov or V-SKNN) under each, the
 LSTM's training time and V-SKNN's tuned (k, sample size) and scoring time. Targets (all
-prefixes, as the gate): LSTM >= 90% of the ceiling's MRR@20 and >= 10% over the best baseline.
+prefixes, as the gate): LSTM >= 92% of the ceiling's MRR@20 at the default size and >= 97% at
+10x, and >= 3% over the best baseline at both.
 
 `ceiling_last_item` ranks by the generator's exact probabilities given only the last item: about
 the best a first-order model (Markov) can do. The ceiling's lead over it is the most that reading
@@ -41,7 +42,9 @@ from {{ cookiecutter.project }}.schema import (
 )
 from {{ cookiecutter.project }}.settings import get_settings
 
-TARGET_CEILING_SHARE, TARGET_LIFT = 0.90, 0.10
+# Issue 19's targets (all prefixes): the LSTM's share of the ceiling's MRR@20 at the default size
+# and from 10x that up, and its MRR@20 lift over the best baseline at every size.
+TARGET_CEILING_SHARE, TARGET_CEILING_SHARE_10X, TARGET_LIFT = 0.92, 0.97, 0.03
 MAX_EXAMPLES = 50_000
 BASELINES = ("markov", "most_popular", "vsknn")
 
@@ -123,11 +126,13 @@ def print_quality(result: Quality) -> None:
         cells = " ".join(f"{m[key]:>8.4f}" for keys in PROTOCOL_METRICS.values() for key in keys)
         print(f"{name:<18} {cells} {m[COVERAGE]:>12.4f}")
     ratio = ceiling.ceiling_ratio(report)
-    share_met = "met" if result.ceiling_share >= TARGET_CEILING_SHARE else "MISSED"
+    large = result.sessions >= 10 * get_settings().n_sessions
+    share_target = TARGET_CEILING_SHARE_10X if large else TARGET_CEILING_SHARE
+    share_met = "met" if result.ceiling_share >= share_target else "MISSED"
     lift_met = "met" if result.lift >= TARGET_LIFT else "MISSED"
     print(
         f"{ALL_PREFIXES}: LSTM / ceiling MRR@20 {ratio[MRR]:.1%}, HR@20 {ratio[HIT_RATE]:.1%} "
-        f"(target {TARGET_CEILING_SHARE:.0%} of MRR@20: {share_met})"
+        f"(target {share_target:.0%} of MRR@20: {share_met})"
     )
     print(
         f"{ALL_PREFIXES}: LSTM MRR@20 lift over the best baseline {result.lift:+.1%} "
