@@ -32,10 +32,10 @@ def _weights_only(network: Any) -> Any:
     """
     import keras
 
-    from .sampled import SkuLogits  # the network's output layer, a class of ours
+    from .sampled import CUSTOM_OBJECTS
 
     # From the config, not keras.models.clone_model: a clone of a compiled model is compiled too.
-    copy = keras.Model.from_config(network.get_config(), custom_objects={"SkuLogits": SkuLogits})
+    copy = keras.Model.from_config(network.get_config(), custom_objects=CUSTOM_OBJECTS)
     copy.set_weights(network.get_weights())
     return copy
 

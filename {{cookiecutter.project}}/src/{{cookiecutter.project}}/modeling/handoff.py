@@ -59,13 +59,13 @@ def load_trained(folder: Path) -> TrainedModel:
         )
     import keras  # after the check: seconds to import
 
-    from .sampled import SkuLogits  # the network's output layer, a class of ours
+    from .sampled import CUSTOM_OBJECTS
 
     record = json.loads((folder / TRAINING_FILE).read_text())
     return TrainedModel(
         # Serving needs the network only, not the optimizer that trained it.
         model=keras.models.load_model(
-            folder / KERAS_FILE, custom_objects={"SkuLogits": SkuLogits}, compile=False
+            folder / KERAS_FILE, custom_objects=CUSTOM_OBJECTS, compile=False
         ),
         **record | {"params": TrainParams(**record["params"])},
     )

@@ -64,6 +64,10 @@ class SkuLogits(keras.layers.Layer):
         return {**super().get_config(), "n_ids": self.n_ids}
 
 
+# The network's layers that are ours, for Keras to rebuild a saved or configured network.
+CUSTOM_OBJECTS = {"SkuLogits": SkuLogits}
+
+
 def sampling_distribution(targets: np.ndarray, n_ids: int) -> np.ndarray:
     """q over ids (sums to 1): count ** SAMPLING_POWER of each SKU among the training targets,
     every SKU at least as likely as one seen once; padding and OOV are never drawn."""
